@@ -1,0 +1,297 @@
+//! The REST API: routes, the v0 wire conventions and the mapping of errors to HTTP.
+//!
+//! Owns the axum router, the `gofer-api-version: v0` header rule, JSON error bodies
+//! (`{"request_id", "error_code", "message"}`), pagination parameters and the OpenAPI document
+//! generated from the handlers. Handlers validate input and call storage (and, later, the
+//! orchestrator); they must never talk to Docker, wasmtime or tonic directly.
+
+mod events;
+mod namespaces;
+mod pipelines;
+mod system;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::ServerConfig;
+use crate::events::EventBus;
+use crate::pipeline_config::ConfigError;
+use crate::storage::{Db, Page, Storage, StorageError};
+
+/// The header every API request must carry, and its only accepted value.
+pub const API_VERSION_HEADER: &str = "gofer-api-version";
+pub const API_VERSION: &str = "v0";
+
+/// Largest JSON body accepted (a pipeline config with many tasks stays far below it).
+const MAX_JSON_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub storage: Storage,
+    pub events: EventBus,
+    pub config: Arc<ServerConfig>,
+    /// Flips to `true` when the server starts shutting down; long-lived streams end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl ApiState {
+    /// Runs a write transaction, then announces the events it stored.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (value, events) = self.storage.write(work).await?;
+        self.events.publish(events);
+        Ok(value)
+    }
+
+    /// Runs a read.
+    pub async fn read<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StorageError> + Send + 'static,
+    {
+        Ok(self.storage.read(work).await?)
+    }
+
+    /// Resolves a request's `limit`/`offset` against the configured default and maximum.
+    pub fn page(&self, query: &PageQuery) -> Result<Page, ApiError> {
+        let api = &self.config.api;
+        let limit = query.limit.unwrap_or(api.default_page_limit);
+        if limit == 0 || limit > api.max_page_limit {
+            return Err(ApiError::bad_request(format!(
+                "limit must be between 1 and {}, got {limit}",
+                api.max_page_limit
+            )));
+        }
+        Ok(Page {
+            limit,
+            offset: query.offset.unwrap_or(0),
+        })
+    }
+}
+
+/// `limit` and `offset` of every list endpoint.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// How many items to return: 1 to `api.max_page_limit` (1000 by default); default
+    /// `api.default_page_limit` (100).
+    pub limit: Option<u64>,
+    /// How many items to skip; default 0.
+    pub offset: Option<u64>,
+}
+
+/// An error response. Its JSON body matches Gofer v0's: `{"request_id", "error_code", "message"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    pub request_id: String,
+    pub error_code: Option<String>,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let error_code = self
+            .status
+            .canonical_reason()
+            .map(|reason| reason.replace(' ', ""));
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, message = %self.message, "request failed");
+        }
+        let body = ErrorBody {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            error_code,
+            message: self.message,
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            StorageError::AlreadyExists(what) => Self::conflict(format!("{what} already exists")),
+            StorageError::Conflict(message) => Self::conflict(message),
+            other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {other}")),
+        }
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(error: ConfigError) -> Self {
+        Self::bad_request(error.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::bad_request(format!("invalid request body: {}", rejection.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::bad_request(format!("invalid path: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request(format!("invalid query: {}", rejection.body_text()))
+    }
+}
+
+/// `axum::Json` whose rejections are [`ApiError`]s (400 with a message naming the problem).
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Path` whose rejections are [`ApiError`]s.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `axum::extract::Query` whose rejections are [`ApiError`]s.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// Refuses API requests without `gofer-api-version: v0`, with Gofer v0's messages.
+async fn require_api_version(request: Request, next: Next) -> Response {
+    if request.uri().path() == "/api/openapi.json" {
+        return next.run(request).await;
+    }
+    match request.headers().get(API_VERSION_HEADER) {
+        None => ApiError::bad_request(format!(
+            "Gofer version header missing; '{API_VERSION_HEADER}'"
+        ))
+        .into_response(),
+        Some(value) if value != HeaderValue::from_static(API_VERSION) => ApiError::bad_request(
+            format!("Incorrect Gofer version header; should be one of [\"{API_VERSION}\"]"),
+        )
+        .into_response(),
+        Some(_) => next.run(request).await,
+    }
+}
+
+async fn no_such_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no API route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Gofer",
+        description = "Gofer runs short-lived jobs as DAGs of containers and WebAssembly plugins. \
+                       Every request needs the header `gofer-api-version: v0`.",
+    ),
+    tags(
+        (name = "Namespaces", description = "Groups of pipelines"),
+        (name = "Pipelines", description = "Pipelines and their state"),
+        (name = "Configs", description = "Versioned pipeline configurations"),
+        (name = "Deployments", description = "Changes of a pipeline's live config"),
+        (name = "Events", description = "The event log"),
+        (name = "System", description = "Server-wide settings and build information"),
+    )
+)]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(namespaces::routes())
+        .merge(pipelines::routes())
+        .merge(events::routes())
+        .merge(system::routes())
+}
+
+/// The OpenAPI document of the API, generated from the handlers.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let mut document = api_router().split_for_parts().1;
+    document.info.version = env!("CARGO_PKG_VERSION").to_string();
+    document
+}
+
+/// The document as committed in `docs/openapi.json`.
+pub fn openapi_json() -> String {
+    let mut json = openapi_document()
+        .to_pretty_json()
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+    json.push('\n');
+    json
+}
+
+/// The complete HTTP application.
+pub fn router(state: ApiState) -> axum::Router {
+    let (api, _) = api_router().split_for_parts();
+    let openapi = openapi_json();
+    api.route(
+        "/api/openapi.json",
+        axum::routing::get(move || async move {
+            ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi)
+        }),
+    )
+    .fallback(no_such_route)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(axum::middleware::from_fn(require_api_version))
+    .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+    .layer(tower_http::trace::TraceLayer::new_for_http())
+    .with_state(state)
+}
+
+/// Helper for handlers: `State` under a short name.
+pub type AppState = State<ApiState>;

@@ -1,0 +1,63 @@
+//! System endpoints (`/api/system`): server-wide preferences and build metadata.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{ApiError, ApiJson, ApiState, AppState};
+use crate::models::{SystemMetadata, SystemPreferences};
+
+pub(super) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_system_preferences, update_system_preferences))
+        .routes(routes!(get_system_metadata))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSystemPreferencesRequest {
+    /// Pause (true) or resume (false) the start of new runs on every pipeline.
+    pub ignore_pipeline_run_events: Option<bool>,
+}
+
+/// Empty object, as Gofer v0 answers.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpdateSystemPreferencesResponse {}
+
+/// The commit this binary was built from (set by the build), or `unknown`.
+pub fn build_commit() -> &'static str {
+    option_env!("GOFER_BUILD_COMMIT").unwrap_or("unknown")
+}
+
+/// Get server-wide preferences.
+#[utoipa::path(get, path = "/api/system", tag = "System", operation_id = "get_system_preferences",
+    responses((status = 200, body = SystemPreferences), (status = "4XX", body = super::ErrorBody)))]
+async fn get_system_preferences(state: AppState) -> Result<ApiJson<SystemPreferences>, ApiError> {
+    Ok(ApiJson(state.read(|db| db.get_system()).await?))
+}
+
+/// Change server-wide preferences.
+#[utoipa::path(patch, path = "/api/system", tag = "System", operation_id = "update_system_preferences",
+    request_body = UpdateSystemPreferencesRequest,
+    responses((status = 200, body = UpdateSystemPreferencesResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn update_system_preferences(
+    state: AppState,
+    ApiJson(request): ApiJson<UpdateSystemPreferencesRequest>,
+) -> Result<ApiJson<UpdateSystemPreferencesResponse>, ApiError> {
+    if let Some(ignore) = request.ignore_pipeline_run_events {
+        state
+            .write(move |db| db.set_ignore_pipeline_run_events(ignore))
+            .await?;
+    }
+    Ok(ApiJson(UpdateSystemPreferencesResponse {}))
+}
+
+/// Build information; also a cheap health check.
+#[utoipa::path(get, path = "/api/system/metadata", tag = "System", operation_id = "get_system_metadata",
+    responses((status = 200, body = SystemMetadata), (status = "4XX", body = super::ErrorBody)))]
+async fn get_system_metadata() -> ApiJson<SystemMetadata> {
+    ApiJson(SystemMetadata {
+        commit: build_commit().to_string(),
+        semver: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}

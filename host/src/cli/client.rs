@@ -1,0 +1,137 @@
+//! The CLI's HTTP client for the Gofer API.
+//!
+//! Owns the base URL, the `gofer-api-version` and bearer-token headers, and turning error
+//! responses into one-line messages. Must not format output (that is `output`).
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::{API_VERSION, API_VERSION_HEADER};
+
+/// Why a request failed, in words a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("could not reach the Gofer server at {url} (is it running? see --api-base-url): {source}")]
+    Connect { url: String, source: reqwest::Error },
+    #[error("{message} (HTTP {status})")]
+    Api { status: u16, message: String },
+    #[error("unexpected response from {url}: {detail}")]
+    Decode { url: String, detail: String },
+    #[error("invalid --api-base-url '{0}': it must start with http:// or https://")]
+    BadBaseUrl(String),
+    #[error("event stream: {0}")]
+    Stream(String),
+}
+
+/// A client of one Gofer server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ClientError::BadBaseUrl(base_url));
+        }
+        Ok(Self {
+            http: reqwest::Client::new(),
+            base_url,
+            token: token.filter(|token| !token.is_empty()),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.request(Method::DELETE, path, None).await
+    }
+
+    /// Sends one request; returns the JSON body (`null` for 204), or the server's error message.
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base_url);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .header(API_VERSION_HEADER, API_VERSION);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|source| ClientError::Connect {
+            url: self.base_url.clone(),
+            source,
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|source| ClientError::Connect {
+            url: self.base_url.clone(),
+            source,
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|body| body.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| if text.is_empty() { status.to_string() } else { text });
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|error| ClientError::Decode {
+            url,
+            detail: error.to_string(),
+        })
+    }
+
+    /// The websocket URL and headers for a streaming endpoint.
+    pub fn websocket_request(
+        &self,
+        path: &str,
+    ) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}{path}", self.base_url.replacen("http", "ws", 1));
+        let mut request = url
+            .into_client_request()
+            .map_err(|error| ClientError::Stream(error.to_string()))?;
+        let headers = request.headers_mut();
+        headers.insert(API_VERSION_HEADER, API_VERSION.parse().expect("static header value"));
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| ClientError::Stream("the token is not a valid header value".into()))?;
+            headers.insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+/// Decodes a field of a response into a typed value.
+pub fn field<T: DeserializeOwned>(body: &Value, name: &str) -> Result<T, ClientError> {
+    let value = body.get(name).cloned().ok_or_else(|| ClientError::Decode {
+        url: String::new(),
+        detail: format!("the response has no '{name}' field"),
+    })?;
+    serde_json::from_value(value).map_err(|error| ClientError::Decode {
+        url: String::new(),
+        detail: format!("field '{name}': {error}"),
+    })
+}

@@ -1,0 +1,553 @@
+//! The `gofer` command line: argument parsing and one function per command.
+//!
+//! Every command except `service ...` is a client of the REST API (through `client`), printing
+//! with `output`. Errors end the process with a one-line message and exit code 1. This is an edge
+//! of the program, so it uses `anyhow`.
+
+pub mod client;
+pub mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::config::{ConfigOverrides, DEFAULT_CONFIG_TOML, LogFormat, ServerConfig};
+use crate::models::{Deployment, Event, Namespace, PipelineConfig, PipelineMetadata};
+use client::{Client, field};
+use output::OutputFormat;
+
+/// Gofer runs short-lived jobs: pipelines of containers (and WebAssembly plugins) as DAGs.
+#[derive(Debug, Parser)]
+#[command(name = "gofer", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Address of the Gofer server.
+    #[arg(long, global = true, env = "GOFER_API_BASE_URL", default_value = "http://127.0.0.1:8080")]
+    api_base_url: String,
+    /// API token (not needed against a development server).
+    #[arg(long, global = true, env = "GOFER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Namespace of the pipelines a command acts on.
+    #[arg(long, short = 'n', global = true, env = "GOFER_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, short = 'o', global = true, env = "GOFER_OUTPUT", value_enum, default_value = "table")]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run and configure the server.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Manage namespaces.
+    #[command(subcommand)]
+    Namespace(NamespaceCommand),
+    /// Manage pipelines and their configs.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+    /// See a pipeline's deployments.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
+    /// Read the event log.
+    #[command(subcommand)]
+    Event(EventCommand),
+    /// Server-wide settings.
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Start the server (development mode, no auth, unless configured otherwise).
+    Start {
+        /// Config file (TOML); `gofer service init-config` prints a commented one.
+        #[arg(long, env = "GOFER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address, IP:PORT (overrides server.bind).
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+        /// Data directory (overrides server.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print a commented default config file.
+    InitConfig,
+    /// Print the OpenAPI document of the REST API.
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum NamespaceCommand {
+    /// List namespaces.
+    List(ListArgs),
+    /// Show one namespace.
+    Get { id: String },
+    /// Create a namespace.
+    Create {
+        id: String,
+        /// Human-friendly name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Change a namespace's name or description.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a namespace and everything in it.
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Maximum number of items.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Items to skip.
+    #[arg(long)]
+    offset: Option<u64>,
+}
+
+impl ListArgs {
+    fn query(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(limit) = self.limit {
+            parts.push(format!("limit={limit}"));
+        }
+        if let Some(offset) = self.offset {
+            parts.push(format!("offset={offset}"));
+        }
+        if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum PipelineCommand {
+    /// List the pipelines of the namespace.
+    List(ListArgs),
+    /// Show a pipeline and its live config.
+    Get { id: String },
+    /// Let a pipeline start runs again.
+    Enable { id: String },
+    /// Stop a pipeline from starting runs.
+    Disable { id: String },
+    /// Delete a pipeline with its configs, deployments and runs.
+    Delete { id: String },
+    /// Register, inspect and deploy config versions.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Register a config from a JSON file (what an SDK program prints); `-` reads stdin.
+    Register {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Deploy the new version right away.
+        #[arg(long)]
+        deploy: bool,
+    },
+    /// List a pipeline's config versions.
+    List {
+        pipeline: String,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Show one config version (default: the latest).
+    Get { pipeline: String, version: Option<u64> },
+    /// Make a version live.
+    Deploy { pipeline: String, version: u64 },
+    /// Delete a version that is neither live nor the latest.
+    Delete { pipeline: String, version: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeploymentCommand {
+    /// List a pipeline's deployments.
+    List {
+        pipeline: String,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Show one deployment.
+    Get { pipeline: String, id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventCommand {
+    /// List stored events.
+    List {
+        #[command(flatten)]
+        list: ListArgs,
+        /// Newest first.
+        #[arg(long)]
+        reverse: bool,
+    },
+    /// Show one event.
+    Get { id: String },
+    /// Follow events live until interrupted.
+    Stream {
+        /// Send stored events first.
+        #[arg(long)]
+        history: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// Show server-wide settings.
+    Get,
+    /// Stop every pipeline from starting new runs.
+    Pause,
+    /// Let pipelines start runs again.
+    Resume,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn one_line(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    if let Command::Service(command) = cli.command {
+        return service(command).await;
+    }
+    let client = Client::new(&global.api_base_url, global.token.clone())?;
+    let ctx = Session { client, global };
+    match cli.command {
+        Command::Service(_) => unreachable!("handled above"),
+        Command::Namespace(command) => namespace(&ctx, command).await,
+        Command::Pipeline(command) => pipeline(&ctx, command).await,
+        Command::Deployment(command) => deployment(&ctx, command).await,
+        Command::Event(command) => event(&ctx, command).await,
+        Command::System(command) => system(&ctx, command).await,
+    }
+}
+
+async fn service(command: ServiceCommand) -> anyhow::Result<()> {
+    match command {
+        ServiceCommand::InitConfig => {
+            print!("{DEFAULT_CONFIG_TOML}");
+            Ok(())
+        }
+        ServiceCommand::Openapi => {
+            print!("{}", crate::api::openapi_json());
+            Ok(())
+        }
+        ServiceCommand::Start { config, bind, data_dir } => {
+            let overrides = ConfigOverrides { bind, data_dir };
+            let config = ServerConfig::load(config.as_deref(), &overrides)?;
+            init_logging(&config);
+            crate::server::serve(config).await?;
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(config: &ServerConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+struct Session {
+    client: Client,
+    global: GlobalArgs,
+}
+
+impl Session {
+    fn json(&self) -> bool {
+        self.global.output == OutputFormat::Json
+    }
+
+    fn pipeline_path(&self, pipeline: &str) -> String {
+        format!("/api/namespaces/{}/pipelines/{pipeline}", self.global.namespace)
+    }
+
+    /// Prints `body` as JSON, or the table/view `render` makes of it.
+    fn show(&self, body: &Value, render: impl FnOnce(&Value) -> anyhow::Result<String>) -> anyhow::Result<()> {
+        if self.json() {
+            output::print_json(body);
+        } else {
+            println!("{}", render(body)?);
+        }
+        Ok(())
+    }
+
+    /// Prints a confirmation for people, or `{}`-like JSON for scripts.
+    fn done(&self, body: &Value, message: String) {
+        if self.json() {
+            let empty = Value::Object(Default::default());
+            output::print_json(if body.is_null() { &empty } else { body });
+        } else {
+            println!("✓ {message}");
+        }
+    }
+}
+
+async fn namespace(ctx: &Session, command: NamespaceCommand) -> anyhow::Result<()> {
+    let client = &ctx.client;
+    match command {
+        NamespaceCommand::List(list) => {
+            let body = client.get(&format!("/api/namespaces{}", list.query())).await?;
+            ctx.show(&body, |body| Ok(output::namespaces(&field::<Vec<Namespace>>(body, "namespaces")?)))
+        }
+        NamespaceCommand::Get { id } => {
+            let body = client.get(&format!("/api/namespaces/{id}")).await?;
+            ctx.show(&body, |body| Ok(output::namespace(&field(body, "namespace")?)))
+        }
+        NamespaceCommand::Create { id, name, description } => {
+            let name = name.unwrap_or_else(|| id.clone());
+            let body = client
+                .post("/api/namespaces", json!({"id": id, "name": name, "description": description}))
+                .await?;
+            ctx.done(&body, format!("Created namespace '{id}'"));
+            Ok(())
+        }
+        NamespaceCommand::Update { id, name, description } => {
+            if name.is_none() && description.is_none() {
+                bail!("nothing to update: give --name and/or --description");
+            }
+            let body = client
+                .patch(&format!("/api/namespaces/{id}"), json!({"name": name, "description": description}))
+                .await?;
+            ctx.done(&body, format!("Updated namespace '{id}'"));
+            Ok(())
+        }
+        NamespaceCommand::Delete { id } => {
+            let body = client.delete(&format!("/api/namespaces/{id}")).await?;
+            ctx.done(&body, format!("Deleted namespace '{id}'"));
+            Ok(())
+        }
+    }
+}
+
+async fn pipeline(ctx: &Session, command: PipelineCommand) -> anyhow::Result<()> {
+    let client = &ctx.client;
+    match command {
+        PipelineCommand::List(list) => {
+            let path = format!("/api/namespaces/{}/pipelines{}", ctx.global.namespace, list.query());
+            let body = client.get(&path).await?;
+            ctx.show(&body, |body| Ok(output::pipelines(&field::<Vec<PipelineMetadata>>(body, "pipelines")?)))
+        }
+        PipelineCommand::Get { id } => {
+            let body = client.get(&ctx.pipeline_path(&id)).await?;
+            if ctx.json() {
+                output::print_json(&body);
+                return Ok(());
+            }
+            let metadata: PipelineMetadata = field(&body, "pipeline")?;
+            let configs = client.get(&format!("{}/configs?limit=1000", ctx.pipeline_path(&id))).await?;
+            let configs: Vec<PipelineConfig> = field(&configs, "configs")?;
+            let live = configs.iter().find(|config| config.state == crate::models::ConfigState::Live);
+            println!("{}", output::pipeline(&metadata, live));
+            Ok(())
+        }
+        PipelineCommand::Enable { id } => set_pipeline_state(ctx, &id, "active").await,
+        PipelineCommand::Disable { id } => set_pipeline_state(ctx, &id, "disabled").await,
+        PipelineCommand::Delete { id } => {
+            let body = client.delete(&ctx.pipeline_path(&id)).await?;
+            ctx.done(&body, format!("Deleted pipeline '{id}'"));
+            Ok(())
+        }
+        PipelineCommand::Config(command) => config(ctx, command).await,
+    }
+}
+
+async fn set_pipeline_state(ctx: &Session, id: &str, state: &str) -> anyhow::Result<()> {
+    let body = ctx.client.patch(&ctx.pipeline_path(id), json!({ "state": state })).await?;
+    ctx.done(&body, format!("Pipeline '{id}' is now {state}"));
+    Ok(())
+}
+
+async fn config(ctx: &Session, command: ConfigCommand) -> anyhow::Result<()> {
+    let client = &ctx.client;
+    match command {
+        ConfigCommand::Register { file, deploy } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("could not read the config from stdin")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("could not read the config file {}", file.display()))?
+            };
+            let config: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", file.display()))?;
+            let id = config
+                .get("id")
+                .and_then(Value::as_str)
+                .with_context(|| format!("{}: the config has no string field \"id\"", file.display()))?
+                .to_string();
+            let registered = client
+                .post(&format!("{}/configs", ctx.pipeline_path(&id)), json!({ "config": config }))
+                .await?;
+            let version: u64 = registered
+                .pointer("/pipeline/config/version")
+                .and_then(Value::as_u64)
+                .context("the server's answer has no config version")?;
+            if !deploy {
+                ctx.done(&registered, format!("Registered pipeline '{id}' config v{version} (not deployed; `gofer pipeline config deploy {id} {version}`)"));
+                return Ok(());
+            }
+            let deployed = client
+                .post(&format!("{}/configs/{version}", ctx.pipeline_path(&id)), Value::Null)
+                .await?;
+            let body = json!({ "pipeline": registered["pipeline"], "deployment": deployed["deployment"] });
+            ctx.done(&body, format!("Registered and deployed pipeline '{id}' config v{version}"));
+            Ok(())
+        }
+        ConfigCommand::List { pipeline, list } => {
+            let body = client.get(&format!("{}/configs{}", ctx.pipeline_path(&pipeline), list.query())).await?;
+            ctx.show(&body, |body| Ok(output::configs(&field::<Vec<PipelineConfig>>(body, "configs")?)))
+        }
+        ConfigCommand::Get { pipeline, version } => {
+            let path = format!("{}/configs/{}", ctx.pipeline_path(&pipeline), version.unwrap_or(0));
+            let body = client.get(&path).await?;
+            ctx.show(&body, |body| Ok(output::config(&field(body, "config")?)))
+        }
+        ConfigCommand::Deploy { pipeline, version } => {
+            let body = client
+                .post(&format!("{}/configs/{version}", ctx.pipeline_path(&pipeline)), Value::Null)
+                .await?;
+            let deployment: Deployment = field(&body, "deployment")?;
+            ctx.done(&body, format!(
+                "Deployed pipeline '{pipeline}' v{} (deployment {}, from v{})",
+                deployment.end_version, deployment.deployment_id, deployment.start_version
+            ));
+            Ok(())
+        }
+        ConfigCommand::Delete { pipeline, version } => {
+            let body = client.delete(&format!("{}/configs/{version}", ctx.pipeline_path(&pipeline))).await?;
+            ctx.done(&body, format!("Deleted pipeline '{pipeline}' config v{version}"));
+            Ok(())
+        }
+    }
+}
+
+async fn deployment(ctx: &Session, command: DeploymentCommand) -> anyhow::Result<()> {
+    match command {
+        DeploymentCommand::List { pipeline, list } => {
+            let body = ctx
+                .client
+                .get(&format!("{}/deployments{}", ctx.pipeline_path(&pipeline), list.query()))
+                .await?;
+            ctx.show(&body, |body| Ok(output::deployments(&field::<Vec<Deployment>>(body, "deployments")?)))
+        }
+        DeploymentCommand::Get { pipeline, id } => {
+            let body = ctx.client.get(&format!("{}/deployments/{id}", ctx.pipeline_path(&pipeline))).await?;
+            ctx.show(&body, |body| Ok(output::deployments(&[field(body, "deployment")?])))
+        }
+    }
+}
+
+async fn event(ctx: &Session, command: EventCommand) -> anyhow::Result<()> {
+    match command {
+        EventCommand::List { list, reverse } => {
+            let mut query = list.query();
+            if reverse {
+                query.push_str(if query.is_empty() { "?reverse=true" } else { "&reverse=true" });
+            }
+            let body = ctx.client.get(&format!("/api/events{query}")).await?;
+            ctx.show(&body, |body| Ok(output::events(&field::<Vec<Event>>(body, "events")?)))
+        }
+        EventCommand::Get { id } => {
+            let body = ctx.client.get(&format!("/api/events/{id}")).await?;
+            ctx.show(&body, |body| Ok(output::events(&[field(body, "event")?])))
+        }
+        EventCommand::Stream { history } => stream_events(ctx, history).await,
+    }
+}
+
+async fn stream_events(ctx: &Session, history: bool) -> anyhow::Result<()> {
+    use tokio_tungstenite::tungstenite::Message;
+    let request = ctx.client.websocket_request(&format!("/api/events?history={history}"))?;
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .with_context(|| format!("could not open the event stream at {}", ctx.global.api_base_url))?;
+    while let Some(message) = socket.next().await {
+        match message.context("the event stream broke")? {
+            Message::Text(text) => {
+                if ctx.json() {
+                    println!("{text}");
+                } else {
+                    let event: Event = serde_json::from_str(&text).context("the server sent an unreadable event")?;
+                    println!("{}", output::event_line(&event));
+                }
+            }
+            Message::Close(frame) => {
+                if let Some(frame) = frame
+                    && frame.code != tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal
+                {
+                    bail!("the server closed the event stream: {}", frame.reason);
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn system(ctx: &Session, command: SystemCommand) -> anyhow::Result<()> {
+    let pause = match command {
+        SystemCommand::Get => {
+            let body = ctx.client.get("/api/system").await?;
+            return ctx.show(&body, |body| {
+                Ok(format!(
+                    "runs paused: {}\nbootstrap token created: {}",
+                    body["ignore_pipeline_run_events"], body["bootstrap_token_created"]
+                ))
+            });
+        }
+        SystemCommand::Pause => true,
+        SystemCommand::Resume => false,
+    };
+    let body = ctx.client.patch("/api/system", json!({ "ignore_pipeline_run_events": pause })).await?;
+    ctx.done(&body, if pause { "New runs are paused".into() } else { "New runs are allowed again".into() });
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! How the CLI shows results: tables and detail views for people, JSON for scripts.
+//!
+//! Must not make requests; it only formats values it is given.
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::Value;
+
+use crate::models::{Deployment, Event, Namespace, PipelineConfig, PipelineMetadata};
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Tables and sentences for people.
+    Table,
+    /// The API's JSON, for scripts.
+    Json,
+}
+
+/// Epoch milliseconds as "3 minutes ago"; 0 as "never".
+pub fn ago(millis: u64) -> String {
+    if millis == 0 {
+        return "never".into();
+    }
+    let now = crate::models::now_millis();
+    let elapsed = std::time::Duration::from_millis(now.saturating_sub(millis));
+    let mut formatter = timeago::Formatter::new();
+    formatter.num_items(2);
+    formatter.convert(elapsed)
+}
+
+pub fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_header(header.to_vec());
+    table
+}
+
+/// A value's wire spelling (`active`, `Running`).
+fn spelling<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub fn namespaces(namespaces: &[Namespace]) -> String {
+    let mut table = table(&["id", "name", "description", "created"]);
+    for namespace in namespaces {
+        table.add_row(vec![
+            namespace.id.clone(),
+            namespace.name.clone(),
+            namespace.description.clone(),
+            ago(namespace.created),
+        ]);
+    }
+    table.to_string()
+}
+
+pub fn namespace(namespace: &Namespace) -> String {
+    format!(
+        "[{}] {}\n  {}\n  created {}, modified {}",
+        namespace.id,
+        namespace.name,
+        namespace.description,
+        ago(namespace.created),
+        ago(namespace.modified)
+    )
+}
+
+pub fn pipelines(pipelines: &[PipelineMetadata]) -> String {
+    let mut table = table(&["id", "state", "created", "modified"]);
+    for pipeline in pipelines {
+        table.add_row(vec![
+            pipeline.pipeline_id.clone(),
+            spelling(&pipeline.state),
+            ago(pipeline.created),
+            ago(pipeline.modified),
+        ]);
+    }
+    table.to_string()
+}
+
+pub fn pipeline(pipeline: &PipelineMetadata, live: Option<&PipelineConfig>) -> String {
+    let mut text = format!(
+        "[{}] in namespace {} :: {}\n  created {}, modified {}",
+        pipeline.pipeline_id,
+        pipeline.namespace_id,
+        spelling(&pipeline.state),
+        ago(pipeline.created),
+        ago(pipeline.modified)
+    );
+    match live {
+        Some(config) => {
+            text.push_str(&format!("\n  live config: v{} '{}'\n", config.version, config.name));
+            text.push_str(&config_tasks(config));
+        }
+        None => text.push_str("\n  no live config: deploy one with `gofer pipeline config deploy`"),
+    }
+    text
+}
+
+pub fn configs(configs: &[PipelineConfig]) -> String {
+    let mut table = table(&["version", "state", "name", "tasks", "registered", "deprecated"]);
+    for config in configs {
+        table.add_row(vec![
+            config.version.to_string(),
+            spelling(&config.state),
+            config.name.clone(),
+            config.tasks.len().to_string(),
+            ago(config.registered),
+            ago(config.deprecated),
+        ]);
+    }
+    table.to_string()
+}
+
+fn config_tasks(config: &PipelineConfig) -> String {
+    let mut table = table(&["task", "image", "depends on"]);
+    for task in config.tasks.values() {
+        let parents = task
+            .depends_on
+            .iter()
+            .map(|(parent, status)| format!("{parent} ({})", spelling(status)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        table.add_row(vec![task.id.clone(), task.image.clone(), parents]);
+    }
+    table.to_string()
+}
+
+pub fn config(config: &PipelineConfig) -> String {
+    format!(
+        "[{}] v{} '{}' :: {}\n  {}\n  parallelism {}, registered {}, deprecated {}\n{}",
+        config.pipeline_id,
+        config.version,
+        config.name,
+        spelling(&config.state),
+        config.description,
+        config.parallelism,
+        ago(config.registered),
+        ago(config.deprecated),
+        config_tasks(config)
+    )
+}
+
+pub fn deployments(deployments: &[Deployment]) -> String {
+    let mut table = table(&["id", "versions", "started", "ended", "state", "status"]);
+    for deployment in deployments {
+        table.add_row(vec![
+            deployment.deployment_id.to_string(),
+            format!("{} -> {}", deployment.start_version, deployment.end_version),
+            ago(deployment.started),
+            ago(deployment.ended),
+            spelling(&deployment.state),
+            spelling(&deployment.status),
+        ]);
+    }
+    table.to_string()
+}
+
+pub fn events(events: &[Event]) -> String {
+    let mut table = table(&["id", "kind", "emitted"]);
+    for event in events {
+        table.add_row(vec![event.id.clone(), event_kind(event), ago(event.emitted)]);
+    }
+    table.to_string()
+}
+
+/// One line per event, for streams.
+pub fn event_line(event: &Event) -> String {
+    format!("{} {} {}", event.emitted, event.id, event_kind(event))
+}
+
+fn event_kind(event: &Event) -> String {
+    serde_json::to_string(&event.kind).unwrap_or_default()
+}

@@ -1,0 +1,218 @@
+//! Server configuration: the layered `ServerConfig` and its loading.
+//!
+//! Owns the layering (embedded defaults < TOML file < `GOFER_<SECTION>__<KEY>` environment <
+//! command-line flags), the check of every value (unknown keys and bad values stop start-up with the
+//! key named), and the commented default file printed by `gofer service init-config`. Must not start
+//! anything: it only produces a validated `ServerConfig`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The commented default configuration, printed by `gofer service init-config`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_PATH_ENV: &str = "GOFER_CONFIG";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("no data directory given and none could be derived (set HOME or XDG_DATA_HOME, or pass --data-dir)")]
+    NoDataDir,
+}
+
+/// Everything the server reads from configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub server: ServerSection,
+    pub api: ApiSection,
+    pub log: LogSection,
+    pub development: DevelopmentSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address the REST API listens on, `IP:PORT`.
+    pub bind: SocketAddr,
+    /// Where the database, logs and objects live. Empty: `$XDG_DATA_HOME/gofer`.
+    pub data_dir: PathBuf,
+    /// Seconds to let open requests and streams finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Page size of list endpoints when the request gives no `limit`.
+    pub default_page_limit: u64,
+    /// Largest `limit` a list request may ask for.
+    pub max_page_limit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `trace`, `debug`, `info`, `warn` or `error` (a full `RUST_LOG`-style filter also works).
+    pub level: String,
+    /// `pretty` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevelopmentSection {
+    /// Everyone is an administrator and no token is needed. On by default so that a bare `gofer
+    /// service start` just works on a laptop; the server says so loudly at start.
+    pub bypass_auth: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            server: ServerSection {
+                bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                data_dir: PathBuf::new(),
+                shutdown_timeout_secs: 10,
+            },
+            api: ApiSection {
+                default_page_limit: 100,
+                max_page_limit: 1000,
+            },
+            log: LogSection {
+                level: "info".into(),
+                format: LogFormat::Pretty,
+            },
+            development: DevelopmentSection { bypass_auth: true },
+        }
+    }
+}
+
+/// Values given on the command line; they override every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    pub bind: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// Loads the layers. `file` is `--config`; without it the file named by `GOFER_CONFIG`, if set.
+    pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> Result<Self, ConfigError> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_PATH_ENV).map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(ServerConfig::default()));
+        if let Some(file) = &file {
+            if !file.is_file() {
+                return Err(ConfigError::MissingFile(file.clone()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // Only `GOFER_<SECTION>__<KEY>` variables are server configuration; `GOFER_TOKEN`,
+        // `GOFER_API_BASE_URL` and friends belong to the CLI.
+        figment = figment.merge(
+            Env::prefixed("GOFER_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
+        if let Some(bind) = overrides.bind {
+            figment = figment.merge(Serialized::default("server.bind", bind));
+        }
+        if let Some(data_dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("server.data_dir", data_dir));
+        }
+        let mut config: ServerConfig = figment
+            .extract()
+            .map_err(|error| ConfigError::Invalid(describe_figment_error(error)))?;
+        config.check()?;
+        if config.server.data_dir.as_os_str().is_empty() {
+            config.server.data_dir = dirs::data_dir().ok_or(ConfigError::NoDataDir)?.join("gofer");
+        }
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.api.default_page_limit == 0 {
+            return invalid("api.default_page_limit: must be at least 1".into());
+        }
+        if self.api.max_page_limit < self.api.default_page_limit {
+            return invalid(format!(
+                "api.max_page_limit: {} is smaller than api.default_page_limit ({})",
+                self.api.max_page_limit, self.api.default_page_limit
+            ));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid(format!("log.level: '{}' is not a log level or filter: {error}", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// Path of the SQLite database.
+    pub fn database_path(&self) -> PathBuf {
+        self.server.data_dir.join("gofer.db")
+    }
+}
+
+/// Turns figment's errors into one line per problem, each naming the key and where it came from.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|error| {
+            let key = if error.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", error.path.join("."))
+            };
+            let source = error
+                .metadata
+                .as_ref()
+                .map(|metadata| match &error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                    Some(source) => format!(" (from {} {source})", metadata.name),
+                    None => format!(" (from {})", metadata.name),
+                })
+                .unwrap_or_default();
+            format!("{key}{}{source}", error.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_file_parses_to_the_defaults() {
+        let parsed: ServerConfig = Figment::from(Toml::string(DEFAULT_CONFIG_TOML)).extract().unwrap();
+        assert_eq!(parsed, ServerConfig::default());
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gofer.toml");
+        std::fs::write(&file, "[server]\nbind = \"127.0.0.1:9000\"\n[log]\nlevel = \"debug\"\n").unwrap();
+        let config = ServerConfig::load(Some(&file), &ConfigOverrides::default()).unwrap();
+        assert_eq!(config.server.bind.port(), 9000);
+        assert_eq!(config.log.level, "debug");
+        assert!(config.development.bypass_auth);
+        assert!(config.server.data_dir.ends_with("gofer"));
+    }
+}

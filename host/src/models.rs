@@ -1,0 +1,316 @@
+//! Wire types of the Gofer v0 REST API: the JSON shapes clients see.
+//!
+//! Owns field names, enum spellings and wrapper-free resource structs exactly as Gofer v0 serialised
+//! them (epoch-millisecond `u64` times, snake_case enums except the PascalCase deployment enums).
+//! Must not contain behaviour beyond small conversions: no SQL, no HTTP, no validation of user input
+//! (that lives in `pipeline_config`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Milliseconds since the Unix epoch, the only time format on the wire.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A grouping of pipelines, usually one per team.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Namespace {
+    /// Unique identifier (3-32 characters of `[a-zA-Z0-9-]`).
+    pub id: String,
+    /// Humanized name.
+    pub name: String,
+    /// What the namespace is used for.
+    pub description: String,
+    /// Creation time in epoch milliseconds.
+    pub created: u64,
+    /// Last update in epoch milliseconds; 0 until the first update.
+    pub modified: u64,
+}
+
+/// Whether a pipeline accepts new runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineState {
+    Unknown,
+    Active,
+    Disabled,
+}
+
+/// The system-managed part of a pipeline; created by its first config registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Metadata)]
+pub struct PipelineMetadata {
+    pub namespace_id: String,
+    pub pipeline_id: String,
+    /// Creation time in epoch milliseconds.
+    pub created: u64,
+    /// Last state change in epoch milliseconds; 0 until then.
+    pub modified: u64,
+    pub state: PipelineState,
+}
+
+/// Lifecycle of one config version: `unreleased` → `live` → `deprecated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigState {
+    Unknown,
+    Unreleased,
+    Live,
+    Deprecated,
+}
+
+/// Where a variable came from; decides precedence and visibility.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VariableSource {
+    Unknown,
+    PipelineConfig,
+    System,
+    RunOptions,
+    Extension,
+}
+
+/// A key/value pair that becomes an environment variable of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Variable {
+    pub key: String,
+    pub value: String,
+    pub source: VariableSource,
+}
+
+/// The status a parent task must finish with for its child to run.
+///
+/// Serialised in snake_case; both `Any` and `any` spellings are accepted on input, since Gofer v0's
+/// SDKs print the PascalCase form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequiredParentStatus {
+    #[serde(alias = "Unknown")]
+    Unknown,
+    #[serde(alias = "Any")]
+    Any,
+    #[serde(alias = "Success")]
+    Success,
+    #[serde(alias = "Failure")]
+    Failure,
+}
+
+/// Credentials for a private registry. The password never leaves the server: API output carries
+/// [`RegistryAuth::REDACTED`] in its place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegistryAuth {
+    pub user: String,
+    pub pass: String,
+}
+
+impl RegistryAuth {
+    /// What API output shows instead of a registry password.
+    pub const REDACTED: &'static str = "[redacted]";
+
+    /// A copy safe to send to clients.
+    pub fn redacted(&self) -> Self {
+        Self {
+            user: self.user.clone(),
+            pass: Self::REDACTED.to_string(),
+        }
+    }
+}
+
+/// One unit of work of a pipeline config, as stored and returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    pub id: String,
+    pub description: String,
+    /// Container image, e.g. `busybox:latest`.
+    pub image: String,
+    pub registry_auth: Option<RegistryAuth>,
+    /// Parent task id → the status that parent must end with.
+    pub depends_on: BTreeMap<String, RequiredParentStatus>,
+    pub variables: Vec<Variable>,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub inject_api_token: bool,
+    pub always_pull_newest_image: bool,
+}
+
+impl Task {
+    /// A copy safe to send to clients (registry password redacted).
+    pub fn redacted(&self) -> Self {
+        Self {
+            registry_auth: self.registry_auth.as_ref().map(RegistryAuth::redacted),
+            ..self.clone()
+        }
+    }
+}
+
+/// One registered version of a pipeline's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Config)]
+pub struct PipelineConfig {
+    pub namespace_id: String,
+    pub pipeline_id: String,
+    /// 1-based; each registration takes the next number, never reused.
+    pub version: u64,
+    /// Maximum concurrent runs of this pipeline; 0 means the server's default.
+    pub parallelism: u64,
+    pub name: String,
+    pub description: String,
+    /// Task id → task.
+    pub tasks: BTreeMap<String, Task>,
+    pub state: ConfigState,
+    /// Registration time in epoch milliseconds.
+    pub registered: u64,
+    /// When this version stopped being live, in epoch milliseconds; 0 if never.
+    pub deprecated: u64,
+}
+
+impl PipelineConfig {
+    /// A copy safe to send to clients (registry passwords redacted).
+    pub fn redacted(mut self) -> Self {
+        for task in self.tasks.values_mut() {
+            *task = task.redacted();
+        }
+        self
+    }
+}
+
+/// Pipeline metadata with one config, as returned by config registration.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Pipeline2)]
+pub struct Pipeline {
+    pub metadata: PipelineMetadata,
+    pub config: PipelineConfig,
+}
+
+/// Deployment state; PascalCase on the wire as in Gofer v0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum DeploymentState {
+    Unknown,
+    Running,
+    Complete,
+}
+
+/// Deployment outcome; PascalCase on the wire as in Gofer v0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum DeploymentStatus {
+    Unknown,
+    Failed,
+    Successful,
+}
+
+/// Why a deployment ended the way it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum DeploymentStatusReasonType {
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentStatusReason {
+    pub reason: DeploymentStatusReasonType,
+    pub description: String,
+}
+
+/// The switch of a pipeline's live config from `start_version` to `end_version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    pub namespace_id: String,
+    pub pipeline_id: String,
+    /// Per pipeline, 1-based.
+    pub deployment_id: u64,
+    /// The version that was live before; equal to `end_version` if none was.
+    pub start_version: u64,
+    /// The version made live.
+    pub end_version: u64,
+    pub started: u64,
+    pub ended: u64,
+    pub state: DeploymentState,
+    pub status: DeploymentStatus,
+    pub status_reason: Option<DeploymentStatusReason>,
+    /// Kept for wire compatibility; always empty.
+    pub logs: Vec<Event>,
+}
+
+/// What happened, externally tagged: `{"created_namespace": {"namespace_id": "x"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    CreatedNamespace {
+        namespace_id: String,
+    },
+    DeletedNamespace {
+        namespace_id: String,
+    },
+    DisabledPipeline {
+        namespace_id: String,
+        pipeline_id: String,
+    },
+    EnabledPipeline {
+        namespace_id: String,
+        pipeline_id: String,
+    },
+    CreatedPipeline {
+        namespace_id: String,
+        pipeline_id: String,
+    },
+    DeletedPipeline {
+        namespace_id: String,
+        pipeline_id: String,
+    },
+    RegisteredPipelineConfig {
+        namespace_id: String,
+        pipeline_id: String,
+        version: u64,
+    },
+    DeletedPipelineConfig {
+        namespace_id: String,
+        pipeline_id: String,
+        version: u64,
+    },
+    StartedDeployment {
+        namespace_id: String,
+        pipeline_id: String,
+        start_version: u64,
+        end_version: u64,
+    },
+    CompletedDeployment {
+        namespace_id: String,
+        pipeline_id: String,
+        start_version: u64,
+        end_version: u64,
+    },
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// UUIDv7, so ids sort by time.
+    pub id: String,
+    pub kind: EventKind,
+    /// Emission time in epoch milliseconds.
+    pub emitted: u64,
+}
+
+/// Server-wide switches (`GET /api/system`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = GetSystemPreferencesResponse)]
+pub struct SystemPreferences {
+    pub bootstrap_token_created: bool,
+    /// When true, no new runs start.
+    pub ignore_pipeline_run_events: bool,
+}
+
+/// Build information (`GET /api/system/metadata`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = GetSystemMetadataResponse)]
+pub struct SystemMetadata {
+    /// Commit the binary was built from, or `unknown`.
+    pub commit: String,
+    /// Version of the binary.
+    pub semver: String,
+}

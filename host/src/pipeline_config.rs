@@ -1,0 +1,410 @@
+//! The pipeline config a user registers (what the Go and Rust SDKs print) and its validation.
+//!
+//! Owns the input JSON shape (Gofer v0's `PipelineConfigInput`, tolerant of both `Any`/`any`
+//! spellings and of null or missing optional fields), identifier rules, and the DAG checks the server
+//! runs before anything is stored. Must not touch storage or HTTP: it turns input into a
+//! [`PipelineConfig`] or an error naming the offending task.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::models::{
+    ConfigState, PipelineConfig, RegistryAuth, RequiredParentStatus, Task, Variable,
+    VariableSource,
+};
+
+/// Why a config (or an identifier) was refused. Each message names what is wrong and where.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid {what} '{id}': {problem}")]
+    InvalidId {
+        what: &'static str,
+        id: String,
+        problem: &'static str,
+    },
+    #[error("config id '{config_id}' does not match the pipeline id '{path_id}' in the URL")]
+    IdMismatch { config_id: String, path_id: String },
+    #[error("the config has no tasks; a pipeline needs at least one task")]
+    NoTasks,
+    #[error("task '{0}' is defined more than once")]
+    DuplicateTask(String),
+    #[error("task '{task}' depends on '{parent}', which is not a task of this pipeline")]
+    UnknownDependency { task: String, parent: String },
+    #[error("task '{task}' depends on '{parent}' with status 'unknown'; use any, success or failure")]
+    UnknownParentStatus { task: String, parent: String },
+    #[error("task '{0}' has no image; every task needs a container image")]
+    MissingImage(String),
+    #[error("task '{task}' has an invalid variable name '{key}': {problem}")]
+    InvalidVariable {
+        task: String,
+        key: String,
+        problem: &'static str,
+    },
+    #[error("the tasks form a cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+    #[error("parallelism must be 0 (server default) or more, got {0}")]
+    NegativeParallelism(i64),
+}
+
+/// Checks Gofer's identifier rule: 3 to 32 characters of `[a-zA-Z0-9-]`.
+pub fn validate_identifier(what: &'static str, id: &str) -> Result<(), ConfigError> {
+    let problem = if id.len() > 32 {
+        Some("length cannot be greater than 32")
+    } else if id.len() < 3 {
+        Some("length cannot be less than 3")
+    } else if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        Some("can only be made up of alphanumeric and hyphen characters")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ConfigError::InvalidId {
+            what,
+            id: id.to_string(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The body of `POST .../configs`: `{"config": {...}}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = RegisterPipelineConfigRequest)]
+pub struct RegisterConfigRequest {
+    pub config: PipelineConfigInput,
+}
+
+/// A pipeline config as printed by an SDK program.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Pipeline)]
+pub struct PipelineConfigInput {
+    /// Pipeline id; must equal the id in the URL.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Maximum concurrent runs; 0 or absent means the server's default.
+    #[serde(default)]
+    pub parallelism: i64,
+    /// The tasks, in any order.
+    pub tasks: Vec<TaskInput>,
+}
+
+/// One task as printed by an SDK program.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Task2)]
+pub struct TaskInput {
+    pub id: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Container image to run.
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub registry_auth: Option<RegistryAuth>,
+    /// Parent task id → required status (`Any|any`, `Success|success`, `Failure|failure`).
+    #[serde(default)]
+    pub depends_on: HashMap<String, RequiredParentStatus>,
+    /// Environment variables for the task.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub inject_api_token: bool,
+    #[serde(default)]
+    pub always_pull_newest_image: bool,
+}
+
+impl PipelineConfigInput {
+    /// Validates ids, the DAG and every task, against the pipeline id from the URL.
+    pub fn validate(&self, path_pipeline_id: &str) -> Result<(), ConfigError> {
+        validate_identifier("pipeline id", &self.id)?;
+        if self.id != path_pipeline_id {
+            return Err(ConfigError::IdMismatch {
+                config_id: self.id.clone(),
+                path_id: path_pipeline_id.to_string(),
+            });
+        }
+        if self.parallelism < 0 {
+            return Err(ConfigError::NegativeParallelism(self.parallelism));
+        }
+        if self.tasks.is_empty() {
+            return Err(ConfigError::NoTasks);
+        }
+        let mut ids = HashSet::new();
+        for task in &self.tasks {
+            validate_identifier("task id", &task.id)?;
+            if !ids.insert(task.id.as_str()) {
+                return Err(ConfigError::DuplicateTask(task.id.clone()));
+            }
+        }
+        for task in &self.tasks {
+            task.validate(&ids)?;
+        }
+        find_cycle(&self.tasks).map_or(Ok(()), |cycle| Err(ConfigError::Cycle(cycle)))
+    }
+
+    /// Turns a validated input into the stored form: tasks keyed by id, snake_case conditions,
+    /// variables tagged `pipeline_config`, null descriptions as `""`.
+    pub fn into_config(
+        self,
+        namespace_id: &str,
+        version: u64,
+        registered: u64,
+    ) -> PipelineConfig {
+        let tasks = self
+            .tasks
+            .into_iter()
+            .map(|task| (task.id.clone(), task.into_task()))
+            .collect();
+        PipelineConfig {
+            namespace_id: namespace_id.to_string(),
+            pipeline_id: self.id,
+            version,
+            parallelism: self.parallelism.max(0) as u64,
+            name: self.name,
+            description: self.description.unwrap_or_default(),
+            tasks,
+            state: ConfigState::Unreleased,
+            registered,
+            deprecated: 0,
+        }
+    }
+}
+
+impl TaskInput {
+    fn validate(&self, task_ids: &HashSet<&str>) -> Result<(), ConfigError> {
+        if self.image.as_deref().is_none_or(|image| image.trim().is_empty()) {
+            return Err(ConfigError::MissingImage(self.id.clone()));
+        }
+        let mut parents: Vec<_> = self.depends_on.iter().collect();
+        parents.sort();
+        for (parent, status) in parents {
+            if !task_ids.contains(parent.as_str()) {
+                return Err(ConfigError::UnknownDependency {
+                    task: self.id.clone(),
+                    parent: parent.clone(),
+                });
+            }
+            if *status == RequiredParentStatus::Unknown {
+                return Err(ConfigError::UnknownParentStatus {
+                    task: self.id.clone(),
+                    parent: parent.clone(),
+                });
+            }
+        }
+        for key in self.variables.keys() {
+            let problem = if key.is_empty() {
+                Some("it is empty")
+            } else if key.contains('=') || key.contains('\0') {
+                Some("it cannot contain '=' or NUL")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ConfigError::InvalidVariable {
+                    task: self.id.clone(),
+                    key: key.clone(),
+                    problem,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn into_task(self) -> Task {
+        Task {
+            id: self.id,
+            description: self.description.unwrap_or_default(),
+            image: self.image.unwrap_or_default(),
+            registry_auth: self.registry_auth,
+            depends_on: self.depends_on.into_iter().collect(),
+            variables: self
+                .variables
+                .into_iter()
+                .map(|(key, value)| Variable {
+                    key,
+                    value,
+                    source: VariableSource::PipelineConfig,
+                })
+                .collect(),
+            entrypoint: self.entrypoint,
+            command: self.command,
+            inject_api_token: self.inject_api_token,
+            always_pull_newest_image: self.always_pull_newest_image,
+        }
+    }
+}
+
+/// Returns one cycle (as a path that starts and ends on the same task) if the tasks have any.
+/// Self-dependencies count. Assumes every dependency names an existing task.
+fn find_cycle(tasks: &[TaskInput]) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Unvisited,
+        OnPath,
+        Done,
+    }
+    let index: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(position, task)| (task.id.as_str(), position))
+        .collect();
+    let parents: Vec<Vec<usize>> = tasks
+        .iter()
+        .map(|task| {
+            let mut parents: Vec<usize> = task
+                .depends_on
+                .keys()
+                .filter_map(|parent| index.get(parent.as_str()).copied())
+                .collect();
+            parents.sort_unstable();
+            parents
+        })
+        .collect();
+    let mut marks = vec![Mark::Unvisited; tasks.len()];
+    for start in 0..tasks.len() {
+        if marks[start] != Mark::Unvisited {
+            continue;
+        }
+        // Iterative depth-first search; `path` holds (task, next parent to visit).
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        marks[start] = Mark::OnPath;
+        while let Some((node, next)) = path.last_mut() {
+            let node = *node;
+            if let Some(&parent) = parents[node].get(*next) {
+                *next += 1;
+                match marks[parent] {
+                    Mark::Unvisited => {
+                        marks[parent] = Mark::OnPath;
+                        path.push((parent, 0));
+                    }
+                    Mark::OnPath => {
+                        let from = path.iter().position(|(n, _)| *n == parent).unwrap_or(0);
+                        let mut cycle: Vec<String> = path[from..]
+                            .iter()
+                            .map(|(n, _)| tasks[*n].id.clone())
+                            .collect();
+                        cycle.push(tasks[parent].id.clone());
+                        return Some(cycle);
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                marks[node] = Mark::Done;
+                path.pop();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, deps: &[(&str, RequiredParentStatus)]) -> TaskInput {
+        TaskInput {
+            id: id.to_string(),
+            description: None,
+            image: Some("busybox".to_string()),
+            registry_auth: None,
+            depends_on: deps.iter().map(|(p, s)| (p.to_string(), *s)).collect(),
+            variables: BTreeMap::new(),
+            entrypoint: None,
+            command: None,
+            inject_api_token: false,
+            always_pull_newest_image: false,
+        }
+    }
+
+    fn config(tasks: Vec<TaskInput>) -> PipelineConfigInput {
+        PipelineConfigInput {
+            id: "simple".to_string(),
+            name: "Simple".to_string(),
+            description: None,
+            parallelism: 0,
+            tasks,
+        }
+    }
+
+    #[test]
+    fn identifiers_follow_the_v0_rule() {
+        assert!(validate_identifier("id", "abc").is_ok());
+        assert!(validate_identifier("id", "a-b-C-9").is_ok());
+        assert!(validate_identifier("id", &"a".repeat(32)).is_ok());
+        let too_long = validate_identifier("id", &"a".repeat(33)).unwrap_err();
+        assert!(too_long.to_string().contains("greater than 32"));
+        assert!(validate_identifier("id", "ab").unwrap_err().to_string().contains("less than 3"));
+        assert!(validate_identifier("id", "task_one").unwrap_err().to_string().contains("alphanumeric"));
+        assert!(validate_identifier("id", "héllo").is_err());
+    }
+
+    #[test]
+    fn a_valid_dag_passes() {
+        use RequiredParentStatus::*;
+        let input = config(vec![
+            task("first", &[]),
+            task("second", &[("first", Success)]),
+            task("third", &[("first", Any), ("second", Failure)]),
+        ]);
+        assert_eq!(input.validate("simple"), Ok(()));
+    }
+
+    #[test]
+    fn cycles_are_reported_with_their_path() {
+        use RequiredParentStatus::*;
+        let input = config(vec![
+            task("aaa", &[("ccc", Any)]),
+            task("bbb", &[("aaa", Any)]),
+            task("ccc", &[("bbb", Any)]),
+        ]);
+        let error = input.validate("simple").unwrap_err();
+        assert!(matches!(error, ConfigError::Cycle(ref path) if path.len() == 4 && path[0] == path[3]));
+        let self_loop = config(vec![task("aaa", &[("aaa", Success)])]);
+        assert_eq!(
+            self_loop.validate("simple").unwrap_err(),
+            ConfigError::Cycle(vec!["aaa".into(), "aaa".into()])
+        );
+    }
+
+    #[test]
+    fn task_problems_name_the_task() {
+        use RequiredParentStatus::*;
+        let duplicate = config(vec![task("aaa", &[]), task("aaa", &[])]);
+        assert_eq!(duplicate.validate("simple").unwrap_err(), ConfigError::DuplicateTask("aaa".into()));
+        let unknown = config(vec![task("aaa", &[("zzz", Any)])]);
+        assert!(unknown.validate("simple").unwrap_err().to_string().contains("'aaa' depends on 'zzz'"));
+        let mut no_image = task("bbb", &[]);
+        no_image.image = Some(" ".into());
+        assert_eq!(config(vec![no_image]).validate("simple").unwrap_err(), ConfigError::MissingImage("bbb".into()));
+        let mismatch = config(vec![task("aaa", &[])]).validate("other").unwrap_err();
+        assert!(matches!(mismatch, ConfigError::IdMismatch { .. }));
+    }
+
+    #[test]
+    fn sdk_json_with_pascal_case_conditions_is_accepted() {
+        let json = r#"{"id":"dag","name":"Dag","description":null,"parallelism":0,"tasks":[
+            {"id":"first-task","description":null,"image":"busybox","registry_auth":null,"depends_on":{},
+             "variables":{"WAIT":"1s"},"entrypoint":null,"command":null,"inject_api_token":false,"always_pull_newest_image":true},
+            {"id":"second","image":"busybox","depends_on":{"first-task":"Success"},"variables":{}}]}"#;
+        let input: PipelineConfigInput = serde_json::from_str(json).unwrap();
+        input.validate("dag").unwrap();
+        let stored = input.into_config("default", 3, 42);
+        assert_eq!(stored.tasks["second"].depends_on["first-task"], RequiredParentStatus::Success);
+        assert_eq!(stored.tasks["first-task"].variables[0].source, VariableSource::PipelineConfig);
+        assert_eq!(stored.description, "");
+        assert_eq!(stored.version, 3);
+        let stored_json = serde_json::to_value(&stored).unwrap();
+        assert_eq!(stored_json["tasks"]["second"]["depends_on"]["first-task"], "success");
+    }
+}

@@ -1,0 +1,155 @@
+//! The server process: start-up, serving, graceful shutdown.
+//!
+//! Owns the order of start-up (data directory, storage and migrations, the `default` namespace,
+//! the listener) and of shutdown (stop accepting, end live streams, let requests finish within
+//! `server.shutdown_timeout_secs`). Must not contain request handling (that is `api`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, ApiState};
+use crate::config::ServerConfig;
+use crate::events::EventBus;
+use crate::models::{EventKind, Namespace, now_millis};
+use crate::storage::{Storage, StorageError};
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("could not listen on {address}: {source}")]
+    Bind {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the server stopped with an error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The namespace every fresh server has.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| ServerError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let storage = Storage::open(&config.database_path())?;
+    let events = EventBus::default();
+    ensure_default_namespace(&storage, &events).await?;
+
+    let address = config.server.bind;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind { address, source })?;
+    let local_address = listener.local_addr().map_err(ServerError::Serve)?;
+
+    if config.development.bypass_auth {
+        tracing::warn!(
+            "DEVELOPMENT MODE: authentication is off and every caller is an administrator. \
+             Do not expose this server; set development.bypass_auth = false for shared use."
+        );
+    }
+    tracing::info!(
+        address = %local_address,
+        data_dir = %data_dir.display(),
+        schema_version = Storage::schema_version(),
+        "gofer server listening"
+    );
+
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let shutdown_timeout = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let state = ApiState {
+        storage,
+        events,
+        config: Arc::new(config),
+        shutdown,
+    };
+    let app = api::router(state);
+    let (stopped_sender, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+        wait_for_stop_signal().await;
+        tracing::info!("shutting down: no new connections; open requests get {shutdown_timeout:?}");
+        let _ = shutdown_sender.send(true);
+        let _ = stopped_sender.send(());
+    });
+    let serving = tokio::spawn(async move { serving.await });
+    let outcome = tokio::select! {
+        outcome = serving => outcome,
+        _ = async {
+            let _ = stopped.await;
+            tokio::time::sleep(shutdown_timeout).await;
+        } => {
+            tracing::warn!("open connections did not finish within {shutdown_timeout:?}; stopping anyway");
+            return Ok(());
+        }
+    };
+    match outcome {
+        Ok(Ok(())) => {
+            tracing::info!("gofer server stopped");
+            Ok(())
+        }
+        Ok(Err(error)) => Err(ServerError::Serve(error)),
+        Err(join) => Err(ServerError::Serve(std::io::Error::other(join.to_string()))),
+    }
+}
+
+async fn ensure_default_namespace(storage: &Storage, events: &EventBus) -> Result<(), StorageError> {
+    let (_, stored_events) = storage
+        .write(|db| match db.get_namespace(DEFAULT_NAMESPACE) {
+            Ok(_) => Ok(()),
+            Err(StorageError::NotFound(_)) => {
+                db.insert_namespace(&Namespace {
+                    id: DEFAULT_NAMESPACE.into(),
+                    name: "Default".into(),
+                    description: "The original namespace created automatically by the Gofer system.".into(),
+                    created: now_millis(),
+                    modified: 0,
+                })?;
+                db.insert_event(EventKind::CreatedNamespace {
+                    namespace_id: DEFAULT_NAMESPACE.into(),
+                })?;
+                Ok(())
+            }
+            Err(other) => Err(other),
+        })
+        .await?;
+    events.publish(stored_events);
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}
