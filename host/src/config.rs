@@ -25,7 +25,9 @@ pub enum ConfigError {
     MissingFile(PathBuf),
     #[error("invalid configuration: {0}")]
     Invalid(String),
-    #[error("no data directory given and none could be derived (set HOME or XDG_DATA_HOME, or pass --data-dir)")]
+    #[error(
+        "no data directory given and none could be derived (set HOME or XDG_DATA_HOME, or pass --data-dir)"
+    )]
     NoDataDir,
 }
 
@@ -142,7 +144,9 @@ impl ServerConfig {
             .map_err(|error| ConfigError::Invalid(describe_figment_error(error)))?;
         config.check()?;
         if config.server.data_dir.as_os_str().is_empty() {
-            config.server.data_dir = dirs::data_dir().ok_or(ConfigError::NoDataDir)?.join("gofer");
+            config.server.data_dir = dirs::data_dir()
+                .ok_or(ConfigError::NoDataDir)?
+                .join("gofer");
         }
         Ok(config)
     }
@@ -159,7 +163,10 @@ impl ServerConfig {
             ));
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return invalid(format!("log.level: '{}' is not a log level or filter: {error}", self.log.level));
+            return invalid(format!(
+                "log.level: '{}' is not a log level or filter: {error}",
+                self.log.level
+            ));
         }
         Ok(())
     }
@@ -170,25 +177,34 @@ impl ServerConfig {
     }
 }
 
-/// Turns figment's errors into one line per problem, each naming the key and where it came from.
+/// Turns figment's errors into one line per problem, each naming the key and where it came from
+/// (the file, or the environment variable).
 fn describe_figment_error(error: figment::Error) -> String {
     error
         .into_iter()
         .map(|error| {
-            let key = if error.path.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", error.path.join("."))
-            };
-            let source = error
-                .metadata
-                .as_ref()
-                .map(|metadata| match &error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
-                    Some(source) => format!(" (from {} {source})", metadata.name),
+            let key = error.path.join(".");
+            let origin = match &error.metadata {
+                Some(metadata) if metadata.name.contains("environment") => {
+                    let variable = error
+                        .path
+                        .iter()
+                        .map(|part| part.to_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                        .join("__");
+                    format!(" (from environment variable GOFER_{variable})")
+                }
+                Some(metadata) => match &metadata.source {
+                    Some(source) => format!(" (from {source})"),
                     None => format!(" (from {})", metadata.name),
-                })
-                .unwrap_or_default();
-            format!("{key}{}{source}", error.kind)
+                },
+                None => String::new(),
+            };
+            if key.is_empty() {
+                format!("{}{origin}", error.kind)
+            } else {
+                format!("{key}: {}{origin}", error.kind)
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -200,7 +216,9 @@ mod tests {
 
     #[test]
     fn the_embedded_default_file_parses_to_the_defaults() {
-        let parsed: ServerConfig = Figment::from(Toml::string(DEFAULT_CONFIG_TOML)).extract().unwrap();
+        let parsed: ServerConfig = Figment::from(Toml::string(DEFAULT_CONFIG_TOML))
+            .extract()
+            .unwrap();
         assert_eq!(parsed, ServerConfig::default());
     }
 
@@ -208,7 +226,11 @@ mod tests {
     fn layers_override_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("gofer.toml");
-        std::fs::write(&file, "[server]\nbind = \"127.0.0.1:9000\"\n[log]\nlevel = \"debug\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[server]\nbind = \"127.0.0.1:9000\"\n[log]\nlevel = \"debug\"\n",
+        )
+        .unwrap();
         let config = ServerConfig::load(Some(&file), &ConfigOverrides::default()).unwrap();
         assert_eq!(config.server.bind.port(), 9000);
         assert_eq!(config.log.level, "debug");

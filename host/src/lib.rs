@@ -2,11 +2,11 @@
 //!
 //! The library behind the `gofer` binary (server and CLI). See `docs/ARCHITECTURE.md` for the map.
 
-pub mod models;
-pub mod pipeline_config;
-pub mod storage;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod events;
+pub mod models;
+pub mod pipeline_config;
 pub mod server;
-pub mod cli;
+pub mod storage;

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::models::{
-    ConfigState, PipelineConfig, RegistryAuth, RequiredParentStatus, Task, Variable,
-    VariableSource,
+    ConfigState, PipelineConfig, RegistryAuth, RequiredParentStatus, Task, Variable, VariableSource,
 };
 
 /// Why a config (or an identifier) was refused. Each message names what is wrong and where.
@@ -32,7 +31,9 @@ pub enum ConfigError {
     DuplicateTask(String),
     #[error("task '{task}' depends on '{parent}', which is not a task of this pipeline")]
     UnknownDependency { task: String, parent: String },
-    #[error("task '{task}' depends on '{parent}' with status 'unknown'; use any, success or failure")]
+    #[error(
+        "task '{task}' depends on '{parent}' with status 'unknown'; use any, success or failure"
+    )]
     UnknownParentStatus { task: String, parent: String },
     #[error("task '{0}' has no image; every task needs a container image")]
     MissingImage(String),
@@ -155,12 +156,7 @@ impl PipelineConfigInput {
 
     /// Turns a validated input into the stored form: tasks keyed by id, snake_case conditions,
     /// variables tagged `pipeline_config`, null descriptions as `""`.
-    pub fn into_config(
-        self,
-        namespace_id: &str,
-        version: u64,
-        registered: u64,
-    ) -> PipelineConfig {
+    pub fn into_config(self, namespace_id: &str, version: u64, registered: u64) -> PipelineConfig {
         let tasks = self
             .tasks
             .into_iter()
@@ -183,7 +179,11 @@ impl PipelineConfigInput {
 
 impl TaskInput {
     fn validate(&self, task_ids: &HashSet<&str>) -> Result<(), ConfigError> {
-        if self.image.as_deref().is_none_or(|image| image.trim().is_empty()) {
+        if self
+            .image
+            .as_deref()
+            .is_none_or(|image| image.trim().is_empty())
+        {
             return Err(ConfigError::MissingImage(self.id.clone()));
         }
         let mut parents: Vec<_> = self.depends_on.iter().collect();
@@ -344,8 +344,18 @@ mod tests {
         assert!(validate_identifier("id", &"a".repeat(32)).is_ok());
         let too_long = validate_identifier("id", &"a".repeat(33)).unwrap_err();
         assert!(too_long.to_string().contains("greater than 32"));
-        assert!(validate_identifier("id", "ab").unwrap_err().to_string().contains("less than 3"));
-        assert!(validate_identifier("id", "task_one").unwrap_err().to_string().contains("alphanumeric"));
+        assert!(
+            validate_identifier("id", "ab")
+                .unwrap_err()
+                .to_string()
+                .contains("less than 3")
+        );
+        assert!(
+            validate_identifier("id", "task_one")
+                .unwrap_err()
+                .to_string()
+                .contains("alphanumeric")
+        );
         assert!(validate_identifier("id", "héllo").is_err());
     }
 
@@ -369,7 +379,9 @@ mod tests {
             task("ccc", &[("bbb", Any)]),
         ]);
         let error = input.validate("simple").unwrap_err();
-        assert!(matches!(error, ConfigError::Cycle(ref path) if path.len() == 4 && path[0] == path[3]));
+        assert!(
+            matches!(error, ConfigError::Cycle(ref path) if path.len() == 4 && path[0] == path[3])
+        );
         let self_loop = config(vec![task("aaa", &[("aaa", Success)])]);
         assert_eq!(
             self_loop.validate("simple").unwrap_err(),
@@ -381,13 +393,27 @@ mod tests {
     fn task_problems_name_the_task() {
         use RequiredParentStatus::*;
         let duplicate = config(vec![task("aaa", &[]), task("aaa", &[])]);
-        assert_eq!(duplicate.validate("simple").unwrap_err(), ConfigError::DuplicateTask("aaa".into()));
+        assert_eq!(
+            duplicate.validate("simple").unwrap_err(),
+            ConfigError::DuplicateTask("aaa".into())
+        );
         let unknown = config(vec![task("aaa", &[("zzz", Any)])]);
-        assert!(unknown.validate("simple").unwrap_err().to_string().contains("'aaa' depends on 'zzz'"));
+        assert!(
+            unknown
+                .validate("simple")
+                .unwrap_err()
+                .to_string()
+                .contains("'aaa' depends on 'zzz'")
+        );
         let mut no_image = task("bbb", &[]);
         no_image.image = Some(" ".into());
-        assert_eq!(config(vec![no_image]).validate("simple").unwrap_err(), ConfigError::MissingImage("bbb".into()));
-        let mismatch = config(vec![task("aaa", &[])]).validate("other").unwrap_err();
+        assert_eq!(
+            config(vec![no_image]).validate("simple").unwrap_err(),
+            ConfigError::MissingImage("bbb".into())
+        );
+        let mismatch = config(vec![task("aaa", &[])])
+            .validate("other")
+            .unwrap_err();
         assert!(matches!(mismatch, ConfigError::IdMismatch { .. }));
     }
 
@@ -400,11 +426,20 @@ mod tests {
         let input: PipelineConfigInput = serde_json::from_str(json).unwrap();
         input.validate("dag").unwrap();
         let stored = input.into_config("default", 3, 42);
-        assert_eq!(stored.tasks["second"].depends_on["first-task"], RequiredParentStatus::Success);
-        assert_eq!(stored.tasks["first-task"].variables[0].source, VariableSource::PipelineConfig);
+        assert_eq!(
+            stored.tasks["second"].depends_on["first-task"],
+            RequiredParentStatus::Success
+        );
+        assert_eq!(
+            stored.tasks["first-task"].variables[0].source,
+            VariableSource::PipelineConfig
+        );
         assert_eq!(stored.description, "");
         assert_eq!(stored.version, 3);
         let stored_json = serde_json::to_value(&stored).unwrap();
-        assert_eq!(stored_json["tasks"]["second"]["depends_on"]["first-task"], "success");
+        assert_eq!(
+            stored_json["tasks"]["second"]["depends_on"]["first-task"],
+            "success"
+        );
     }
 }

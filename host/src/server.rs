@@ -106,7 +106,10 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     }
 }
 
-async fn ensure_default_namespace(storage: &Storage, events: &EventBus) -> Result<(), StorageError> {
+async fn ensure_default_namespace(
+    storage: &Storage,
+    events: &EventBus,
+) -> Result<(), StorageError> {
     let (_, stored_events) = storage
         .write(|db| match db.get_namespace(DEFAULT_NAMESPACE) {
             Ok(_) => Ok(()),
@@ -114,7 +117,8 @@ async fn ensure_default_namespace(storage: &Storage, events: &EventBus) -> Resul
                 db.insert_namespace(&Namespace {
                     id: DEFAULT_NAMESPACE.into(),
                     name: "Default".into(),
-                    description: "The original namespace created automatically by the Gofer system.".into(),
+                    description:
+                        "The original namespace created automatically by the Gofer system.".into(),
                     created: now_millis(),
                     modified: 0,
                 })?;

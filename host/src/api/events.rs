@@ -58,7 +58,11 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeUpgrade {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(WebSocketUpgrade::from_request_parts(parts, state).await.ok()))
+        Ok(Self(
+            WebSocketUpgrade::from_request_parts(parts, state)
+                .await
+                .ok(),
+        ))
     }
 }
 
@@ -139,8 +143,14 @@ async fn stream_events(
     if reverse {
         let mut offset = 0;
         loop {
-            let page = Page { limit: STREAM_BATCH, offset };
-            let events = state.storage.read(move |db| db.list_events(page, true)).await?;
+            let page = Page {
+                limit: STREAM_BATCH,
+                offset,
+            };
+            let events = state
+                .storage
+                .read(move |db| db.list_events(page, true))
+                .await?;
             for event in &events {
                 send_event(&mut socket, event).await?;
             }

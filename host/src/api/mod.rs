@@ -154,7 +154,10 @@ impl From<StorageError> for ApiError {
             StorageError::NotFound(what) => Self::not_found(format!("{what} not found")),
             StorageError::AlreadyExists(what) => Self::conflict(format!("{what} already exists")),
             StorageError::Conflict(message) => Self::conflict(message),
-            other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {other}")),
+            other => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: {other}"),
+            ),
         }
     }
 }
@@ -282,7 +285,10 @@ pub fn router(state: ApiState) -> axum::Router {
     api.route(
         "/api/openapi.json",
         axum::routing::get(move || async move {
-            ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi)
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                openapi,
+            )
         }),
     )
     .fallback(no_such_route)

@@ -80,7 +80,10 @@ async fn create_namespace(
             })
         })
         .await?;
-    Ok((StatusCode::CREATED, ApiJson(NamespaceResponse { namespace })))
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(NamespaceResponse { namespace }),
+    ))
 }
 
 /// Get one namespace.
@@ -91,7 +94,9 @@ async fn get_namespace(
     state: AppState,
     ApiPath(namespace_id): ApiPath<String>,
 ) -> Result<ApiJson<NamespaceResponse>, ApiError> {
-    let namespace = state.read(move |db| db.get_namespace(&namespace_id)).await?;
+    let namespace = state
+        .read(move |db| db.get_namespace(&namespace_id))
+        .await?;
     Ok(ApiJson(NamespaceResponse { namespace }))
 }
 

@@ -97,7 +97,11 @@ struct DeploymentPath {
 }
 
 /// Fails with 404 unless the pipeline exists (checking its namespace first, for a precise message).
-fn require_pipeline(db: &Db, namespace_id: &str, pipeline_id: &str) -> Result<PipelineMetadata, StorageError> {
+fn require_pipeline(
+    db: &Db,
+    namespace_id: &str,
+    pipeline_id: &str,
+) -> Result<PipelineMetadata, StorageError> {
     db.get_namespace(namespace_id)?;
     db.get_pipeline(namespace_id, pipeline_id)
 }
@@ -146,9 +150,15 @@ async fn update_pipeline(
     ApiJson(request): ApiJson<UpdatePipelineRequest>,
 ) -> Result<StatusCode, ApiError> {
     let new_state = match request.state {
-        None => return Err(ApiError::bad_request("nothing to update: give \"state\": \"active\" or \"disabled\"")),
+        None => {
+            return Err(ApiError::bad_request(
+                "nothing to update: give \"state\": \"active\" or \"disabled\"",
+            ));
+        }
         Some(PipelineState::Unknown) => {
-            return Err(ApiError::bad_request("state must be \"active\" or \"disabled\""));
+            return Err(ApiError::bad_request(
+                "state must be \"active\" or \"disabled\"",
+            ));
         }
         Some(new_state) => new_state,
     };
@@ -158,11 +168,22 @@ async fn update_pipeline(
             if pipeline.state == new_state {
                 return Ok(());
             }
-            db.update_pipeline_state(&path.namespace_id, &path.pipeline_id, new_state, now_millis())?;
+            db.update_pipeline_state(
+                &path.namespace_id,
+                &path.pipeline_id,
+                new_state,
+                now_millis(),
+            )?;
             let (namespace_id, pipeline_id) = (path.namespace_id, path.pipeline_id);
             db.insert_event(match new_state {
-                PipelineState::Disabled => EventKind::DisabledPipeline { namespace_id, pipeline_id },
-                _ => EventKind::EnabledPipeline { namespace_id, pipeline_id },
+                PipelineState::Disabled => EventKind::DisabledPipeline {
+                    namespace_id,
+                    pipeline_id,
+                },
+                _ => EventKind::EnabledPipeline {
+                    namespace_id,
+                    pipeline_id,
+                },
             })?;
             Ok(())
         })
@@ -250,7 +271,10 @@ async fn register_config(
                 }
                 Err(other) => return Err(other),
             };
-            let version = db.latest_config_version(&namespace_id, &pipeline_id)?.unwrap_or(0) + 1;
+            let version = db
+                .latest_config_version(&namespace_id, &pipeline_id)?
+                .unwrap_or(0)
+                + 1;
             let config = input.into_config(&namespace_id, version, now);
             db.insert_config(&config)?;
             db.insert_event(EventKind::RegisteredPipelineConfig {
@@ -265,7 +289,10 @@ async fn register_config(
         config: pipeline.config.redacted(),
         ..pipeline
     };
-    Ok((StatusCode::CREATED, ApiJson(RegisterConfigResponse { pipeline })))
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(RegisterConfigResponse { pipeline }),
+    ))
 }
 
 /// Get one config version; version 0 means the latest.
@@ -304,7 +331,8 @@ async fn deploy_config(
 ) -> Result<(StatusCode, ApiJson<DeploymentResponse>), ApiError> {
     let deployment = state
         .write(move |db| {
-            let (namespace_id, pipeline_id, version) = (path.namespace_id, path.pipeline_id, path.version);
+            let (namespace_id, pipeline_id, version) =
+                (path.namespace_id, path.pipeline_id, path.version);
             require_pipeline(db, &namespace_id, &pipeline_id)?;
             db.get_config(&namespace_id, &pipeline_id, version)?;
             let live = db.live_config_version(&namespace_id, &pipeline_id)?;
@@ -331,7 +359,13 @@ async fn deploy_config(
                 end_version: version,
             })?;
             if let Some(previous) = live.filter(|previous| *previous != version) {
-                db.set_config_state(&namespace_id, &pipeline_id, previous, ConfigState::Deprecated, now_millis())?;
+                db.set_config_state(
+                    &namespace_id,
+                    &pipeline_id,
+                    previous,
+                    ConfigState::Deprecated,
+                    now_millis(),
+                )?;
             }
             db.set_config_state(&namespace_id, &pipeline_id, version, ConfigState::Live, 0)?;
             deployment.state = DeploymentState::Complete;
@@ -347,7 +381,10 @@ async fn deploy_config(
             Ok(deployment)
         })
         .await?;
-    Ok((StatusCode::CREATED, ApiJson(DeploymentResponse { deployment })))
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(DeploymentResponse { deployment }),
+    ))
 }
 
 /// Delete a config version. The latest version, the live version and versions that runs were

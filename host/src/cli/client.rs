@@ -12,7 +12,9 @@ use crate::api::{API_VERSION, API_VERSION_HEADER};
 /// Why a request failed, in words a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("could not reach the Gofer server at {url} (is it running? see --api-base-url): {source}")]
+    #[error(
+        "could not reach the Gofer server at {url} (is it running? see --api-base-url): {source}"
+    )]
     Connect { url: String, source: reqwest::Error },
     #[error("{message} (HTTP {status})")]
     Api { status: u16, message: String },
@@ -62,7 +64,12 @@ impl Client {
     }
 
     /// Sends one request; returns the JSON body (`null` for 204), or the server's error message.
-    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base_url);
         let mut request = self
             .http
@@ -74,20 +81,36 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|source| ClientError::Connect {
-            url: self.base_url.clone(),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: self.base_url.clone(),
+                source,
+            })?;
         let status = response.status();
-        let text = response.text().await.map_err(|source| ClientError::Connect {
-            url: self.base_url.clone(),
-            source,
-        })?;
+        let text = response
+            .text()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: self.base_url.clone(),
+                source,
+            })?;
         if !status.is_success() {
             let message = serde_json::from_str::<Value>(&text)
                 .ok()
-                .and_then(|body| body.get("message").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or_else(|| if text.is_empty() { status.to_string() } else { text });
+                .and_then(|body| {
+                    body.get("message")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| {
+                    if text.is_empty() {
+                        status.to_string()
+                    } else {
+                        text
+                    }
+                });
             return Err(ClientError::Api {
                 status: status.as_u16(),
                 message,
@@ -113,7 +136,10 @@ impl Client {
             .into_client_request()
             .map_err(|error| ClientError::Stream(error.to_string()))?;
         let headers = request.headers_mut();
-        headers.insert(API_VERSION_HEADER, API_VERSION.parse().expect("static header value"));
+        headers.insert(
+            API_VERSION_HEADER,
+            API_VERSION.parse().expect("static header value"),
+        );
         if let Some(token) = &self.token {
             let value = format!("Bearer {token}")
                 .parse()

@@ -22,7 +22,7 @@ use output::OutputFormat;
 
 /// Gofer runs short-lived jobs: pipelines of containers (and WebAssembly plugins) as DAGs.
 #[derive(Debug, Parser)]
-#[command(name = "gofer", version, about, propagate_version = true)]
+#[command(name = "gofer", version, about)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -33,16 +33,34 @@ pub struct Cli {
 #[derive(Debug, Args)]
 struct GlobalArgs {
     /// Address of the Gofer server.
-    #[arg(long, global = true, env = "GOFER_API_BASE_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "GOFER_API_BASE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     api_base_url: String,
     /// API token (not needed against a development server).
     #[arg(long, global = true, env = "GOFER_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Namespace of the pipelines a command acts on.
-    #[arg(long, short = 'n', global = true, env = "GOFER_NAMESPACE", default_value = "default")]
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "GOFER_NAMESPACE",
+        default_value = "default"
+    )]
     namespace: String,
     /// `table` for people, `json` for scripts.
-    #[arg(long, short = 'o', global = true, env = "GOFER_OUTPUT", value_enum, default_value = "table")]
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        env = "GOFER_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
     output: OutputFormat,
 }
 
@@ -134,7 +152,11 @@ impl ListArgs {
         if let Some(offset) = self.offset {
             parts.push(format!("offset={offset}"));
         }
-        if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
     }
 }
 
@@ -172,7 +194,10 @@ enum ConfigCommand {
         list: ListArgs,
     },
     /// Show one config version (default: the latest).
-    Get { pipeline: String, version: Option<u64> },
+    Get {
+        pipeline: String,
+        version: Option<u64>,
+    },
     /// Make a version live.
     Deploy { pipeline: String, version: u64 },
     /// Delete a version that is neither live nor the latest.
@@ -224,7 +249,10 @@ enum SystemCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: could not start the async runtime: {error}");
@@ -276,7 +304,11 @@ async fn service(command: ServiceCommand) -> anyhow::Result<()> {
             print!("{}", crate::api::openapi_json());
             Ok(())
         }
-        ServiceCommand::Start { config, bind, data_dir } => {
+        ServiceCommand::Start {
+            config,
+            bind,
+            data_dir,
+        } => {
             let overrides = ConfigOverrides { bind, data_dir };
             let config = ServerConfig::load(config.as_deref(), &overrides)?;
             init_logging(&config);
@@ -289,7 +321,9 @@ async fn service(command: ServiceCommand) -> anyhow::Result<()> {
 fn init_logging(config: &ServerConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
@@ -307,11 +341,18 @@ impl Session {
     }
 
     fn pipeline_path(&self, pipeline: &str) -> String {
-        format!("/api/namespaces/{}/pipelines/{pipeline}", self.global.namespace)
+        format!(
+            "/api/namespaces/{}/pipelines/{pipeline}",
+            self.global.namespace
+        )
     }
 
     /// Prints `body` as JSON, or the table/view `render` makes of it.
-    fn show(&self, body: &Value, render: impl FnOnce(&Value) -> anyhow::Result<String>) -> anyhow::Result<()> {
+    fn show(
+        &self,
+        body: &Value,
+        render: impl FnOnce(&Value) -> anyhow::Result<String>,
+    ) -> anyhow::Result<()> {
         if self.json() {
             output::print_json(body);
         } else {
@@ -335,27 +376,50 @@ async fn namespace(ctx: &Session, command: NamespaceCommand) -> anyhow::Result<(
     let client = &ctx.client;
     match command {
         NamespaceCommand::List(list) => {
-            let body = client.get(&format!("/api/namespaces{}", list.query())).await?;
-            ctx.show(&body, |body| Ok(output::namespaces(&field::<Vec<Namespace>>(body, "namespaces")?)))
+            let body = client
+                .get(&format!("/api/namespaces{}", list.query()))
+                .await?;
+            ctx.show(&body, |body| {
+                Ok(output::namespaces(&field::<Vec<Namespace>>(
+                    body,
+                    "namespaces",
+                )?))
+            })
         }
         NamespaceCommand::Get { id } => {
             let body = client.get(&format!("/api/namespaces/{id}")).await?;
-            ctx.show(&body, |body| Ok(output::namespace(&field(body, "namespace")?)))
+            ctx.show(&body, |body| {
+                Ok(output::namespace(&field(body, "namespace")?))
+            })
         }
-        NamespaceCommand::Create { id, name, description } => {
+        NamespaceCommand::Create {
+            id,
+            name,
+            description,
+        } => {
             let name = name.unwrap_or_else(|| id.clone());
             let body = client
-                .post("/api/namespaces", json!({"id": id, "name": name, "description": description}))
+                .post(
+                    "/api/namespaces",
+                    json!({"id": id, "name": name, "description": description}),
+                )
                 .await?;
             ctx.done(&body, format!("Created namespace '{id}'"));
             Ok(())
         }
-        NamespaceCommand::Update { id, name, description } => {
+        NamespaceCommand::Update {
+            id,
+            name,
+            description,
+        } => {
             if name.is_none() && description.is_none() {
                 bail!("nothing to update: give --name and/or --description");
             }
             let body = client
-                .patch(&format!("/api/namespaces/{id}"), json!({"name": name, "description": description}))
+                .patch(
+                    &format!("/api/namespaces/{id}"),
+                    json!({"name": name, "description": description}),
+                )
                 .await?;
             ctx.done(&body, format!("Updated namespace '{id}'"));
             Ok(())
@@ -372,9 +436,18 @@ async fn pipeline(ctx: &Session, command: PipelineCommand) -> anyhow::Result<()>
     let client = &ctx.client;
     match command {
         PipelineCommand::List(list) => {
-            let path = format!("/api/namespaces/{}/pipelines{}", ctx.global.namespace, list.query());
+            let path = format!(
+                "/api/namespaces/{}/pipelines{}",
+                ctx.global.namespace,
+                list.query()
+            );
             let body = client.get(&path).await?;
-            ctx.show(&body, |body| Ok(output::pipelines(&field::<Vec<PipelineMetadata>>(body, "pipelines")?)))
+            ctx.show(&body, |body| {
+                Ok(output::pipelines(&field::<Vec<PipelineMetadata>>(
+                    body,
+                    "pipelines",
+                )?))
+            })
         }
         PipelineCommand::Get { id } => {
             let body = client.get(&ctx.pipeline_path(&id)).await?;
@@ -383,9 +456,13 @@ async fn pipeline(ctx: &Session, command: PipelineCommand) -> anyhow::Result<()>
                 return Ok(());
             }
             let metadata: PipelineMetadata = field(&body, "pipeline")?;
-            let configs = client.get(&format!("{}/configs?limit=1000", ctx.pipeline_path(&id))).await?;
+            let configs = client
+                .get(&format!("{}/configs?limit=1000", ctx.pipeline_path(&id)))
+                .await?;
             let configs: Vec<PipelineConfig> = field(&configs, "configs")?;
-            let live = configs.iter().find(|config| config.state == crate::models::ConfigState::Live);
+            let live = configs
+                .iter()
+                .find(|config| config.state == crate::models::ConfigState::Live);
             println!("{}", output::pipeline(&metadata, live));
             Ok(())
         }
@@ -401,7 +478,10 @@ async fn pipeline(ctx: &Session, command: PipelineCommand) -> anyhow::Result<()>
 }
 
 async fn set_pipeline_state(ctx: &Session, id: &str, state: &str) -> anyhow::Result<()> {
-    let body = ctx.client.patch(&ctx.pipeline_path(id), json!({ "state": state })).await?;
+    let body = ctx
+        .client
+        .patch(&ctx.pipeline_path(id), json!({ "state": state }))
+        .await?;
     ctx.done(&body, format!("Pipeline '{id}' is now {state}"));
     Ok(())
 }
@@ -411,7 +491,8 @@ async fn config(ctx: &Session, command: ConfigCommand) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Register { file, deploy } => {
             let text = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin()).context("could not read the config from stdin")?
+                std::io::read_to_string(std::io::stdin())
+                    .context("could not read the config from stdin")?
             } else {
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("could not read the config file {}", file.display()))?
@@ -421,10 +502,15 @@ async fn config(ctx: &Session, command: ConfigCommand) -> anyhow::Result<()> {
             let id = config
                 .get("id")
                 .and_then(Value::as_str)
-                .with_context(|| format!("{}: the config has no string field \"id\"", file.display()))?
+                .with_context(|| {
+                    format!("{}: the config has no string field \"id\"", file.display())
+                })?
                 .to_string();
             let registered = client
-                .post(&format!("{}/configs", ctx.pipeline_path(&id)), json!({ "config": config }))
+                .post(
+                    &format!("{}/configs", ctx.pipeline_path(&id)),
+                    json!({ "config": config }),
+                )
                 .await?;
             let version: u64 = registered
                 .pointer("/pipeline/config/version")
@@ -435,35 +521,70 @@ async fn config(ctx: &Session, command: ConfigCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let deployed = client
-                .post(&format!("{}/configs/{version}", ctx.pipeline_path(&id)), Value::Null)
+                .post(
+                    &format!("{}/configs/{version}", ctx.pipeline_path(&id)),
+                    Value::Null,
+                )
                 .await?;
-            let body = json!({ "pipeline": registered["pipeline"], "deployment": deployed["deployment"] });
-            ctx.done(&body, format!("Registered and deployed pipeline '{id}' config v{version}"));
+            let body =
+                json!({ "pipeline": registered["pipeline"], "deployment": deployed["deployment"] });
+            ctx.done(
+                &body,
+                format!("Registered and deployed pipeline '{id}' config v{version}"),
+            );
             Ok(())
         }
         ConfigCommand::List { pipeline, list } => {
-            let body = client.get(&format!("{}/configs{}", ctx.pipeline_path(&pipeline), list.query())).await?;
-            ctx.show(&body, |body| Ok(output::configs(&field::<Vec<PipelineConfig>>(body, "configs")?)))
+            let body = client
+                .get(&format!(
+                    "{}/configs{}",
+                    ctx.pipeline_path(&pipeline),
+                    list.query()
+                ))
+                .await?;
+            ctx.show(&body, |body| {
+                Ok(output::configs(&field::<Vec<PipelineConfig>>(
+                    body, "configs",
+                )?))
+            })
         }
         ConfigCommand::Get { pipeline, version } => {
-            let path = format!("{}/configs/{}", ctx.pipeline_path(&pipeline), version.unwrap_or(0));
+            let path = format!(
+                "{}/configs/{}",
+                ctx.pipeline_path(&pipeline),
+                version.unwrap_or(0)
+            );
             let body = client.get(&path).await?;
             ctx.show(&body, |body| Ok(output::config(&field(body, "config")?)))
         }
         ConfigCommand::Deploy { pipeline, version } => {
             let body = client
-                .post(&format!("{}/configs/{version}", ctx.pipeline_path(&pipeline)), Value::Null)
+                .post(
+                    &format!("{}/configs/{version}", ctx.pipeline_path(&pipeline)),
+                    Value::Null,
+                )
                 .await?;
             let deployment: Deployment = field(&body, "deployment")?;
-            ctx.done(&body, format!(
-                "Deployed pipeline '{pipeline}' v{} (deployment {}, from v{})",
-                deployment.end_version, deployment.deployment_id, deployment.start_version
-            ));
+            ctx.done(
+                &body,
+                format!(
+                    "Deployed pipeline '{pipeline}' v{} (deployment {}, from v{})",
+                    deployment.end_version, deployment.deployment_id, deployment.start_version
+                ),
+            );
             Ok(())
         }
         ConfigCommand::Delete { pipeline, version } => {
-            let body = client.delete(&format!("{}/configs/{version}", ctx.pipeline_path(&pipeline))).await?;
-            ctx.done(&body, format!("Deleted pipeline '{pipeline}' config v{version}"));
+            let body = client
+                .delete(&format!(
+                    "{}/configs/{version}",
+                    ctx.pipeline_path(&pipeline)
+                ))
+                .await?;
+            ctx.done(
+                &body,
+                format!("Deleted pipeline '{pipeline}' config v{version}"),
+            );
             Ok(())
         }
     }
@@ -474,13 +595,30 @@ async fn deployment(ctx: &Session, command: DeploymentCommand) -> anyhow::Result
         DeploymentCommand::List { pipeline, list } => {
             let body = ctx
                 .client
-                .get(&format!("{}/deployments{}", ctx.pipeline_path(&pipeline), list.query()))
+                .get(&format!(
+                    "{}/deployments{}",
+                    ctx.pipeline_path(&pipeline),
+                    list.query()
+                ))
                 .await?;
-            ctx.show(&body, |body| Ok(output::deployments(&field::<Vec<Deployment>>(body, "deployments")?)))
+            ctx.show(&body, |body| {
+                Ok(output::deployments(&field::<Vec<Deployment>>(
+                    body,
+                    "deployments",
+                )?))
+            })
         }
         DeploymentCommand::Get { pipeline, id } => {
-            let body = ctx.client.get(&format!("{}/deployments/{id}", ctx.pipeline_path(&pipeline))).await?;
-            ctx.show(&body, |body| Ok(output::deployments(&[field(body, "deployment")?])))
+            let body = ctx
+                .client
+                .get(&format!(
+                    "{}/deployments/{id}",
+                    ctx.pipeline_path(&pipeline)
+                ))
+                .await?;
+            ctx.show(&body, |body| {
+                Ok(output::deployments(&[field(body, "deployment")?]))
+            })
         }
     }
 }
@@ -490,10 +628,16 @@ async fn event(ctx: &Session, command: EventCommand) -> anyhow::Result<()> {
         EventCommand::List { list, reverse } => {
             let mut query = list.query();
             if reverse {
-                query.push_str(if query.is_empty() { "?reverse=true" } else { "&reverse=true" });
+                query.push_str(if query.is_empty() {
+                    "?reverse=true"
+                } else {
+                    "&reverse=true"
+                });
             }
             let body = ctx.client.get(&format!("/api/events{query}")).await?;
-            ctx.show(&body, |body| Ok(output::events(&field::<Vec<Event>>(body, "events")?)))
+            ctx.show(&body, |body| {
+                Ok(output::events(&field::<Vec<Event>>(body, "events")?))
+            })
         }
         EventCommand::Get { id } => {
             let body = ctx.client.get(&format!("/api/events/{id}")).await?;
@@ -505,17 +649,25 @@ async fn event(ctx: &Session, command: EventCommand) -> anyhow::Result<()> {
 
 async fn stream_events(ctx: &Session, history: bool) -> anyhow::Result<()> {
     use tokio_tungstenite::tungstenite::Message;
-    let request = ctx.client.websocket_request(&format!("/api/events?history={history}"))?;
+    let request = ctx
+        .client
+        .websocket_request(&format!("/api/events?history={history}"))?;
     let (mut socket, _) = tokio_tungstenite::connect_async(request)
         .await
-        .with_context(|| format!("could not open the event stream at {}", ctx.global.api_base_url))?;
+        .with_context(|| {
+            format!(
+                "could not open the event stream at {}",
+                ctx.global.api_base_url
+            )
+        })?;
     while let Some(message) = socket.next().await {
         match message.context("the event stream broke")? {
             Message::Text(text) => {
                 if ctx.json() {
                     println!("{text}");
                 } else {
-                    let event: Event = serde_json::from_str(&text).context("the server sent an unreadable event")?;
+                    let event: Event = serde_json::from_str(&text)
+                        .context("the server sent an unreadable event")?;
                     println!("{}", output::event_line(&event));
                 }
             }
@@ -547,7 +699,30 @@ async fn system(ctx: &Session, command: SystemCommand) -> anyhow::Result<()> {
         SystemCommand::Pause => true,
         SystemCommand::Resume => false,
     };
-    let body = ctx.client.patch("/api/system", json!({ "ignore_pipeline_run_events": pause })).await?;
-    ctx.done(&body, if pause { "New runs are paused".into() } else { "New runs are allowed again".into() });
+    let body = ctx
+        .client
+        .patch(
+            "/api/system",
+            json!({ "ignore_pipeline_run_events": pause }),
+        )
+        .await?;
+    ctx.done(
+        &body,
+        if pause {
+            "New runs are paused".into()
+        } else {
+            "New runs are allowed again".into()
+        },
+    );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

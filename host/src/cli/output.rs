@@ -29,12 +29,17 @@ pub fn ago(millis: u64) -> String {
 }
 
 pub fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_header(header.to_vec());
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
     table
 }
 
@@ -94,7 +99,10 @@ pub fn pipeline(pipeline: &PipelineMetadata, live: Option<&PipelineConfig>) -> S
     );
     match live {
         Some(config) => {
-            text.push_str(&format!("\n  live config: v{} '{}'\n", config.version, config.name));
+            text.push_str(&format!(
+                "\n  live config: v{} '{}'\n",
+                config.version, config.name
+            ));
             text.push_str(&config_tasks(config));
         }
         None => text.push_str("\n  no live config: deploy one with `gofer pipeline config deploy`"),
@@ -103,7 +111,14 @@ pub fn pipeline(pipeline: &PipelineMetadata, live: Option<&PipelineConfig>) -> S
 }
 
 pub fn configs(configs: &[PipelineConfig]) -> String {
-    let mut table = table(&["version", "state", "name", "tasks", "registered", "deprecated"]);
+    let mut table = table(&[
+        "version",
+        "state",
+        "name",
+        "tasks",
+        "registered",
+        "deprecated",
+    ]);
     for config in configs {
         table.add_row(vec![
             config.version.to_string(),
@@ -164,7 +179,11 @@ pub fn deployments(deployments: &[Deployment]) -> String {
 pub fn events(events: &[Event]) -> String {
     let mut table = table(&["id", "kind", "emitted"]);
     for event in events {
-        table.add_row(vec![event.id.clone(), event_kind(event), ago(event.emitted)]);
+        table.add_row(vec![
+            event.id.clone(),
+            event_kind(event),
+            ago(event.emitted),
+        ]);
     }
     table.to_string()
 }

@@ -241,7 +241,18 @@ mod tests {
         assert!(matches!(failed, Err(StorageError::AlreadyExists(_))));
         let stored = storage.read(|db| db.get_namespace("first")).await;
         assert!(matches!(stored, Err(StorageError::NotFound(_))));
-        let events = storage.read(|db| db.list_events(Page { limit: 10, offset: 0 }, false)).await.unwrap();
+        let events = storage
+            .read(|db| {
+                db.list_events(
+                    Page {
+                        limit: 10,
+                        offset: 0,
+                    },
+                    false,
+                )
+            })
+            .await
+            .unwrap();
         assert!(events.is_empty());
     }
 
@@ -263,9 +274,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gofer.db");
         let storage = Storage::open(&path).unwrap();
-        storage.write(|db| db.insert_namespace(&namespace("kept"))).await.unwrap();
+        storage
+            .write(|db| db.insert_namespace(&namespace("kept")))
+            .await
+            .unwrap();
         drop(storage);
         let storage = Storage::open(&path).unwrap();
-        assert_eq!(storage.read(|db| db.get_namespace("kept")).await.unwrap().id, "kept");
+        assert_eq!(
+            storage
+                .read(|db| db.get_namespace("kept"))
+                .await
+                .unwrap()
+                .id,
+            "kept"
+        );
     }
 }

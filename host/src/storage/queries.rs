@@ -57,8 +57,7 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
 
 const NAMESPACE_COLUMNS: &str = "id, name, description, created, modified";
 const PIPELINE_COLUMNS: &str = "namespace_id, pipeline_id, created, modified, state";
-const CONFIG_COLUMNS: &str =
-    "namespace_id, pipeline_id, version, parallelism, name, description, registered, deprecated, state";
+const CONFIG_COLUMNS: &str = "namespace_id, pipeline_id, version, parallelism, name, description, registered, deprecated, state";
 const DEPLOYMENT_COLUMNS: &str = "namespace_id, pipeline_id, deployment_id, start_version, \
      end_version, started, ended, state, status, status_reason";
 
@@ -86,7 +85,9 @@ impl<'c> Db<'c> {
 
     pub fn get_namespace(&self, id: &str) -> Result<Namespace> {
         self.conn
-            .prepare_cached(&format!("SELECT {NAMESPACE_COLUMNS} FROM namespaces WHERE id = ?1"))?
+            .prepare_cached(&format!(
+                "SELECT {NAMESPACE_COLUMNS} FROM namespaces WHERE id = ?1"
+            ))?
             .query_row([id], namespace_from_row)
             .optional()?
             .ok_or_else(|| StorageError::NotFound(format!("namespace '{id}'")))
@@ -128,7 +129,10 @@ impl<'c> Db<'c> {
                 namespace.modified
             ])?;
         if changed == 0 {
-            return Err(StorageError::NotFound(format!("namespace '{}'", namespace.id)));
+            return Err(StorageError::NotFound(format!(
+                "namespace '{}'",
+                namespace.id
+            )));
         }
         Ok(())
     }
@@ -161,7 +165,9 @@ impl<'c> Db<'c> {
                 "SELECT {PIPELINE_COLUMNS} FROM pipeline_metadata
                  WHERE namespace_id = ?1 AND pipeline_id = ?2"
             ))?
-            .query_row([namespace_id, pipeline_id], |row| Ok(pipeline_from_row(row)))
+            .query_row([namespace_id, pipeline_id], |row| {
+                Ok(pipeline_from_row(row))
+            })
             .optional()?
             .unwrap_or_else(|| {
                 Err(StorageError::NotFound(format!(
@@ -199,7 +205,12 @@ impl<'c> Db<'c> {
                 "UPDATE pipeline_metadata SET state = ?3, modified = ?4
                  WHERE namespace_id = ?1 AND pipeline_id = ?2",
             )?
-            .execute(params![namespace_id, pipeline_id, enum_text(&state), modified])?;
+            .execute(params![
+                namespace_id,
+                pipeline_id,
+                enum_text(&state),
+                modified
+            ])?;
         if changed == 0 {
             return Err(StorageError::NotFound(format!(
                 "pipeline '{pipeline_id}' in namespace '{namespace_id}'"
@@ -234,9 +245,10 @@ impl<'c> Db<'c> {
                 "SELECT version FROM pipeline_configs WHERE namespace_id = ?1 AND pipeline_id = ?2
                  ORDER BY version DESC LIMIT ?3 OFFSET ?4",
             )?
-            .query_map(params![namespace_id, pipeline_id, page.limit, page.offset], |row| {
-                row.get(0)
-            })?
+            .query_map(
+                params![namespace_id, pipeline_id, page.limit, page.offset],
+                |row| row.get(0),
+            )?
             .collect::<Result<_, _>>()?;
         versions
             .into_iter()
@@ -280,7 +292,11 @@ impl<'c> Db<'c> {
     }
 
     /// The highest registered version, if any.
-    pub fn latest_config_version(&self, namespace_id: &str, pipeline_id: &str) -> Result<Option<u64>> {
+    pub fn latest_config_version(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+    ) -> Result<Option<u64>> {
         Ok(self
             .conn
             .prepare_cached(
@@ -290,7 +306,11 @@ impl<'c> Db<'c> {
     }
 
     /// The version currently `live`, if any.
-    pub fn live_config_version(&self, namespace_id: &str, pipeline_id: &str) -> Result<Option<u64>> {
+    pub fn live_config_version(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+    ) -> Result<Option<u64>> {
         Ok(self
             .conn
             .prepare_cached(
@@ -348,7 +368,13 @@ impl<'c> Db<'c> {
                 "UPDATE pipeline_configs SET state = ?4, deprecated = ?5
                  WHERE namespace_id = ?1 AND pipeline_id = ?2 AND version = ?3",
             )?
-            .execute(params![namespace_id, pipeline_id, version, enum_text(&state), deprecated])?;
+            .execute(params![
+                namespace_id,
+                pipeline_id,
+                version,
+                enum_text(&state),
+                deprecated
+            ])?;
         if changed == 0 {
             return Err(StorageError::NotFound(format!(
                 "config version {version} of pipeline '{pipeline_id}' in namespace '{namespace_id}'"
@@ -358,14 +384,21 @@ impl<'c> Db<'c> {
     }
 
     /// Whether any run was made from this config version (such a version is kept).
-    pub fn config_has_runs(&self, namespace_id: &str, pipeline_id: &str, version: u64) -> Result<bool> {
+    pub fn config_has_runs(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+        version: u64,
+    ) -> Result<bool> {
         Ok(self
             .conn
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM runs WHERE namespace_id = ?1 AND pipeline_id = ?2
                  AND pipeline_config_version = ?3)",
             )?
-            .query_row(params![namespace_id, pipeline_id, version], |row| row.get(0))?)
+            .query_row(params![namespace_id, pipeline_id, version], |row| {
+                row.get(0)
+            })?)
     }
 
     pub fn delete_config(&self, namespace_id: &str, pipeline_id: &str, version: u64) -> Result<()> {
@@ -390,10 +423,10 @@ impl<'c> Db<'c> {
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE namespace_id = ?1 AND pipeline_id = ?2
              ORDER BY deployment_id LIMIT ?3 OFFSET ?4"
         ))?;
-        let rows = statement
-            .query_map(params![namespace_id, pipeline_id, page.limit, page.offset], |row| {
-                Ok(deployment_from_row(row))
-            })?;
+        let rows = statement.query_map(
+            params![namespace_id, pipeline_id, page.limit, page.offset],
+            |row| Ok(deployment_from_row(row)),
+        )?;
         rows.map(|row| row?).collect()
     }
 
@@ -473,7 +506,9 @@ impl<'c> Db<'c> {
         let mut statement = self.conn.prepare_cached(&format!(
             "SELECT id, kind, emitted FROM events ORDER BY seq {order} LIMIT ?1 OFFSET ?2"
         ))?;
-        let rows = statement.query_map(params![page.limit, page.offset], |row| Ok(event_from_row(row)))?;
+        let rows = statement.query_map(params![page.limit, page.offset], |row| {
+            Ok(event_from_row(row))
+        })?;
         rows.map(|row| row?).collect()
     }
 
@@ -484,7 +519,10 @@ impl<'c> Db<'c> {
             "SELECT id, kind, emitted, seq FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = statement.query_map(params![after_seq, limit], |row| {
-            Ok(row.get::<_, i64>(3).map_err(StorageError::from).and_then(|seq| Ok((seq, event_from_row(row)?))))
+            Ok(row
+                .get::<_, i64>(3)
+                .map_err(StorageError::from)
+                .and_then(|seq| Ok((seq, event_from_row(row)?))))
         })?;
         rows.map(|row| row?).collect()
     }
@@ -553,7 +591,9 @@ fn pipeline_from_row(row: &Row) -> Result<PipelineMetadata> {
         pipeline_id: row.get(1)?,
         created: row.get(2)?,
         modified: row.get(3)?,
-        state: column(row, 4, |text| enum_from_text("pipeline_metadata.state", text))?,
+        state: column(row, 4, |text| {
+            enum_from_text("pipeline_metadata.state", text)
+        })?,
     })
 }
 
@@ -567,7 +607,9 @@ fn config_from_row(row: &Row) -> Result<PipelineConfig> {
         description: row.get(5)?,
         registered: row.get(6)?,
         deprecated: row.get(7)?,
-        state: column(row, 8, |text| enum_from_text("pipeline_configs.state", text))?,
+        state: column(row, 8, |text| {
+            enum_from_text("pipeline_configs.state", text)
+        })?,
         tasks: Default::default(),
     })
 }
@@ -583,7 +625,9 @@ fn deployment_from_row(row: &Row) -> Result<Deployment> {
         started: row.get(5)?,
         ended: row.get(6)?,
         state: column::<DeploymentState>(row, 7, |text| enum_from_text("deployments.state", text))?,
-        status: column::<DeploymentStatus>(row, 8, |text| enum_from_text("deployments.status", text))?,
+        status: column::<DeploymentStatus>(row, 8, |text| {
+            enum_from_text("deployments.status", text)
+        })?,
         status_reason: status_reason
             .map(|text| from_json("deployments.status_reason", &text))
             .transpose()?,

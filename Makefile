@@ -1,0 +1,37 @@
+# Gofer's developer commands. `make help` lists them.
+SHELL := bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/gofer-target
+HOST_TARGET := x86_64-unknown-linux-gnu
+STATIC_BIN := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release/gofer
+COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+.PHONY: help setup run test lint unit release check-static openapi bench
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## Install and start what builds and tests need (Docker, busybox-static, Go, wasm target)
+	bash scripts/setup.sh
+
+run: ## Build and start a development server on embedded defaults (127.0.0.1:8080)
+	cargo run -p gofer -- service start
+
+test: lint unit release check-static ## Everything CI runs: lint, all tests, the static binary check
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+unit: ## All unit and end-to-end tests (real server processes, SQLite files, loopback HTTP)
+	cargo test --workspace --all-targets
+
+release: ## The single statically linked binary: $(STATIC_BIN)
+	GOFER_BUILD_COMMIT=$(COMMIT) RUSTFLAGS="-C target-feature=+crt-static" \
+	  cargo build --release -p gofer --target $(HOST_TARGET)
+	@ls -l $(STATIC_BIN)
+
+check-static: ## Check the release binary is static and runs the server and the CLI
+	bash scripts/check-static.sh $(STATIC_BIN)
+
+openapi: ## Regenerate docs/openapi.json from the code
+	cargo run -q -p gofer -- service openapi > docs/openapi.json

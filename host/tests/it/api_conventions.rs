@@ -1,0 +1,180 @@
+//! The v0 wire conventions every endpoint shares.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::{TestServer, assert_error};
+
+#[tokio::test]
+async fn the_version_header_is_required_and_must_be_v0() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    for path in [
+        "/api/namespaces",
+        "/api/system/metadata",
+        "/api/events",
+        "/api/system",
+    ] {
+        let missing = api.send(Method::GET, path, None, None).await;
+        assert_error(
+            &missing,
+            StatusCode::BAD_REQUEST,
+            "Gofer version header missing; 'gofer-api-version'",
+        );
+        let wrong = api.send(Method::GET, path, None, Some("v1")).await;
+        assert_error(
+            &wrong,
+            StatusCode::BAD_REQUEST,
+            "Incorrect Gofer version header; should be one of [\"v0\"]",
+        );
+    }
+    let created = api
+        .send(
+            Method::POST,
+            "/api/namespaces",
+            Some(json!({"id": "nohdr", "name": "n", "description": ""})),
+            None,
+        )
+        .await;
+    assert_eq!(created.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        api.get("/api/namespaces/nohdr").await.0,
+        StatusCode::NOT_FOUND,
+        "a refused request must not act"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    assert_error(
+        &api.get("/api/nothing-here").await,
+        StatusCode::NOT_FOUND,
+        "no API route for GET /api/nothing-here",
+    );
+    let wrong_method = api
+        .send(Method::PUT, "/api/namespaces", None, Some("v0"))
+        .await;
+    assert_error(
+        &wrong_method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "PUT is not allowed on /api/namespaces",
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_and_parameters_are_400_with_a_message() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let not_json = api.post_raw("/api/namespaces", "{not json").await;
+    assert_error(&not_json, StatusCode::BAD_REQUEST, "invalid request body");
+    let missing_field = api
+        .post("/api/namespaces", json!({"id": "abc", "name": "n"}))
+        .await;
+    assert_error(
+        &missing_field,
+        StatusCode::BAD_REQUEST,
+        "missing field `description`",
+    );
+    let wrong_type = api
+        .post(
+            "/api/namespaces",
+            json!({"id": 5, "name": "n", "description": ""}),
+        )
+        .await;
+    assert_error(&wrong_type, StatusCode::BAD_REQUEST, "id");
+    let unknown_field = api
+        .post(
+            "/api/namespaces",
+            json!({"id": "abc", "name": "n", "description": "", "colour": 1}),
+        )
+        .await;
+    assert_error(
+        &unknown_field,
+        StatusCode::BAD_REQUEST,
+        "unknown field `colour`",
+    );
+    let bad_version = api
+        .get("/api/namespaces/default/pipelines/p-1/configs/latest")
+        .await;
+    assert_error(&bad_version, StatusCode::BAD_REQUEST, "invalid path");
+    let bad_limit = api.get("/api/namespaces?limit=lots").await;
+    assert_error(&bad_limit, StatusCode::BAD_REQUEST, "invalid query");
+    let zero_limit = api.get("/api/namespaces?limit=0").await;
+    assert_error(
+        &zero_limit,
+        StatusCode::BAD_REQUEST,
+        "limit must be between 1 and 1000",
+    );
+    let huge_limit = api.get("/api/namespaces?limit=1001").await;
+    assert_error(
+        &huge_limit,
+        StatusCode::BAD_REQUEST,
+        "limit must be between 1 and 1000",
+    );
+}
+
+#[tokio::test]
+async fn every_list_endpoint_pages_with_limit_and_offset() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    for index in 0..5 {
+        let id = format!("page-{index}");
+        assert_eq!(
+            api.post(
+                "/api/namespaces",
+                json!({"id": id, "name": id, "description": ""})
+            )
+            .await
+            .0,
+            StatusCode::CREATED
+        );
+    }
+    let (_, first) = api.get("/api/namespaces?limit=2").await;
+    let (_, second) = api.get("/api/namespaces?limit=2&offset=2").await;
+    let ids = |body: &serde_json::Value| -> Vec<String> {
+        body["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&first), ["default", "page-0"]);
+    assert_eq!(ids(&second), ["page-1", "page-2"]);
+    let (_, events) = api.get("/api/events?limit=3&offset=1").await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 3);
+    let (_, newest) = api.get("/api/events?limit=1&reverse=true").await;
+    assert_eq!(
+        newest["events"][0]["kind"]["created_namespace"]["namespace_id"],
+        "page-4"
+    );
+}
+
+#[tokio::test]
+async fn system_preferences_and_metadata() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let (status, metadata) = api.get("/api/system/metadata").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(metadata["semver"], env!("CARGO_PKG_VERSION"));
+    assert!(metadata["commit"].is_string());
+    let (_, preferences) = api.get("/api/system").await;
+    assert_eq!(
+        preferences,
+        json!({"bootstrap_token_created": false, "ignore_pipeline_run_events": false})
+    );
+    let (status, body) = api
+        .patch("/api/system", json!({"ignore_pipeline_run_events": true}))
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({})));
+    assert_eq!(
+        api.get("/api/system").await.1["ignore_pipeline_run_events"],
+        true
+    );
+    let bad = api
+        .patch("/api/system", json!({"ignore_pipeline_run_events": "yes"}))
+        .await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "ignore_pipeline_run_events");
+}

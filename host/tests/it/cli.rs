@@ -1,0 +1,235 @@
+//! The CLI as a client of a live server: tables for people, JSON for scripts, one-line errors.
+
+use std::process::Output;
+
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, gofer_command, sdk_config, sdk_task, write_file};
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+fn json_output(output: &Output) -> Value {
+    serde_json::from_str(&stdout(output)).unwrap()
+}
+
+fn failure(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "command should fail; stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    assert_eq!(stderr.lines().count(), 1, "a one-line error: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn namespaces_through_the_cli() {
+    let server = TestServer::start().await;
+    let created = server.cli(&[
+        "namespace",
+        "create",
+        "team-a",
+        "--name",
+        "Team A",
+        "--description",
+        "first team",
+    ]);
+    assert!(stdout(&created).contains("Created namespace 'team-a'"));
+    let table = stdout(&server.cli(&["namespace", "list"]));
+    assert!(
+        table.contains("team-a") && table.contains("Team A") && table.contains("first team"),
+        "{table}"
+    );
+    assert!(
+        table.contains("ago") || table.contains("now"),
+        "human times: {table}"
+    );
+    let listed = json_output(&server.cli(&["namespace", "list", "--output", "json"]));
+    assert_eq!(listed["namespaces"][1]["id"], "team-a");
+    let got = json_output(&server.cli(&["-o", "json", "namespace", "get", "team-a"]));
+    assert_eq!(got["namespace"]["description"], "first team");
+    stdout(&server.cli(&["namespace", "update", "team-a", "--description", "renamed"]));
+    assert!(stdout(&server.cli(&["namespace", "get", "team-a"])).contains("renamed"));
+    let duplicate = failure(&server.cli(&["namespace", "create", "team-a"]));
+    assert!(
+        duplicate.contains("already exists") && duplicate.contains("409"),
+        "{duplicate}"
+    );
+    stdout(&server.cli(&["namespace", "delete", "team-a"]));
+    assert!(
+        failure(&server.cli(&["namespace", "get", "team-a"]))
+            .contains("namespace 'team-a' not found")
+    );
+}
+
+#[tokio::test]
+async fn register_deploy_and_inspect_a_pipeline_through_the_cli() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = sdk_config(
+        "cli-pipe",
+        json!([
+            sdk_task("first", json!({})),
+            sdk_task("second", json!({"first": "Success"}))
+        ]),
+    );
+    let file = write_file(dir.path(), "pipeline.json", &config.to_string());
+    let file = file.to_str().unwrap();
+
+    let registered =
+        stdout(&server.cli(&["pipeline", "config", "register", "--file", file, "--deploy"]));
+    assert!(
+        registered.contains("Registered and deployed pipeline 'cli-pipe' config v1"),
+        "{registered}"
+    );
+    let second = json_output(&server.cli(&[
+        "-o", "json", "pipeline", "config", "register", "--file", file,
+    ]));
+    assert_eq!(second["pipeline"]["config"]["version"], 2);
+    assert_eq!(second["pipeline"]["config"]["state"], "unreleased");
+
+    let list = stdout(&server.cli(&["pipeline", "list"]));
+    assert!(
+        list.contains("cli-pipe") && list.contains("active"),
+        "{list}"
+    );
+    let detail = stdout(&server.cli(&["pipeline", "get", "cli-pipe"]));
+    assert!(
+        detail.contains("live config: v1") && detail.contains("first (success)"),
+        "{detail}"
+    );
+    let configs = stdout(&server.cli(&["pipeline", "config", "list", "cli-pipe"]));
+    assert!(
+        configs.contains("live") && configs.contains("unreleased"),
+        "{configs}"
+    );
+
+    let deployed = stdout(&server.cli(&["pipeline", "config", "deploy", "cli-pipe", "2"]));
+    assert!(
+        deployed.contains("Deployed pipeline 'cli-pipe' v2 (deployment 2, from v1)"),
+        "{deployed}"
+    );
+    let deployments = json_output(&server.cli(&["-o", "json", "deployment", "list", "cli-pipe"]));
+    assert_eq!(deployments["deployments"].as_array().unwrap().len(), 2);
+    assert!(stdout(&server.cli(&["deployment", "get", "cli-pipe", "2"])).contains("1 -> 2"));
+    let config = json_output(&server.cli(&["-o", "json", "pipeline", "config", "get", "cli-pipe"]));
+    assert_eq!(config["config"]["version"], 2);
+
+    stdout(&server.cli(&["pipeline", "disable", "cli-pipe"]));
+    assert!(stdout(&server.cli(&["pipeline", "list"])).contains("disabled"));
+    stdout(&server.cli(&["pipeline", "config", "delete", "cli-pipe", "1"]));
+    let events = stdout(&server.cli(&["event", "list", "--reverse", "--limit", "3"]));
+    assert!(
+        events.contains("deleted_pipeline_config") && events.contains("disabled_pipeline"),
+        "{events}"
+    );
+
+    // Errors: one line, exit code 1.
+    let cycle = write_file(
+        dir.path(),
+        "cycle.json",
+        &sdk_config("cli-pipe", json!([sdk_task("aaa", json!({"aaa": "Any"}))])).to_string(),
+    );
+    assert!(
+        failure(&server.cli(&[
+            "pipeline",
+            "config",
+            "register",
+            "--file",
+            cycle.to_str().unwrap()
+        ]))
+        .contains("cycle: aaa -> aaa")
+    );
+    let broken = write_file(dir.path(), "broken.json", "{");
+    assert!(
+        failure(&server.cli(&[
+            "pipeline",
+            "config",
+            "register",
+            "--file",
+            broken.to_str().unwrap()
+        ]))
+        .contains("is not valid JSON")
+    );
+    assert!(
+        failure(&server.cli(&["pipeline", "config", "register", "--file", "/no/such.json"]))
+            .contains("could not read the config file /no/such.json")
+    );
+    assert!(failure(&server.cli(&["pipeline", "get", "ghost"])).contains("pipeline 'ghost'"));
+    assert!(
+        failure(&server.cli(&["--namespace", "ghost-ns", "pipeline", "list"]))
+            .contains("namespace 'ghost-ns' not found")
+    );
+    stdout(&server.cli(&["pipeline", "delete", "cli-pipe"]));
+}
+
+#[tokio::test]
+async fn the_cli_streams_events_and_pauses_runs() {
+    let server = TestServer::start().await;
+    let mut stream = gofer_command()
+        .env("GOFER_API_BASE_URL", server.base_url())
+        .args(["-o", "json", "event", "stream", "--history"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let paused = stdout(&server.cli(&["system", "pause"]));
+    assert!(paused.contains("paused"));
+    assert!(stdout(&server.cli(&["system", "get"])).contains("runs paused: true"));
+    server.cli(&["namespace", "create", "streamed"]);
+    // The stream printed the history and the new event, one JSON object a line.
+    let mut lines = Vec::new();
+    {
+        use std::io::BufRead;
+        let reader = std::io::BufReader::new(stream.stdout.as_mut().unwrap());
+        for line in reader.lines() {
+            let line = line.unwrap();
+            let done = line.contains("\"streamed\"");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+    }
+    stream.kill().unwrap();
+    stream.wait().unwrap();
+    assert!(
+        lines[0].contains("created_namespace") && lines[0].contains("default"),
+        "{lines:?}"
+    );
+    assert!(lines.last().unwrap().contains("streamed"));
+}
+
+#[test]
+fn the_cli_reports_an_unreachable_server_and_bad_arguments() {
+    let output = gofer_command()
+        .args(["--api-base-url", "http://127.0.0.1:9", "namespace", "list"])
+        .output()
+        .unwrap();
+    assert!(failure(&output).contains("could not reach the Gofer server at http://127.0.0.1:9"));
+    let output = gofer_command()
+        .args(["--api-base-url", "localhost:8080", "namespace", "list"])
+        .output()
+        .unwrap();
+    assert!(failure(&output).contains("must start with http://"));
+    let output = gofer_command()
+        .args(["-o", "yaml", "namespace", "list"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid value 'yaml'"));
+    let output = gofer_command()
+        .args(["pipeline", "config", "deploy", "p", "latest"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: a real `gofer` binary, real SQLite files, real HTTP over loopback.
+
+mod api_conventions;
+mod cli;
+mod configs;
+mod events;
+mod namespaces;
+mod openapi;
+mod startup;
+mod support;

@@ -1,0 +1,317 @@
+//! Test support: a real `gofer` server process on loopback with its own data directory, and a
+//! small HTTP client that speaks the v0 conventions.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub const GOFER: &str = env!("CARGO_BIN_EXE_gofer");
+
+/// A free loopback port (released before the server binds it).
+pub fn free_address() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A `gofer` command with no GOFER_* variables inherited from the test environment.
+pub fn gofer_command() -> Command {
+    let mut command = Command::new(GOFER);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GOFER_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("NO_COLOR", "1");
+    command
+}
+
+/// A running server; killed when dropped.
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data directory.
+    pub async fn start() -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let data_dir = temp.path().join("data");
+        let mut server = Self {
+            address: free_address(),
+            data_dir,
+            _temp: Some(temp),
+            child: None,
+            log_path: PathBuf::new(),
+        };
+        server.spawn(&[]).await;
+        server
+    }
+
+    /// Starts the server process again (same address and data directory), with extra arguments.
+    pub async fn spawn(&mut self, extra_args: &[&str]) {
+        self.log_path = self
+            .data_dir
+            .with_extension(format!("log-{}", Instant::now().elapsed().as_nanos()));
+        std::fs::create_dir_all(self.data_dir.parent().unwrap()).unwrap();
+        let log = std::fs::File::create(&self.log_path).unwrap();
+        let child = gofer_command()
+            .args([
+                "service",
+                "start",
+                "--bind",
+                &self.address.to_string(),
+                "--data-dir",
+            ])
+            .arg(&self.data_dir)
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_until_healthy().await;
+    }
+
+    async fn wait_until_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = self.client();
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the server exited with {status} at start:\n{}", self.log());
+            }
+            if client.get("/api/system/metadata").await.0 == StatusCode::OK {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the server did not become healthy:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn client(&self) -> Api {
+        Api::new(&self.base_url())
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let mut child = self.child.take().expect("server running");
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "the server did not stop within 20 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server and starts it again on the same data directory.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.stop(),
+            "the server did not exit cleanly:\n{}",
+            self.log()
+        );
+        self.spawn(&[]).await;
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        gofer_command()
+            .env("GOFER_API_BASE_URL", self.base_url())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// A v0 API client: every request carries `gofer-api-version: v0`.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl Api {
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base_url: base_url.to_string(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        version: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(version) = version {
+            request = request.header("gofer-api-version", version);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                let body = if text.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_str(&text).unwrap_or(Value::String(text))
+                };
+                (status, body)
+            }
+            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Value::Null),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, path, None, Some("v0")).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::POST, path, Some(body), Some("v0")).await
+    }
+
+    pub async fn post_empty(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::POST, path, None, Some("v0")).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::PATCH, path, Some(body), Some("v0")).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::DELETE, path, None, Some("v0")).await
+    }
+
+    /// POSTs raw bytes as JSON content.
+    pub async fn post_raw(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header("gofer-api-version", "v0")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Asserts an error response: the status, and a JSON message containing `needle`.
+#[track_caller]
+pub fn assert_error(response: &(StatusCode, Value), status: StatusCode, needle: &str) {
+    assert_eq!(
+        response.0, status,
+        "unexpected status; body: {}",
+        response.1
+    );
+    let message = response.1["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message in {}", response.1));
+    assert!(
+        message.contains(needle),
+        "message {message:?} does not contain {needle:?}"
+    );
+    assert!(
+        response.1["request_id"].is_string(),
+        "no request_id in {}",
+        response.1
+    );
+}
+
+/// A pipeline config as an SDK prints it.
+pub fn sdk_config(id: &str, tasks: Value) -> Value {
+    serde_json::json!({
+        "id": id,
+        "name": format!("{id} pipeline"),
+        "description": null,
+        "parallelism": 0,
+        "tasks": tasks,
+    })
+}
+
+/// A task as the Go SDK prints it.
+pub fn sdk_task(id: &str, depends_on: Value) -> Value {
+    serde_json::json!({
+        "id": id,
+        "description": null,
+        "image": "busybox:latest",
+        "registry_auth": null,
+        "depends_on": depends_on,
+        "variables": {"GREETING": "hello"},
+        "entrypoint": null,
+        "command": ["echo", "hi"],
+        "inject_api_token": false,
+        "always_pull_newest_image": false,
+    })
+}
+
+/// Registers a config and returns its version.
+pub async fn register(api: &Api, namespace: &str, config: Value) -> u64 {
+    let id = config["id"].as_str().unwrap().to_string();
+    let (status, body) = api
+        .post(
+            &format!("/api/namespaces/{namespace}/pipelines/{id}/configs"),
+            serde_json::json!({ "config": config }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "register failed: {body}");
+    body["pipeline"]["config"]["version"].as_u64().unwrap()
+}
+
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}

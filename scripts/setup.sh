@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs and starts what Gofer's build and tests need, when missing. Idempotent: safe to run
+# again and again. Needs root (or sudo) for apt and dockerd.
+#
+#   Docker engine (docker.io) running at /var/run/docker.sock
+#   busybox-static           (tiny local images, FROM scratch; no registry needed)
+#   Go (golang-go)           (Go SDK and gRPC plugins)
+#   rustfmt, clippy and the wasm32-wasip2 target
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" \
+  || missing+=(busybox-static)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+  rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  if ! pgrep -x dockerd >/dev/null 2>&1; then
+    log "starting dockerd"
+    sudo_if_needed sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+  fi
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/dockerd.log"; exit 1; }
+fi
+log "ready: $(docker version --format 'docker {{.Server.Version}}'), $(go version | cut -d' ' -f3), $(rustc --version)"
