@@ -137,6 +137,16 @@ pub struct Task {
     pub command: Option<Vec<String>>,
     pub inject_api_token: bool,
     pub always_pull_newest_image: bool,
+    /// Longest the task may run, e.g. `"90s"` or `"5m"` (beyond v0); absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// How many more times a failed task is tried, with a growing pause (beyond v0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 impl Task {
@@ -168,6 +178,9 @@ pub struct PipelineConfig {
     pub registered: u64,
     /// When this version stopped being live, in epoch milliseconds; 0 if never.
     pub deprecated: u64,
+    /// Longest a run may take, e.g. `"30m"` (beyond v0); absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 impl PipelineConfig {
@@ -284,6 +297,50 @@ pub enum EventKind {
         start_version: u64,
         end_version: u64,
     },
+    QueuedRun {
+        namespace_id: String,
+        pipeline_id: String,
+        run_id: u64,
+    },
+    StartedRun {
+        namespace_id: String,
+        pipeline_id: String,
+        run_id: u64,
+    },
+    CompletedRun {
+        namespace_id: String,
+        pipeline_id: String,
+        run_id: u64,
+        status: RunStatus,
+    },
+    StartedRunCancellation {
+        namespace_id: String,
+        pipeline_id: String,
+        run_id: u64,
+    },
+    StartedTaskExecution {
+        namespace_id: String,
+        pipeline_id: String,
+        run_id: u64,
+        task_execution_id: String,
+        /// 1 for the first try, then 2, 3... for retries (beyond v0).
+        attempt: u32,
+    },
+    CompletedTaskExecution {
+        namespace_id: String,
+        pipeline_id: String,
+        run_id: u64,
+        task_execution_id: String,
+        status: TaskExecutionStatus,
+    },
+    StartedTaskExecutionCancellation {
+        namespace_id: String,
+        pipeline_id: String,
+        run_id: u64,
+        task_execution_id: String,
+        /// Seconds of grace before the task is killed.
+        timeout: u64,
+    },
 }
 
 /// One entry of the event log.
@@ -313,4 +370,147 @@ pub struct SystemMetadata {
     pub commit: String,
     /// Version of the binary.
     pub semver: String,
+}
+
+/// Who started a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Initiator {
+    pub id: String,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = run_state)]
+pub enum RunState {
+    Unknown,
+    /// Queued: waiting for a free slot (pipeline parallelism, global limit).
+    Pending,
+    Running,
+    Complete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = run_status)]
+pub enum RunStatus {
+    Unknown,
+    Failed,
+    Successful,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = run_status_reason_type)]
+pub enum RunStatusReasonType {
+    Unknown,
+    AbnormalExit,
+    SchedulerError,
+    FailedPrecondition,
+    UserCancelled,
+    AdminCancelled,
+    /// The run took longer than its `timeout` (beyond v0).
+    Timeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = run_status_reason)]
+pub struct RunStatusReason {
+    pub reason: RunStatusReasonType,
+    pub description: String,
+}
+
+/// One execution of a pipeline's live config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    pub namespace_id: String,
+    pub pipeline_id: String,
+    /// The config version that was live when the run was started; what it executes.
+    pub pipeline_config_version: u64,
+    /// Per pipeline, 1-based.
+    pub run_id: u64,
+    /// When the run was requested (epoch ms).
+    pub started: u64,
+    /// When it completed (epoch ms); 0 until then.
+    pub ended: u64,
+    pub state: RunState,
+    pub status: RunStatus,
+    pub status_reason: Option<RunStatusReason>,
+    pub initiator: Initiator,
+    /// Run variables; they override task and system variables.
+    pub variables: Vec<Variable>,
+    pub token_id: Option<String>,
+    pub store_objects_expired: bool,
+    /// Id of the run's `queued_run` event.
+    pub event_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = task_execution_state)]
+pub enum TaskExecutionState {
+    Unknown,
+    /// Being started (image check, container creation).
+    Processing,
+    /// Waiting for parent tasks.
+    Waiting,
+    Running,
+    Complete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = task_execution_status)]
+pub enum TaskExecutionStatus {
+    Unknown,
+    Failed,
+    Successful,
+    Cancelled,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = task_execution_status_reason_type)]
+pub enum TaskExecutionStatusReasonType {
+    Unknown,
+    AbnormalExit,
+    SchedulerError,
+    FailedPrecondition,
+    Cancelled,
+    Orphaned,
+    /// The task took longer than its `timeout` (beyond v0).
+    Timeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = task_execution_status_reason)]
+pub struct TaskExecutionStatusReason {
+    pub reason: TaskExecutionStatusReasonType,
+    pub description: String,
+}
+
+/// One task of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskExecution {
+    pub namespace_id: String,
+    pub pipeline_id: String,
+    pub run_id: u64,
+    pub task_id: String,
+    pub created: u64,
+    /// When its container started (epoch ms); 0 if it never did.
+    pub started: u64,
+    pub ended: u64,
+    pub exit_code: Option<u8>,
+    pub logs_expired: bool,
+    pub logs_removed: bool,
+    pub state: TaskExecutionState,
+    pub status: TaskExecutionStatus,
+    pub status_reason: Option<TaskExecutionStatusReason>,
+    /// The task's environment before secrets are filled in.
+    pub variables: Vec<Variable>,
+    pub task: Task,
+    /// Which try this is: 1, then 2, 3... when the task is retried (beyond v0).
+    pub attempt: u32,
 }

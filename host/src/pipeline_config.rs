@@ -47,6 +47,31 @@ pub enum ConfigError {
     Cycle(Vec<String>),
     #[error("parallelism must be 0 (server default) or more, got {0}")]
     NegativeParallelism(i64),
+    #[error("{owner} has an invalid timeout '{value}': {problem} (use e.g. \"90s\", \"5m\", \"1h 30m\")")]
+    InvalidTimeout {
+        owner: String,
+        value: String,
+        problem: String,
+    },
+    #[error("task '{task}' asks for {retries} retries; at most {MAX_RETRIES} are allowed")]
+    TooManyRetries { task: String, retries: u32 },
+}
+
+/// Most retries a task may ask for.
+pub const MAX_RETRIES: u32 = 10;
+
+/// Parses a timeout such as `"90s"` or `"5m"`; zero is refused.
+pub fn parse_timeout(owner: &str, value: &str) -> Result<std::time::Duration, ConfigError> {
+    let invalid = |problem: String| ConfigError::InvalidTimeout {
+        owner: owner.to_string(),
+        value: value.to_string(),
+        problem,
+    };
+    let duration = humantime::parse_duration(value.trim()).map_err(|error| invalid(error.to_string()))?;
+    if duration.is_zero() {
+        return Err(invalid("it must be longer than zero".into()));
+    }
+    Ok(duration)
 }
 
 /// Checks Gofer's identifier rule: 3 to 32 characters of `[a-zA-Z0-9-]`.
@@ -94,6 +119,9 @@ pub struct PipelineConfigInput {
     pub parallelism: i64,
     /// The tasks, in any order.
     pub tasks: Vec<TaskInput>,
+    /// Longest a run may take, e.g. `"30m"`; a run past it fails with reason `timeout`.
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// One task as printed by an SDK program.
@@ -123,6 +151,12 @@ pub struct TaskInput {
     pub inject_api_token: bool,
     #[serde(default)]
     pub always_pull_newest_image: bool,
+    /// Longest the task may run, e.g. `"90s"`; past it the task fails with reason `timeout`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// How many more times to try the task after it fails (0 to 10), with a growing pause.
+    #[serde(default)]
+    pub retries: u32,
 }
 
 impl PipelineConfigInput {
@@ -140,6 +174,9 @@ impl PipelineConfigInput {
         }
         if self.tasks.is_empty() {
             return Err(ConfigError::NoTasks);
+        }
+        if let Some(timeout) = &self.timeout {
+            parse_timeout(&format!("pipeline '{}'", self.id), timeout)?;
         }
         let mut ids = HashSet::new();
         for task in &self.tasks {
@@ -173,6 +210,7 @@ impl PipelineConfigInput {
             state: ConfigState::Unreleased,
             registered,
             deprecated: 0,
+            timeout: self.timeout,
         }
     }
 }
@@ -201,6 +239,15 @@ impl TaskInput {
                     parent: parent.clone(),
                 });
             }
+        }
+        if let Some(timeout) = &self.timeout {
+            parse_timeout(&format!("task '{}'", self.id), timeout)?;
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(ConfigError::TooManyRetries {
+                task: self.id.clone(),
+                retries: self.retries,
+            });
         }
         for key in self.variables.keys() {
             let problem = if key.is_empty() {
@@ -241,6 +288,8 @@ impl TaskInput {
             command: self.command,
             inject_api_token: self.inject_api_token,
             always_pull_newest_image: self.always_pull_newest_image,
+            timeout: self.timeout,
+            retries: self.retries,
         }
     }
 }
@@ -324,6 +373,8 @@ mod tests {
             command: None,
             inject_api_token: false,
             always_pull_newest_image: false,
+            timeout: None,
+            retries: 0,
         }
     }
 
@@ -334,6 +385,7 @@ mod tests {
             description: None,
             parallelism: 0,
             tasks,
+            timeout: None,
         }
     }
 
@@ -415,6 +467,30 @@ mod tests {
             .validate("other")
             .unwrap_err();
         assert!(matches!(mismatch, ConfigError::IdMismatch { .. }));
+    }
+
+    #[test]
+    fn timeouts_and_retries_are_checked() {
+        let mut slow = task("slow", &[]);
+        slow.timeout = Some("5 parsecs".into());
+        let error = config(vec![slow]).validate("simple").unwrap_err();
+        assert!(error.to_string().starts_with("task 'slow' has an invalid timeout '5 parsecs'"), "{error}");
+        let mut zero = task("zero", &[]);
+        zero.timeout = Some("0s".into());
+        assert!(config(vec![zero]).validate("simple").is_err());
+        let mut eager = task("eager", &[]);
+        eager.retries = 11;
+        assert_eq!(
+            config(vec![eager]).validate("simple").unwrap_err(),
+            ConfigError::TooManyRetries { task: "eager".into(), retries: 11 }
+        );
+        let mut fine = task("fine", &[]);
+        fine.timeout = Some("1m 30s".into());
+        fine.retries = 2;
+        let mut pipeline = config(vec![fine]);
+        pipeline.timeout = Some("2h".into());
+        assert_eq!(pipeline.validate("simple"), Ok(()));
+        assert_eq!(parse_timeout("x", "1m 30s").unwrap().as_secs(), 90);
     }
 
     #[test]

@@ -325,7 +325,7 @@ impl<'c> Db<'c> {
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO pipeline_configs ({CONFIG_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             ))?
             .execute(params![
                 config.namespace_id,
@@ -336,7 +336,8 @@ impl<'c> Db<'c> {
                 config.description,
                 config.registered,
                 config.deprecated,
-                enum_text(&config.state)
+                enum_text(&config.state),
+                config.timeout,
             ])?;
         let mut insert_task = self.conn.prepare_cached(
             "INSERT INTO tasks (namespace_id, pipeline_id, config_version, task_id, task)

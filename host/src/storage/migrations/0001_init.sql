@@ -29,6 +29,7 @@ CREATE TABLE pipeline_configs (
     registered   INTEGER NOT NULL,
     deprecated   INTEGER NOT NULL,
     state        TEXT    NOT NULL,
+    timeout      TEXT,
     PRIMARY KEY (namespace_id, pipeline_id, version),
     FOREIGN KEY (namespace_id, pipeline_id)
         REFERENCES pipeline_metadata (namespace_id, pipeline_id) ON DELETE CASCADE
@@ -87,6 +88,7 @@ CREATE TABLE runs (
 ) STRICT;
 CREATE INDEX runs_by_state ON runs (state);
 CREATE INDEX runs_queue ON runs (queued_at) WHERE queued_at IS NOT NULL;
+CREATE INDEX runs_by_config ON runs (namespace_id, pipeline_id, pipeline_config_version);
 
 CREATE TABLE task_executions (
     namespace_id  TEXT    NOT NULL,
