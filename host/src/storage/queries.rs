@@ -57,7 +57,7 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
 
 const NAMESPACE_COLUMNS: &str = "id, name, description, created, modified";
 const PIPELINE_COLUMNS: &str = "namespace_id, pipeline_id, created, modified, state";
-const CONFIG_COLUMNS: &str = "namespace_id, pipeline_id, version, parallelism, name, description, registered, deprecated, state";
+const CONFIG_COLUMNS: &str = "namespace_id, pipeline_id, version, parallelism, name, description, registered, deprecated, state, timeout";
 const DEPLOYMENT_COLUMNS: &str = "namespace_id, pipeline_id, deployment_id, start_version, \
      end_version, started, ended, state, status, status_reason";
 
@@ -612,6 +612,7 @@ fn config_from_row(row: &Row) -> Result<PipelineConfig> {
             enum_from_text("pipeline_configs.state", text)
         })?,
         tasks: Default::default(),
+        timeout: row.get(9)?,
     })
 }
 
