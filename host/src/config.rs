@@ -37,6 +37,7 @@ pub enum ConfigError {
 pub struct ServerConfig {
     pub server: ServerSection,
     pub api: ApiSection,
+    pub runs: RunsSection,
     pub log: LogSection,
     pub development: DevelopmentSection,
 }
@@ -59,6 +60,23 @@ pub struct ApiSection {
     pub default_page_limit: u64,
     /// Largest `limit` a list request may ask for.
     pub max_page_limit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsSection {
+    /// Most runs executing at once across all pipelines; more wait in the queue. 0: no limit.
+    pub max_concurrent_runs: u64,
+    /// Runs of one pipeline executing at once when its config sets `parallelism = 0`. 0: no limit.
+    pub default_parallelism: u64,
+    /// Seconds a cancelled task gets to stop (SIGTERM) before it is killed.
+    pub stop_timeout_secs: u64,
+    /// Task logs are kept for this many most recent runs of each pipeline.
+    pub log_retention_runs: u64,
+    /// Remove each task's container once its exit code and logs are recorded.
+    pub remove_containers: bool,
+    /// The API address given to tasks as GOFER_API_BASE_URL. Empty: `http://` + `server.bind`.
+    pub api_base_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +114,14 @@ impl Default for ServerConfig {
             api: ApiSection {
                 default_page_limit: 100,
                 max_page_limit: 1000,
+            },
+            runs: RunsSection {
+                max_concurrent_runs: 2000,
+                default_parallelism: 200,
+                stop_timeout_secs: 30,
+                log_retention_runs: 50,
+                remove_containers: true,
+                api_base_url: String::new(),
             },
             log: LogSection {
                 level: "info".into(),
@@ -169,6 +195,20 @@ impl ServerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Where task logs are kept.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.server.data_dir.join("logs")
+    }
+
+    /// The API address tasks are told about.
+    pub fn task_api_base_url(&self) -> String {
+        if self.runs.api_base_url.is_empty() {
+            format!("http://{}", self.server.bind)
+        } else {
+            self.runs.api_base_url.clone()
+        }
     }
 
     /// Path of the SQLite database.

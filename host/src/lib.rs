@@ -10,3 +10,6 @@ pub mod models;
 pub mod pipeline_config;
 pub mod server;
 pub mod storage;
+pub mod scheduler;
+pub mod logs;
+pub mod orchestrator;

@@ -14,6 +14,9 @@ use tokio::sync::watch;
 use crate::api::{self, ApiState};
 use crate::config::ServerConfig;
 use crate::events::EventBus;
+use crate::logs::LogStore;
+use crate::orchestrator::{Orchestrator, OrchestratorError, RunSettings};
+use crate::scheduler::docker::DockerScheduler;
 use crate::models::{EventKind, Namespace, now_millis};
 use crate::storage::{Storage, StorageError};
 
@@ -27,6 +30,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("could not resume runs: {0}")]
+    Orchestrator(#[from] OrchestratorError),
     #[error("could not listen on {address}: {source}")]
     Bind {
         address: std::net::SocketAddr,
@@ -49,6 +54,15 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     let storage = Storage::open(&config.database_path())?;
     let events = EventBus::default();
     ensure_default_namespace(&storage, &events).await?;
+    let scheduler = Arc::new(DockerScheduler::from_environment());
+    let orchestrator = Orchestrator::new(
+        storage.clone(),
+        events.clone(),
+        scheduler,
+        LogStore::new(config.logs_dir()),
+        RunSettings::from_config(&config),
+    );
+    orchestrator.start().await?;
 
     let address = config.server.bind;
     let listener = TcpListener::bind(address)
@@ -74,6 +88,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     let state = ApiState {
         storage,
         events,
+        orchestrator,
         config: Arc::new(config),
         shutdown,
     };

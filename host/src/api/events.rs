@@ -52,7 +52,7 @@ pub struct EventsQuery {
 }
 
 /// A websocket upgrade if the request asks for one.
-struct MaybeUpgrade(Option<WebSocketUpgrade>);
+pub(super) struct MaybeUpgrade(pub(super) Option<WebSocketUpgrade>);
 
 impl<S: Send + Sync> FromRequestParts<S> for MaybeUpgrade {
     type Rejection = std::convert::Infallible;

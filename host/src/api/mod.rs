@@ -8,6 +8,7 @@
 mod events;
 mod namespaces;
 mod pipelines;
+mod runs;
 mod system;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ const MAX_JSON_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub struct ApiState {
     pub storage: Storage,
     pub events: EventBus,
+    pub orchestrator: crate::orchestrator::Orchestrator,
     pub config: Arc<ServerConfig>,
     /// Flips to `true` when the server starts shutting down; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
@@ -248,6 +250,8 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         (name = "Pipelines", description = "Pipelines and their state"),
         (name = "Configs", description = "Versioned pipeline configurations"),
         (name = "Deployments", description = "Changes of a pipeline's live config"),
+        (name = "Runs", description = "Executions of a pipeline's live config"),
+        (name = "Tasks", description = "The task executions of a run and their logs"),
         (name = "Events", description = "The event log"),
         (name = "System", description = "Server-wide settings and build information"),
     )
@@ -258,6 +262,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(namespaces::routes())
         .merge(pipelines::routes())
+        .merge(runs::routes())
         .merge(events::routes())
         .merge(system::routes())
 }

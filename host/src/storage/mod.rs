@@ -8,6 +8,7 @@
 //! stored. Must not know about HTTP, Docker or plugins.
 
 mod queries;
+mod runs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
 pub use queries::Db;
+pub use runs::QueuedRun;
 
 use crate::models::Event;
 

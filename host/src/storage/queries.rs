@@ -17,31 +17,31 @@ use crate::models::{
 
 /// Query methods over one connection (inside a write transaction, or read-only).
 pub struct Db<'c> {
-    conn: &'c Connection,
+    pub(super) conn: &'c Connection,
     events: RefCell<Vec<Event>>,
 }
 
 /// Encodes a value as JSON text for a column.
-fn to_json<T: Serialize>(value: &T) -> String {
+pub(super) fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
 /// Decodes a JSON column, naming the column if it cannot be read.
-fn from_json<T: DeserializeOwned>(column: &'static str, text: &str) -> Result<T> {
+pub(super) fn from_json<T: DeserializeOwned>(column: &'static str, text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|source| StorageError::Corrupt { column, source })
 }
 
 /// Encodes a unit enum as its bare wire spelling (`active`, `Running`, ...).
-fn enum_text<T: Serialize>(value: &T) -> String {
+pub(super) fn enum_text<T: Serialize>(value: &T) -> String {
     to_json(value).trim_matches('"').to_string()
 }
 
-fn enum_from_text<T: DeserializeOwned>(column: &'static str, text: &str) -> Result<T> {
+pub(super) fn enum_from_text<T: DeserializeOwned>(column: &'static str, text: &str) -> Result<T> {
     from_json(column, &format!("\"{text}\""))
 }
 
 /// Reads the text of column `index`, then decodes it with `decode`.
-fn column<T>(row: &Row, index: usize, decode: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+pub(super) fn column<T>(row: &Row, index: usize, decode: impl FnOnce(&str) -> Result<T>) -> Result<T> {
     let text: String = row.get(index)?;
     decode(&text)
 }

@@ -107,7 +107,7 @@ CREATE TABLE task_executions (
     status_reason TEXT,
     variables     TEXT    NOT NULL,
     attempt       INTEGER NOT NULL DEFAULT 1,
-    container_id  TEXT,
+    container_name TEXT,
     PRIMARY KEY (namespace_id, pipeline_id, run_id, task_id),
     FOREIGN KEY (namespace_id, pipeline_id, run_id)
         REFERENCES runs (namespace_id, pipeline_id, run_id) ON DELETE CASCADE

@@ -1,0 +1,367 @@
+//! Run and task-execution endpoints (`.../pipelines/{p}/runs/...`), including task logs.
+//!
+//! Starting and cancelling go through the orchestrator; reads go to storage; logs are read from
+//! the log store. Must not touch containers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::events::MaybeUpgrade;
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState};
+use crate::logs::LogKey;
+use crate::models::{Initiator, Run, TaskExecution, TaskExecutionState};
+use crate::orchestrator::{OrchestratorError, RunKey};
+
+pub(super) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_runs, start_run))
+        .routes(routes!(get_run, cancel_run))
+        .routes(routes!(list_task_executions))
+        .routes(routes!(get_task_execution, cancel_task_execution))
+        .routes(routes!(get_logs, delete_logs))
+}
+
+impl From<OrchestratorError> for ApiError {
+    fn from(error: OrchestratorError) -> Self {
+        match error {
+            OrchestratorError::Paused | OrchestratorError::PipelineDisabled(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+            }
+            OrchestratorError::NoLiveConfig(_) => ApiError::bad_request(error.to_string()),
+            OrchestratorError::AlreadyComplete(message) => ApiError::conflict(message),
+            OrchestratorError::Storage(error) => error.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ListRunsResponse {
+    pub runs: Vec<Run>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = GetRunResponse)]
+pub struct RunResponse {
+    pub run: Run,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRunRequest {
+    /// Run variables; they override the tasks' own variables.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ListTaskExecutionsResponse {
+    pub task_executions: Vec<TaskExecution>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = GetTaskExecutionResponse)]
+pub struct TaskExecutionResponse {
+    pub task_execution: TaskExecution,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListRunsQuery {
+    /// Page size (default `api.default_page_limit`).
+    pub limit: Option<u64>,
+    /// Runs to skip.
+    pub offset: Option<u64>,
+    /// Newest first (default: oldest first).
+    pub reverse: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CancelTaskQuery {
+    /// Seconds the task gets to stop before it is killed; 0 kills at once. Default:
+    /// `runs.stop_timeout_secs`.
+    pub wait_for: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipelinePath {
+    namespace_id: String,
+    pipeline_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunPath {
+    namespace_id: String,
+    pipeline_id: String,
+    run_id: u64,
+}
+
+impl RunPath {
+    fn key(&self) -> RunKey {
+        RunKey {
+            namespace_id: self.namespace_id.clone(),
+            pipeline_id: self.pipeline_id.clone(),
+            run_id: self.run_id,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TaskPath {
+    namespace_id: String,
+    pipeline_id: String,
+    run_id: u64,
+    task_id: String,
+}
+
+impl TaskPath {
+    fn log_key(&self) -> LogKey {
+        LogKey {
+            namespace_id: self.namespace_id.clone(),
+            pipeline_id: self.pipeline_id.clone(),
+            run_id: self.run_id,
+            task_id: self.task_id.clone(),
+        }
+    }
+}
+
+/// Who is calling; in development mode everyone is the anonymous administrator.
+fn initiator() -> Initiator {
+    Initiator {
+        id: "0".into(),
+        user: "Anonymous".into(),
+    }
+}
+
+fn redacted(mut task: TaskExecution) -> TaskExecution {
+    task.task = task.task.redacted();
+    task
+}
+
+/// List a pipeline's runs.
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs", tag = "Runs", operation_id = "list_runs",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ListRunsQuery),
+    responses((status = 200, body = ListRunsResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn list_runs(
+    state: AppState,
+    ApiPath(path): ApiPath<PipelinePath>,
+    ApiQuery(query): ApiQuery<ListRunsQuery>,
+) -> Result<ApiJson<ListRunsResponse>, ApiError> {
+    let page = state.page(&super::PageQuery {
+        limit: query.limit,
+        offset: query.offset,
+    })?;
+    let reverse = query.reverse.unwrap_or(false);
+    let runs = state
+        .read(move |db| {
+            db.get_namespace(&path.namespace_id)?;
+            db.get_pipeline(&path.namespace_id, &path.pipeline_id)?;
+            db.list_runs(&path.namespace_id, &path.pipeline_id, page, reverse)
+        })
+        .await?;
+    Ok(ApiJson(ListRunsResponse { runs }))
+}
+
+/// Start a run of the pipeline's live config. Returns at once with the run `pending`: runs wait
+/// in a durable queue until the pipeline's `parallelism` and the server's limit allow them.
+#[utoipa::path(post, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs", tag = "Runs", operation_id = "start_run",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path)),
+    request_body = StartRunRequest,
+    responses((status = 201, body = RunResponse), (status = "4XX", body = super::ErrorBody), (status = 503, body = super::ErrorBody)))]
+async fn start_run(
+    state: AppState,
+    ApiPath(path): ApiPath<PipelinePath>,
+    ApiJson(request): ApiJson<StartRunRequest>,
+) -> Result<(StatusCode, ApiJson<RunResponse>), ApiError> {
+    let run = state
+        .orchestrator
+        .start_run(path.namespace_id, path.pipeline_id, request.variables, initiator())
+        .await?;
+    Ok((StatusCode::CREATED, ApiJson(RunResponse { run })))
+}
+
+/// Get one run.
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}", tag = "Runs", operation_id = "get_run",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path)),
+    responses((status = 200, body = RunResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn get_run(state: AppState, ApiPath(path): ApiPath<RunPath>) -> Result<ApiJson<RunResponse>, ApiError> {
+    let run = state
+        .read(move |db| db.get_run(&path.namespace_id, &path.pipeline_id, path.run_id))
+        .await?;
+    Ok(ApiJson(RunResponse { run }))
+}
+
+/// Cancel a run: queued, it ends at once; running, its tasks are stopped (SIGTERM, then SIGKILL
+/// after `runs.stop_timeout_secs`). 409 if it is already complete.
+#[utoipa::path(delete, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}", tag = "Runs", operation_id = "cancel_run",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path)),
+    responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
+async fn cancel_run(state: AppState, ApiPath(path): ApiPath<RunPath>) -> Result<StatusCode, ApiError> {
+    state.orchestrator.cancel_run(path.key(), initiator().user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List the task executions of a run.
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks", tag = "Tasks", operation_id = "list_task_executions",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path)),
+    responses((status = 200, body = ListTaskExecutionsResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn list_task_executions(
+    state: AppState,
+    ApiPath(path): ApiPath<RunPath>,
+) -> Result<ApiJson<ListTaskExecutionsResponse>, ApiError> {
+    let tasks = state
+        .read(move |db| {
+            db.get_run(&path.namespace_id, &path.pipeline_id, path.run_id)?;
+            db.list_task_executions(&path.namespace_id, &path.pipeline_id, path.run_id)
+        })
+        .await?;
+    Ok(ApiJson(ListTaskExecutionsResponse {
+        task_executions: tasks.into_iter().map(|(task, _)| redacted(task)).collect(),
+    }))
+}
+
+/// Get one task execution.
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}", tag = "Tasks", operation_id = "get_task_execution",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), ("task_id" = String, Path)),
+    responses((status = 200, body = TaskExecutionResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn get_task_execution(
+    state: AppState,
+    ApiPath(path): ApiPath<TaskPath>,
+) -> Result<ApiJson<TaskExecutionResponse>, ApiError> {
+    let task = state
+        .read(move |db| db.get_task_execution(&path.namespace_id, &path.pipeline_id, path.run_id, &path.task_id))
+        .await?;
+    Ok(ApiJson(TaskExecutionResponse {
+        task_execution: redacted(task),
+    }))
+}
+
+/// Cancel one task of a running run. The rest of the run goes on (children of a cancelled task
+/// are skipped unless they only need it to finish).
+#[utoipa::path(delete, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}", tag = "Tasks", operation_id = "cancel_task_execution",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), ("task_id" = String, Path), CancelTaskQuery),
+    responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
+async fn cancel_task_execution(
+    state: AppState,
+    ApiPath(path): ApiPath<TaskPath>,
+    ApiQuery(query): ApiQuery<CancelTaskQuery>,
+) -> Result<StatusCode, ApiError> {
+    let grace = Duration::from_secs(query.wait_for.unwrap_or(state.config.runs.stop_timeout_secs));
+    let key = RunKey {
+        namespace_id: path.namespace_id,
+        pipeline_id: path.pipeline_id,
+        run_id: path.run_id,
+    };
+    state.orchestrator.cancel_task(key, path.task_id, grace).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A task's output (stdout and stderr interleaved). Plain GET: the log so far as `text/plain`.
+/// Websocket: each line as a text frame, following the task live until it ends, then close 1000
+/// "out of events".
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}/logs", tag = "Tasks", operation_id = "get_logs",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), ("task_id" = String, Path)),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 101, description = "Websocket stream of log lines"),
+              (status = "4XX", body = super::ErrorBody)))]
+async fn get_logs(
+    state: AppState,
+    MaybeUpgrade(upgrade): MaybeUpgrade,
+    ApiPath(path): ApiPath<TaskPath>,
+) -> Result<Response, ApiError> {
+    let lookup = TaskPath { ..path };
+    let key = lookup.log_key();
+    let task = state
+        .read(move |db| db.get_task_execution(&lookup.namespace_id, &lookup.pipeline_id, lookup.run_id, &lookup.task_id))
+        .await?;
+    if task.logs_removed || task.logs_expired {
+        return Err(ApiError::new(StatusCode::GONE, format!("the logs of task '{}' were removed", task.task_id)));
+    }
+    let logs = state.orchestrator.logs().clone();
+    if !logs.exists(&key) {
+        return Err(ApiError::not_found(format!(
+            "task '{}' has no logs yet: it is {}",
+            task.task_id,
+            describe_state(&task)
+        )));
+    }
+    let Some(upgrade) = upgrade else {
+        let text = logs
+            .read_all(&key)
+            .await
+            .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+    };
+    let mut shutdown = state.shutdown.clone();
+    Ok(upgrade.on_upgrade(move |mut socket: WebSocket| async move {
+        let mut lines = logs.follow(&key);
+        let end = loop {
+            tokio::select! {
+                line = lines.recv() => match line {
+                    Some(Ok(line)) => {
+                        if socket.send(Message::Text(line.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(error)) => break (close_code::ERROR, error.to_string()),
+                    None => break (close_code::NORMAL, "out of events".to_string()),
+                },
+                _ = async { drop(shutdown.wait_for(|stopping| *stopping).await) } => {
+                    break (close_code::AWAY, "server shutting down".to_string());
+                }
+            }
+        };
+        let _ = socket
+            .send(Message::Close(Some(CloseFrame {
+                code: end.0,
+                reason: end.1.into(),
+            })))
+            .await;
+    }))
+}
+
+fn describe_state(task: &TaskExecution) -> String {
+    match task.state {
+        TaskExecutionState::Complete => format!(
+            "{} and never ran",
+            serde_json::to_value(task.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        ),
+        _ => "waiting to start".into(),
+    }
+}
+
+/// Delete a completed task's log.
+#[utoipa::path(delete, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}/logs", tag = "Tasks", operation_id = "delete_logs",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), ("task_id" = String, Path)),
+    responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
+async fn delete_logs(state: AppState, ApiPath(path): ApiPath<TaskPath>) -> Result<StatusCode, ApiError> {
+    let key = path.log_key();
+    let lookup = TaskPath { ..path };
+    let mut task = state
+        .read(move |db| db.get_task_execution(&lookup.namespace_id, &lookup.pipeline_id, lookup.run_id, &lookup.task_id))
+        .await?;
+    if task.state != TaskExecutionState::Complete {
+        return Err(ApiError::bad_request(format!(
+            "cannot delete the logs of task '{}' while it is in progress",
+            task.task_id
+        )));
+    }
+    if task.logs_removed {
+        return Err(ApiError::not_found(format!("the logs of task '{}' were already removed", task.task_id)));
+    }
+    state
+        .orchestrator
+        .logs()
+        .remove(&key)
+        .await
+        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    task.logs_removed = true;
+    state.write(move |db| db.update_task_execution(&task, None)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,278 @@
+//! Task logs on disk: one file per task execution under `<data_dir>/logs`, written while the task
+//! runs and followed live by readers.
+//!
+//! Owns file layout, the end marker (`GOFER_EOF`, as Gofer v0 wrote it), live notification of
+//! appended bytes, and removal. Must not know about containers or runs beyond their ids.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// Written after a task's last output; readers stop at the line that contains it.
+pub const EOF_MARKER: &str = "GOFER_EOF";
+
+/// How long a follower waits for news before looking at the file again.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("could not write task log {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("could not read task log {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+/// Identifies one task execution's log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LogKey {
+    pub namespace_id: String,
+    pub pipeline_id: String,
+    pub run_id: u64,
+    pub task_id: String,
+}
+
+/// The log directory and the live writers in it.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    dir: PathBuf,
+    live: Arc<Mutex<HashMap<PathBuf, watch::Sender<u64>>>>,
+}
+
+impl LogStore {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            live: Arc::default(),
+        }
+    }
+
+    pub fn path(&self, key: &LogKey) -> PathBuf {
+        self.dir
+            .join(&key.namespace_id)
+            .join(&key.pipeline_id)
+            .join(key.run_id.to_string())
+            .join(format!("{}.log", key.task_id))
+    }
+
+    /// Opens the log for writing: `truncate` starts it afresh, otherwise output is appended.
+    pub async fn writer(&self, key: &LogKey, truncate: bool) -> Result<LogWriter, LogError> {
+        let path = self.path(key);
+        let write_error = |source| LogError::Write {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(write_error)?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(!truncate)
+            .truncate(truncate)
+            .open(&path)
+            .await
+            .map_err(write_error)?;
+        let written = file.metadata().await.map_err(write_error)?.len();
+        let sender = {
+            let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            live.entry(path.clone()).or_insert_with(|| watch::channel(written).0).clone()
+        };
+        Ok(LogWriter {
+            store: self.clone(),
+            path,
+            file,
+            written,
+            sender,
+        })
+    }
+
+    /// Follows a log: yields each line (newline included) as it is written, until the end
+    /// marker. Stops early when the receiver is dropped.
+    pub fn follow(&self, key: &LogKey) -> mpsc::Receiver<Result<String, LogError>> {
+        let (sender, receiver) = mpsc::channel(256);
+        let store = self.clone();
+        let path = self.path(key);
+        tokio::spawn(async move {
+            if let Err(error) = store.follow_into(&path, &sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        });
+        receiver
+    }
+
+    async fn follow_into(&self, path: &Path, lines: &mpsc::Sender<Result<String, LogError>>) -> Result<(), LogError> {
+        let read_error = |source| LogError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(read_error)?;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let updates = self
+                .live
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(path)
+                .map(watch::Sender::subscribe);
+            file.seek(std::io::SeekFrom::Start(offset)).await.map_err(read_error)?;
+            let mut chunk = Vec::new();
+            let read = file.read_to_end(&mut chunk).await.map_err(read_error)?;
+            offset += read as u64;
+            pending.extend_from_slice(&chunk);
+            if let Some(position) = find(&pending, EOF_MARKER.as_bytes()) {
+                pending.truncate(position);
+                for line in split_lines(&mut pending, true) {
+                    if lines.send(Ok(line)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                return Ok(());
+            }
+            for line in split_lines(&mut pending, false) {
+                if lines.send(Ok(line)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            match updates {
+                Some(mut updates) => {
+                    let _ = tokio::time::timeout(FOLLOW_POLL, updates.changed()).await;
+                }
+                // No writer and no marker: the log will not grow any more.
+                None if read == 0 => {
+                    for line in split_lines(&mut pending, true) {
+                        let _ = lines.send(Ok(line)).await;
+                    }
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The whole log as it is now, without the end marker.
+    pub async fn read_all(&self, key: &LogKey) -> Result<String, LogError> {
+        let path = self.path(key);
+        let bytes = tokio::fs::read(&path).await.map_err(|source| LogError::Read { path, source })?;
+        let text = String::from_utf8_lossy(&bytes);
+        Ok(match text.find(EOF_MARKER) {
+            Some(position) => text[..position].to_string(),
+            None => text.into_owned(),
+        })
+    }
+
+    pub fn exists(&self, key: &LogKey) -> bool {
+        self.path(key).exists()
+    }
+
+    /// Deletes a log file (missing is fine).
+    pub async fn remove(&self, key: &LogKey) -> Result<(), LogError> {
+        let path = self.path(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LogError::Write { path, source }),
+        }
+    }
+}
+
+/// Takes the complete lines out of `pending` (and, with `all`, the unterminated rest too).
+fn split_lines(pending: &mut Vec<u8>, all: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+        let line: Vec<u8> = pending.drain(..=end).collect();
+        lines.push(String::from_utf8_lossy(&line).into_owned());
+    }
+    if all && !pending.is_empty() {
+        lines.push(String::from_utf8_lossy(pending).into_owned());
+        pending.clear();
+    }
+    lines
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+/// Appends to one log and tells followers.
+#[derive(Debug)]
+pub struct LogWriter {
+    store: LogStore,
+    path: PathBuf,
+    file: tokio::fs::File,
+    written: u64,
+    sender: watch::Sender<u64>,
+}
+
+impl LogWriter {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        self.file.write_all(bytes).await.map_err(|source| LogError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.written += bytes.len() as u64;
+        self.sender.send_replace(self.written);
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the end marker and closes the log.
+    pub async fn finish(mut self) -> Result<(), LogError> {
+        let outcome = self.write(EOF_MARKER.as_bytes()).await;
+        let flushed = self.file.flush().await;
+        self.store
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.path);
+        self.sender.send_replace(self.written);
+        outcome?;
+        flushed.map_err(|source| LogError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> LogKey {
+        LogKey {
+            namespace_id: "default".into(),
+            pipeline_id: "p".into(),
+            run_id: 1,
+            task_id: "t".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_sees_lines_as_they_are_written_and_stops_at_the_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::new(dir.path().to_path_buf());
+        let mut writer = store.writer(&key(), true).await.unwrap();
+        writer.write(b"first\nsec").await.unwrap();
+        let mut follower = store.follow(&key());
+        let follower = tokio::spawn(async move {
+            let mut lines = Vec::new();
+            while let Some(line) = follower.recv().await {
+                lines.push(line.unwrap());
+            }
+            lines
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.write(b"ond\nlast without newline").await.unwrap();
+        writer.finish().await.unwrap();
+        let lines = tokio::time::timeout(Duration::from_secs(5), follower).await.unwrap().unwrap();
+        assert_eq!(lines, ["first\n", "second\n", "last without newline"]);
+        assert_eq!(store.read_all(&key()).await.unwrap(), "first\nsecond\nlast without newline");
+    }
+}

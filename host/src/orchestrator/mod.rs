@@ -1,0 +1,446 @@
+//! The orchestrator: the only writer of run and task-execution state.
+//!
+//! Owns the durable run queue (runs wait in SQLite, dispatched within the pipeline's parallelism
+//! and the global limit), one driver per running run (`run.rs`: the DAG loop), container task
+//! execution (`task.rs`), cancellation, timeouts, retries, and recovery after a restart. Every
+//! state transition is committed before the side effect it announces (a container name is stored
+//! before the container is created), so a restarted server can always tell what was happening.
+//! Must not run SQL itself (it calls `storage`) nor talk to Docker except through `scheduler`.
+
+mod dag;
+mod run;
+mod task;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::config::ServerConfig;
+use crate::events::EventBus;
+use crate::logs::LogStore;
+use crate::models::{
+    ConfigState, EventKind, Initiator, PipelineState, Run, RunState, RunStatus, RunStatusReason,
+    RunStatusReasonType, TaskExecution, TaskExecutionState, TaskExecutionStatus, Variable, VariableSource,
+    now_millis,
+};
+use crate::scheduler::Scheduler;
+use crate::storage::{Db, Storage, StorageError};
+
+/// Why a run could not be started or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error(
+        "runs are paused for every pipeline (system setting ignore_pipeline_run_events); \
+         resume them with `gofer system resume`"
+    )]
+    Paused,
+    #[error("pipeline '{0}' is disabled; enable it to start runs")]
+    PipelineDisabled(String),
+    #[error("pipeline '{0}' has no live config; deploy a config version before starting runs")]
+    NoLiveConfig(String),
+    #[error("{0}")]
+    AlreadyComplete(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Identifies a run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunKey {
+    pub namespace_id: String,
+    pub pipeline_id: String,
+    pub run_id: u64,
+}
+
+impl RunKey {
+    fn of(run: &Run) -> Self {
+        Self {
+            namespace_id: run.namespace_id.clone(),
+            pipeline_id: run.pipeline_id.clone(),
+            run_id: run.run_id,
+        }
+    }
+}
+
+/// The run-related settings, from `[runs]`.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub max_concurrent_runs: u64,
+    pub default_parallelism: u64,
+    pub stop_timeout: Duration,
+    pub log_retention_runs: u64,
+    pub remove_containers: bool,
+    pub api_base_url: String,
+}
+
+impl RunSettings {
+    pub fn from_config(config: &ServerConfig) -> Self {
+        Self {
+            max_concurrent_runs: config.runs.max_concurrent_runs,
+            default_parallelism: config.runs.default_parallelism,
+            stop_timeout: Duration::from_secs(config.runs.stop_timeout_secs),
+            log_retention_runs: config.runs.log_retention_runs,
+            remove_containers: config.runs.remove_containers,
+            api_base_url: config.task_api_base_url(),
+        }
+    }
+}
+
+/// What a run's driver can be told while it runs.
+#[derive(Debug)]
+enum Control {
+    CancelRun { by: String },
+    CancelTask { task_id: String, grace: Duration },
+}
+
+/// Handle to the orchestrator; cheap to clone.
+#[derive(Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    storage: Storage,
+    events: EventBus,
+    scheduler: Arc<dyn Scheduler>,
+    logs: LogStore,
+    settings: RunSettings,
+    dispatch: Notify,
+    active: Mutex<HashMap<RunKey, mpsc::UnboundedSender<Control>>>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator").field("settings", &self.inner.settings).finish()
+    }
+}
+
+impl Orchestrator {
+    pub fn new(
+        storage: Storage,
+        events: EventBus,
+        scheduler: Arc<dyn Scheduler>,
+        logs: LogStore,
+        settings: RunSettings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                storage,
+                events,
+                scheduler,
+                logs,
+                settings,
+                dispatch: Notify::new(),
+                active: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn logs(&self) -> &LogStore {
+        &self.inner.logs
+    }
+
+    /// Runs a write transaction and announces its events once committed.
+    async fn write<T, F>(&self, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (value, events) = self.inner.storage.write(work).await?;
+        self.inner.events.publish(events);
+        Ok(value)
+    }
+
+    /// Resumes every run that was executing when the server stopped, then starts dispatching
+    /// queued runs. Call once at start-up.
+    pub async fn start(&self) -> Result<(), OrchestratorError> {
+        let running = self.inner.storage.read(|db| db.runs_in_state(RunState::Running)).await?;
+        for run in running {
+            tracing::info!(run_id = run.run_id, pipeline = %run.pipeline_id, "resuming run after restart");
+            self.spawn_driver(RunKey::of(&run));
+        }
+        let dispatcher = self.clone();
+        tokio::spawn(async move { dispatcher.dispatch_forever().await });
+        Ok(())
+    }
+
+    /// Queues a run of the pipeline's live config. Returns at once with the `pending` run.
+    pub async fn start_run(
+        &self,
+        namespace_id: String,
+        pipeline_id: String,
+        variables: BTreeMap<String, String>,
+        initiator: Initiator,
+    ) -> Result<Run, OrchestratorError> {
+        let run = self
+            .inner
+            .storage
+            .write(move |db| {
+                if db.get_system()?.ignore_pipeline_run_events {
+                    return Ok(Err(OrchestratorError::Paused));
+                }
+                db.get_namespace(&namespace_id)?;
+                let pipeline = db.get_pipeline(&namespace_id, &pipeline_id)?;
+                if pipeline.state != PipelineState::Active {
+                    return Ok(Err(OrchestratorError::PipelineDisabled(pipeline_id)));
+                }
+                let Some(version) = db.live_config_version(&namespace_id, &pipeline_id)? else {
+                    return Ok(Err(OrchestratorError::NoLiveConfig(pipeline_id)));
+                };
+                let mut run = Run {
+                    run_id: db.latest_run_id(&namespace_id, &pipeline_id)? + 1,
+                    namespace_id,
+                    pipeline_id,
+                    pipeline_config_version: version,
+                    started: now_millis(),
+                    ended: 0,
+                    state: RunState::Pending,
+                    status: RunStatus::Unknown,
+                    status_reason: None,
+                    initiator,
+                    variables: variables
+                        .into_iter()
+                        .map(|(key, value)| Variable {
+                            key,
+                            value,
+                            source: VariableSource::RunOptions,
+                        })
+                        .collect(),
+                    token_id: None,
+                    store_objects_expired: false,
+                    event_id: None,
+                };
+                db.insert_run(&run, true)?;
+                let event = db.insert_event(EventKind::QueuedRun {
+                    namespace_id: run.namespace_id.clone(),
+                    pipeline_id: run.pipeline_id.clone(),
+                    run_id: run.run_id,
+                })?;
+                run.event_id = Some(event.id);
+                db.update_run(&run, false)?;
+                Ok(Ok(run))
+            })
+            .await;
+        let (run, events) = run?;
+        let run = run?;
+        self.inner.events.publish(events);
+        self.inner.dispatch.notify_one();
+        Ok(run)
+    }
+
+    /// Cancels a run: a queued run ends at once; a running one stops its tasks (SIGTERM, then
+    /// SIGKILL after `runs.stop_timeout_secs`). Cancelling a completed run is refused.
+    pub async fn cancel_run(&self, key: RunKey, by: String) -> Result<(), OrchestratorError> {
+        let reason_by = by.clone();
+        let cancel_key = key.clone();
+        let outcome = self
+            .write(move |db| {
+                let mut run = db.get_run(&key.namespace_id, &key.pipeline_id, key.run_id)?;
+                match run.state {
+                    RunState::Complete | RunState::Unknown => Ok(Some(format!(
+                        "run {} is already complete; there is nothing to cancel",
+                        run.run_id
+                    ))),
+                    RunState::Pending => {
+                        run.state = RunState::Complete;
+                        run.status = RunStatus::Cancelled;
+                        run.status_reason = Some(RunStatusReason {
+                            reason: RunStatusReasonType::UserCancelled,
+                            description: format!("The run was cancelled by {reason_by} before it started"),
+                        });
+                        run.ended = now_millis();
+                        db.update_run(&run, true)?;
+                        db.insert_event(EventKind::StartedRunCancellation {
+                            namespace_id: run.namespace_id.clone(),
+                            pipeline_id: run.pipeline_id.clone(),
+                            run_id: run.run_id,
+                        })?;
+                        db.insert_event(EventKind::CompletedRun {
+                            namespace_id: run.namespace_id,
+                            pipeline_id: run.pipeline_id,
+                            run_id: run.run_id,
+                            status: RunStatus::Cancelled,
+                        })?;
+                        Ok(None)
+                    }
+                    RunState::Running => {
+                        db.insert_event(EventKind::StartedRunCancellation {
+                            namespace_id: run.namespace_id,
+                            pipeline_id: run.pipeline_id,
+                            run_id: run.run_id,
+                        })?;
+                        Ok(None)
+                    }
+                }
+            })
+            .await?;
+        if let Some(message) = outcome {
+            return Err(OrchestratorError::AlreadyComplete(message));
+        }
+        self.send(&cancel_key, Control::CancelRun { by });
+        Ok(())
+    }
+
+    /// Cancels one task of a running run, giving it `grace` to stop before it is killed.
+    pub async fn cancel_task(&self, key: RunKey, task_id: String, grace: Duration) -> Result<(), OrchestratorError> {
+        let cancel_key = key.clone();
+        let id = task_id.clone();
+        let outcome = self
+            .write(move |db| {
+                let task = db.get_task_execution(&key.namespace_id, &key.pipeline_id, key.run_id, &id)?;
+                if task.state == TaskExecutionState::Complete {
+                    return Ok(Some(format!("task '{id}' of run {} is already complete", key.run_id)));
+                }
+                db.insert_event(EventKind::StartedTaskExecutionCancellation {
+                    namespace_id: key.namespace_id,
+                    pipeline_id: key.pipeline_id,
+                    run_id: key.run_id,
+                    task_execution_id: id,
+                    timeout: grace.as_secs(),
+                })?;
+                Ok(None)
+            })
+            .await?;
+        if let Some(message) = outcome {
+            return Err(OrchestratorError::AlreadyComplete(message));
+        }
+        self.send(&cancel_key, Control::CancelTask { task_id, grace });
+        Ok(())
+    }
+
+    fn send(&self, key: &RunKey, control: Control) {
+        let active = self.inner.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(sender) = active.get(key) {
+            let _ = sender.send(control);
+        }
+    }
+
+    async fn dispatch_forever(&self) {
+        loop {
+            if let Err(error) = self.dispatch_ready().await {
+                tracing::error!(%error, "could not dispatch queued runs");
+            }
+            // Woken when a run is queued or ends; the timer is only a safety net.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.dispatch.notified()).await;
+        }
+    }
+
+    /// Starts every queued run that fits within the pipeline's parallelism and the global limit.
+    async fn dispatch_ready(&self) -> Result<(), StorageError> {
+        let settings = self.inner.settings.clone();
+        let started = self
+            .write(move |db| {
+                let mut counts = db.running_run_counts()?;
+                let mut total: u64 = counts.values().sum();
+                let mut started = Vec::new();
+                for queued in db.queued_runs()? {
+                    if settings.max_concurrent_runs > 0 && total >= settings.max_concurrent_runs {
+                        break;
+                    }
+                    let limit = if queued.parallelism > 0 {
+                        queued.parallelism
+                    } else {
+                        settings.default_parallelism
+                    };
+                    let pipeline = (queued.namespace_id.clone(), queued.pipeline_id.clone());
+                    let running = counts.get(&pipeline).copied().unwrap_or(0);
+                    if limit > 0 && running >= limit {
+                        continue;
+                    }
+                    let mut run = db.get_run(&queued.namespace_id, &queued.pipeline_id, queued.run_id)?;
+                    run.state = RunState::Running;
+                    db.update_run(&run, true)?;
+                    let config = db.get_config(&run.namespace_id, &run.pipeline_id, run.pipeline_config_version)?;
+                    debug_assert_ne!(config.state, ConfigState::Unknown);
+                    let now = now_millis();
+                    for task in config.tasks.values() {
+                        db.insert_task_execution(&TaskExecution {
+                            namespace_id: run.namespace_id.clone(),
+                            pipeline_id: run.pipeline_id.clone(),
+                            run_id: run.run_id,
+                            task_id: task.id.clone(),
+                            created: now,
+                            started: 0,
+                            ended: 0,
+                            exit_code: None,
+                            logs_expired: false,
+                            logs_removed: false,
+                            state: TaskExecutionState::Waiting,
+                            status: TaskExecutionStatus::Unknown,
+                            status_reason: None,
+                            variables: task::environment(&settings, &run, task),
+                            task: task.clone(),
+                            attempt: 1,
+                        })?;
+                    }
+                    db.insert_event(EventKind::StartedRun {
+                        namespace_id: run.namespace_id.clone(),
+                        pipeline_id: run.pipeline_id.clone(),
+                        run_id: run.run_id,
+                    })?;
+                    *counts.entry(pipeline).or_default() += 1;
+                    total += 1;
+                    started.push(RunKey::of(&run));
+                }
+                Ok(started)
+            })
+            .await?;
+        for key in started {
+            self.spawn_driver(key);
+        }
+        Ok(())
+    }
+
+    fn spawn_driver(&self, key: RunKey) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key.clone(), sender);
+        let orchestrator = self.clone();
+        tokio::spawn(async move {
+            run::drive(orchestrator.clone(), key.clone(), receiver).await;
+            orchestrator
+                .inner
+                .active
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&key);
+            orchestrator.inner.dispatch.notify_one();
+            orchestrator.expire_logs(&key).await;
+        });
+    }
+
+    /// Deletes the logs of runs older than the newest `runs.log_retention_runs` of the pipeline.
+    async fn expire_logs(&self, key: &RunKey) {
+        let keep = self.inner.settings.log_retention_runs;
+        let (namespace_id, pipeline_id) = (key.namespace_id.clone(), key.pipeline_id.clone());
+        let expiring = match self
+            .inner
+            .storage
+            .read(move |db| db.task_executions_with_expiring_logs(&namespace_id, &pipeline_id, keep))
+            .await
+        {
+            Ok(expiring) => expiring,
+            Err(error) => {
+                tracing::warn!(%error, "could not look for expired logs");
+                return;
+            }
+        };
+        for mut task in expiring {
+            let log = task::log_key(&task);
+            if let Err(error) = self.inner.logs.remove(&log).await {
+                tracing::warn!(%error, "could not delete an expired log");
+                continue;
+            }
+            task.logs_expired = true;
+            task.logs_removed = true;
+            if let Err(error) = self.write(move |db| db.update_task_execution(&task, None)).await {
+                tracing::warn!(%error, "could not record an expired log");
+            }
+        }
+    }
+}

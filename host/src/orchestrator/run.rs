@@ -1,0 +1,499 @@
+//! A run's driver: walks the DAG, starts each task as soon as all its parents are complete,
+//! retries, cancels, times out, and records the run's end.
+//!
+//! One driver per running run; it alone writes that run's and its tasks' state (each task's
+//! `running` transition is written by the task's own future, between the driver's writes).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+
+use super::dag::{self, Decision, RunInterruption};
+use super::task::{Outcome, StopRequest, container_name, log_key};
+use super::{Control, Orchestrator, RunKey};
+use crate::logs::LogWriter;
+use crate::models::{
+    EventKind, RunState, TaskExecution, TaskExecutionState, TaskExecutionStatus, TaskExecutionStatusReason,
+    TaskExecutionStatusReasonType, now_millis,
+};
+use crate::pipeline_config::parse_timeout;
+use crate::storage::StorageError;
+
+/// Longest pause between two attempts of a task.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// What a task's future reports when its attempt is over.
+struct Report {
+    task_id: String,
+    outcome: Outcome,
+    writer: Option<LogWriter>,
+}
+
+struct Driver {
+    orchestrator: Orchestrator,
+    key: RunKey,
+    tasks: BTreeMap<String, TaskExecution>,
+    completed: HashMap<String, TaskExecutionStatus>,
+    stops: HashMap<String, watch::Sender<Option<StopRequest>>>,
+    in_flight: FuturesUnordered<BoxFuture<'static, Report>>,
+    interruption: Option<RunInterruption>,
+    cancelled_tasks: HashSet<String>,
+}
+
+/// Drives a run from whatever state storage holds to its end.
+pub(super) async fn drive(orchestrator: Orchestrator, key: RunKey, control: mpsc::UnboundedReceiver<Control>) {
+    let outcome = drive_inner(orchestrator, key.clone(), control).await;
+    if let Err(error) = outcome {
+        tracing::error!(run_id = key.run_id, pipeline = %key.pipeline_id, %error, "run driver failed");
+    }
+}
+
+async fn drive_inner(
+    orchestrator: Orchestrator,
+    key: RunKey,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> Result<(), StorageError> {
+    let load_key = key.clone();
+    let (run_timeout, tasks) = orchestrator
+        .inner
+        .storage
+        .read(move |db| {
+            let run = db.get_run(&load_key.namespace_id, &load_key.pipeline_id, load_key.run_id)?;
+            let config = db.get_config(&run.namespace_id, &run.pipeline_id, run.pipeline_config_version)?;
+            let tasks = db.list_task_executions(&run.namespace_id, &run.pipeline_id, run.run_id)?;
+            Ok((config.timeout, tasks))
+        })
+        .await?;
+    let mut driver = Driver {
+        orchestrator,
+        key,
+        tasks: BTreeMap::new(),
+        completed: HashMap::new(),
+        stops: HashMap::new(),
+        in_flight: FuturesUnordered::new(),
+        interruption: None,
+        cancelled_tasks: HashSet::new(),
+    };
+    for (task, container) in tasks {
+        match task.state {
+            TaskExecutionState::Complete => {
+                driver.completed.insert(task.task_id.clone(), task.status);
+            }
+            TaskExecutionState::Processing | TaskExecutionState::Running => match container {
+                Some(name) => driver.resume(task.clone(), name),
+                None => driver.launch(task.clone(), Duration::ZERO, None),
+            },
+            TaskExecutionState::Waiting | TaskExecutionState::Unknown => {}
+        }
+        driver.tasks.insert(task.task_id.clone(), task);
+    }
+    let run_limit = run_timeout.and_then(|text| parse_timeout("run", &text).ok().map(|limit| (limit, text)));
+    let deadline = run_limit.as_ref().map(|(limit, _)| tokio::time::Instant::now() + *limit);
+    let mut control_open = true;
+    loop {
+        driver.advance().await?;
+        if driver.in_flight.is_empty() && driver.waiting().is_empty() {
+            break;
+        }
+        let timer = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(report) = driver.in_flight.next() => driver.handle_report(report).await?,
+            command = control.recv(), if control_open => match command {
+                Some(command) => driver.handle_control(command).await?,
+                None => control_open = false,
+            },
+            () = timer, if driver.interruption.is_none() => {
+                let after = run_limit.as_ref().map(|(_, text)| text.clone()).unwrap_or_default();
+                let grace = driver.orchestrator.inner.settings.stop_timeout.min(Duration::from_secs(10));
+                driver.interrupt(RunInterruption::TimedOut { after }, grace).await?;
+            }
+        }
+    }
+    driver.finish().await
+}
+
+impl Driver {
+    fn waiting(&self) -> Vec<String> {
+        self.tasks
+            .values()
+            .filter(|task| matches!(task.state, TaskExecutionState::Waiting | TaskExecutionState::Unknown))
+            .filter(|task| !self.stops.contains_key(&task.task_id))
+            .map(|task| task.task_id.clone())
+            .collect()
+    }
+
+    /// Starts or skips every waiting task whose parents are all complete, until nothing changes.
+    async fn advance(&mut self) -> Result<(), StorageError> {
+        loop {
+            let mut changed = false;
+            for task_id in self.waiting() {
+                let task = self.tasks[&task_id].clone();
+                if let Some(interruption) = &self.interruption {
+                    let why = match interruption {
+                        RunInterruption::Cancelled { by } => format!("the run was cancelled by {by} before this task started"),
+                        RunInterruption::TimedOut { after } => format!("the run timed out ({after}) before this task started"),
+                    };
+                    self.complete_without_running(task, TaskExecutionStatus::Cancelled, TaskExecutionStatusReasonType::Cancelled, why)
+                        .await?;
+                    changed = true;
+                    continue;
+                }
+                if !dag::parents_complete(&task.task.depends_on, &self.completed) {
+                    continue;
+                }
+                changed = true;
+                match dag::decide(&task_id, &task.task.depends_on, &self.completed) {
+                    Decision::Skip(why) => {
+                        self.complete_without_running(
+                            task,
+                            TaskExecutionStatus::Skipped,
+                            TaskExecutionStatusReasonType::FailedPrecondition,
+                            why,
+                        )
+                        .await?;
+                    }
+                    Decision::Run => self.launch(task, Duration::ZERO, None),
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts an attempt of a task after `delay`.
+    fn launch(&mut self, task: TaskExecution, delay: Duration, writer: Option<LogWriter>) {
+        let (stop_sender, mut stop) = watch::channel(None);
+        self.stops.insert(task.task_id.clone(), stop_sender);
+        let orchestrator = self.orchestrator.clone();
+        self.in_flight.push(
+            async move {
+                let task_id = task.task_id.clone();
+                if !delay.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = async { drop(stop.wait_for(Option::is_some).await) } => {
+                            return Report { task_id, outcome: Outcome::Cancelled, writer };
+                        }
+                    }
+                }
+                let (outcome, writer) = orchestrator.attempt(task, writer, stop).await;
+                Report { task_id, outcome, writer }
+            }
+            .boxed(),
+        );
+    }
+
+    /// Picks up a task that was processing or running when the server stopped.
+    fn resume(&mut self, task: TaskExecution, container: String) {
+        let (stop_sender, stop) = watch::channel(None);
+        self.stops.insert(task.task_id.clone(), stop_sender);
+        let orchestrator = self.orchestrator.clone();
+        self.in_flight.push(
+            async move {
+                let task_id = task.task_id.clone();
+                let timeout = task_timeout(&task);
+                match orchestrator.reattach(&task, &container, stop.clone(), timeout).await {
+                    Some((outcome, writer)) => Report { task_id, outcome, writer },
+                    // The container was never created: start the attempt now.
+                    None => {
+                        let (outcome, writer) = orchestrator.attempt(task, None, stop).await;
+                        Report { task_id, outcome, writer }
+                    }
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    async fn handle_report(&mut self, report: Report) -> Result<(), StorageError> {
+        self.stops.remove(&report.task_id);
+        let mut task = self.tasks[&report.task_id].clone();
+        let failed = match &report.outcome {
+            Outcome::Exited(code) => *code != 0,
+            Outcome::Failed(..) | Outcome::TimedOut(_) => true,
+            Outcome::Cancelled => false,
+        };
+        let may_retry = failed
+            && task.attempt <= task.task.retries
+            && self.interruption.is_none()
+            && !self.cancelled_tasks.contains(&task.task_id);
+        if !may_retry {
+            return self.complete(task, report.outcome, report.writer).await;
+        }
+        let pause = Duration::from_secs(1u64 << (task.attempt - 1).min(5)).min(MAX_RETRY_PAUSE);
+        let what = describe(&report.outcome);
+        let total = task.task.retries + 1;
+        let note = format!(
+            "attempt {} of {total} {what}; attempt {} starts in {}s",
+            task.attempt,
+            task.attempt + 1,
+            pause.as_secs()
+        );
+        let mut writer = report.writer;
+        if let Some(writer) = writer.as_mut() {
+            let _ = writer.write(format!("\n[gofer] {note}\n").as_bytes()).await;
+        }
+        task.attempt += 1;
+        task.state = TaskExecutionState::Waiting;
+        task.status_reason = Some(TaskExecutionStatusReason {
+            reason: reason_of(&report.outcome),
+            description: note,
+        });
+        let mut stored = task.clone();
+        let task = self
+            .orchestrator
+            .write(move |db| {
+                stored.started = db
+                    .get_task_execution(&stored.namespace_id, &stored.pipeline_id, stored.run_id, &stored.task_id)?
+                    .started;
+                db.update_task_execution(&stored, None)?;
+                Ok(stored)
+            })
+            .await?;
+        self.tasks.insert(task.task_id.clone(), task.clone());
+        self.launch(task, pause, writer);
+        Ok(())
+    }
+
+    async fn handle_control(&mut self, command: Control) -> Result<(), StorageError> {
+        match command {
+            Control::CancelRun { by } => {
+                let grace = self.orchestrator.inner.settings.stop_timeout;
+                self.interrupt(RunInterruption::Cancelled { by }, grace).await
+            }
+            Control::CancelTask { task_id, grace } => {
+                self.cancelled_tasks.insert(task_id.clone());
+                if let Some(stop) = self.stops.get(&task_id) {
+                    stop.send_replace(Some(StopRequest { grace }));
+                } else if let Some(task) = self.tasks.get(&task_id).cloned()
+                    && task.state != TaskExecutionState::Complete
+                {
+                    self.complete_without_running(
+                        task,
+                        TaskExecutionStatus::Cancelled,
+                        TaskExecutionStatusReasonType::Cancelled,
+                        "The task was cancelled before it started".into(),
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops everything in flight; waiting tasks are cancelled by the next `advance`.
+    async fn interrupt(&mut self, interruption: RunInterruption, grace: Duration) -> Result<(), StorageError> {
+        tracing::info!(run_id = self.key.run_id, pipeline = %self.key.pipeline_id, ?interruption, "interrupting run");
+        self.interruption = Some(interruption);
+        for stop in self.stops.values() {
+            stop.send_replace(Some(StopRequest { grace }));
+        }
+        Ok(())
+    }
+
+    async fn complete(&mut self, mut task: TaskExecution, outcome: Outcome, writer: Option<LogWriter>) -> Result<(), StorageError> {
+        let (status, exit_code, reason) = match &outcome {
+            Outcome::Exited(0) => (TaskExecutionStatus::Successful, Some(0), None),
+            Outcome::Exited(code) => (
+                TaskExecutionStatus::Failed,
+                Some(u8::try_from(*code).unwrap_or(u8::MAX)),
+                Some(TaskExecutionStatusReason {
+                    reason: TaskExecutionStatusReasonType::AbnormalExit,
+                    description: format!("The task exited with code {code}"),
+                }),
+            ),
+            Outcome::Failed(reason, description) => (
+                TaskExecutionStatus::Failed,
+                None,
+                Some(TaskExecutionStatusReason {
+                    reason: *reason,
+                    description: description.clone(),
+                }),
+            ),
+            Outcome::Cancelled => (
+                TaskExecutionStatus::Cancelled,
+                None,
+                Some(TaskExecutionStatusReason {
+                    reason: TaskExecutionStatusReasonType::Cancelled,
+                    description: match &self.interruption {
+                        Some(RunInterruption::Cancelled { by }) => format!("The run was cancelled by {by}"),
+                        Some(RunInterruption::TimedOut { after }) => format!("The run timed out ({after})"),
+                        None => "The task was cancelled".into(),
+                    },
+                }),
+            ),
+            Outcome::TimedOut(after) => (
+                TaskExecutionStatus::Failed,
+                None,
+                Some(TaskExecutionStatusReason {
+                    reason: TaskExecutionStatusReasonType::Timeout,
+                    description: format!("The task did not finish within its timeout of {after}"),
+                }),
+            ),
+        };
+        if let Some(writer) = writer
+            && let Err(error) = writer.finish().await
+        {
+            tracing::warn!(%error, "could not close a task log");
+        }
+        task.state = TaskExecutionState::Complete;
+        task.status = status;
+        task.exit_code = exit_code;
+        task.status_reason = reason;
+        task.ended = now_millis();
+        self.record_completion(task).await
+    }
+
+    async fn complete_without_running(
+        &mut self,
+        mut task: TaskExecution,
+        status: TaskExecutionStatus,
+        reason: TaskExecutionStatusReasonType,
+        description: String,
+    ) -> Result<(), StorageError> {
+        task.state = TaskExecutionState::Complete;
+        task.status = status;
+        task.status_reason = Some(TaskExecutionStatusReason { reason, description });
+        task.ended = now_millis();
+        self.record_completion(task).await
+    }
+
+    async fn record_completion(&mut self, task: TaskExecution) -> Result<(), StorageError> {
+        let mut stored = task.clone();
+        let task = self
+            .orchestrator
+            .write(move |db| {
+                // The attempt's future recorded when its container started.
+                stored.started = db
+                    .get_task_execution(&stored.namespace_id, &stored.pipeline_id, stored.run_id, &stored.task_id)?
+                    .started;
+                db.update_task_execution(&stored, None)?;
+                db.insert_event(EventKind::CompletedTaskExecution {
+                    namespace_id: stored.namespace_id.clone(),
+                    pipeline_id: stored.pipeline_id.clone(),
+                    run_id: stored.run_id,
+                    task_execution_id: stored.task_id.clone(),
+                    status: stored.status,
+                })?;
+                Ok(stored)
+            })
+            .await?;
+        self.completed.insert(task.task_id.clone(), task.status);
+        self.tasks.insert(task.task_id.clone(), task);
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<(), StorageError> {
+        let statuses: BTreeMap<String, TaskExecutionStatus> =
+            self.tasks.values().map(|task| (task.task_id.clone(), task.status)).collect();
+        let (status, reason) = dag::run_outcome(&statuses, self.interruption.as_ref());
+        let key = self.key.clone();
+        self.orchestrator
+            .write(move |db| {
+                let mut run = db.get_run(&key.namespace_id, &key.pipeline_id, key.run_id)?;
+                run.state = RunState::Complete;
+                run.status = status;
+                run.status_reason = reason;
+                run.ended = now_millis();
+                db.update_run(&run, true)?;
+                db.insert_event(EventKind::CompletedRun {
+                    namespace_id: run.namespace_id,
+                    pipeline_id: run.pipeline_id,
+                    run_id: run.run_id,
+                    status,
+                })
+            })
+            .await?;
+        tracing::info!(run_id = self.key.run_id, pipeline = %self.key.pipeline_id, ?status, "run complete");
+        Ok(())
+    }
+}
+
+fn task_timeout(task: &TaskExecution) -> Option<(Duration, String)> {
+    let text = task.task.timeout.clone()?;
+    parse_timeout("task", &text).ok().map(|limit| (limit, text))
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Exited(code) => format!("exited with code {code}"),
+        Outcome::Failed(_, description) => format!("failed: {description}"),
+        Outcome::Cancelled => "was cancelled".into(),
+        Outcome::TimedOut(after) => format!("timed out after {after}"),
+    }
+}
+
+fn reason_of(outcome: &Outcome) -> TaskExecutionStatusReasonType {
+    match outcome {
+        Outcome::Exited(_) => TaskExecutionStatusReasonType::AbnormalExit,
+        Outcome::Failed(reason, _) => *reason,
+        Outcome::Cancelled => TaskExecutionStatusReasonType::Cancelled,
+        Outcome::TimedOut(_) => TaskExecutionStatusReasonType::Timeout,
+    }
+}
+
+impl Orchestrator {
+    /// One attempt: record `processing` with the container name (before the container exists),
+    /// open the log, run the container.
+    async fn attempt(
+        &self,
+        mut task: TaskExecution,
+        writer: Option<LogWriter>,
+        stop: watch::Receiver<Option<StopRequest>>,
+    ) -> (Outcome, Option<LogWriter>) {
+        let stopped = stop.borrow().is_some();
+        if stopped {
+            return (Outcome::Cancelled, writer);
+        }
+        task.state = TaskExecutionState::Processing;
+        let name = container_name(&task);
+        let stored = task.clone();
+        let recorded_name = name.clone();
+        if let Err(error) = self.write(move |db| db.update_task_execution(&stored, Some(&recorded_name))).await {
+            return (
+                Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, format!("could not record the task: {error}")),
+                writer,
+            );
+        }
+        let writer = match writer {
+            Some(writer) => writer,
+            None => match self.inner.logs.writer(&log_key(&task), task.attempt == 1).await {
+                Ok(writer) => writer,
+                Err(error) => {
+                    return (Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, error.to_string()), None);
+                }
+            },
+        };
+        let timeout = task_timeout(&task);
+        self.run_container(&task, writer, stop, timeout).await
+    }
+
+    /// Records that an attempt's container is running.
+    pub(super) async fn record_started(&self, task: &TaskExecution) -> Result<(), StorageError> {
+        let mut task = task.clone();
+        task.state = TaskExecutionState::Running;
+        task.started = now_millis();
+        self.write(move |db| {
+            db.update_task_execution(&task, None)?;
+            db.insert_event(EventKind::StartedTaskExecution {
+                namespace_id: task.namespace_id.clone(),
+                pipeline_id: task.pipeline_id.clone(),
+                run_id: task.run_id,
+                task_execution_id: task.task_id.clone(),
+                attempt: task.attempt,
+            })
+        })
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,243 @@
+//! One container task: its environment, its container, its log capture, and how it ended.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::{Orchestrator, RunSettings};
+use crate::logs::{LogKey, LogWriter};
+use crate::models::{Run, Task, TaskExecution, TaskExecutionStatusReasonType, Variable, VariableSource};
+use crate::scheduler::{ContainerSpec, ContainerState, MANAGED_LABEL};
+
+/// How long log capture may lag behind a container's exit before it is abandoned.
+const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request to stop a task early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StopRequest {
+    pub grace: Duration,
+}
+
+/// How one attempt of a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Exited(i64),
+    /// Never ran, or its end is unknown: a reason and a sentence.
+    Failed(TaskExecutionStatusReasonType, String),
+    Cancelled,
+    TimedOut(String),
+}
+
+/// The task's environment: system variables < task variables < run variables (later wins).
+pub(super) fn environment(settings: &RunSettings, run: &Run, task: &Task) -> Vec<Variable> {
+    let system = [
+        ("GOFER_PIPELINE_ID", run.pipeline_id.clone()),
+        ("GOFER_RUN_ID", run.run_id.to_string()),
+        ("GOFER_TASK_ID", task.id.clone()),
+        ("GOFER_TASK_IMAGE", task.image.clone()),
+        ("GOFER_NAMESPACE_ID", run.namespace_id.clone()),
+        ("GOFER_NAMESPACE", run.namespace_id.clone()),
+        ("GOFER_API_BASE_URL", settings.api_base_url.clone()),
+    ];
+    let mut merged: Vec<Variable> = Vec::new();
+    let system = system.into_iter().map(|(key, value)| Variable {
+        key: key.to_string(),
+        value,
+        source: VariableSource::System,
+    });
+    for variable in system.chain(task.variables.iter().cloned()).chain(run.variables.iter().cloned()) {
+        match merged.iter_mut().find(|existing| existing.key == variable.key) {
+            Some(existing) => *existing = variable,
+            None => merged.push(variable),
+        }
+    }
+    merged
+}
+
+pub(super) fn log_key(task: &TaskExecution) -> LogKey {
+    LogKey {
+        namespace_id: task.namespace_id.clone(),
+        pipeline_id: task.pipeline_id.clone(),
+        run_id: task.run_id,
+        task_id: task.task_id.clone(),
+    }
+}
+
+/// The container name of one attempt; unique, and stored before the container is created.
+pub(super) fn container_name(task: &TaskExecution) -> String {
+    format!(
+        "gofer_{}_{}_{}_{}_{}",
+        task.namespace_id, task.pipeline_id, task.run_id, task.task_id, task.attempt
+    )
+}
+
+fn spec(task: &TaskExecution, name: &str) -> ContainerSpec {
+    let labels = BTreeMap::from([
+        (MANAGED_LABEL.to_string(), "true".to_string()),
+        ("dev.gofer.namespace".to_string(), task.namespace_id.clone()),
+        ("dev.gofer.pipeline".to_string(), task.pipeline_id.clone()),
+        ("dev.gofer.run".to_string(), task.run_id.to_string()),
+        ("dev.gofer.task".to_string(), task.task_id.clone()),
+        ("dev.gofer.attempt".to_string(), task.attempt.to_string()),
+    ]);
+    ContainerSpec {
+        name: name.to_string(),
+        image: task.task.image.clone(),
+        registry_auth: task.task.registry_auth.as_ref().map(|auth| (auth.user.clone(), auth.pass.clone())),
+        always_pull: task.task.always_pull_newest_image,
+        env: task.variables.iter().map(|v| (v.key.clone(), v.value.clone())).collect(),
+        entrypoint: task.task.entrypoint.clone(),
+        command: task.task.command.clone(),
+        labels,
+    }
+}
+
+impl Orchestrator {
+    /// Creates and starts the attempt's container, then follows it to its end.
+    /// `on_started` records the `running` state once the container runs.
+    pub(super) async fn run_container(
+        &self,
+        task: &TaskExecution,
+        writer: LogWriter,
+        stop: watch::Receiver<Option<StopRequest>>,
+        timeout: Option<(Duration, String)>,
+    ) -> (Outcome, Option<LogWriter>) {
+        let name = container_name(task);
+        let scheduler = &self.inner.scheduler;
+        if let Err(error) = scheduler.start(&spec(task, &name)).await {
+            // A container created but not started (bad entrypoint, say) is not left behind.
+            let _ = scheduler.remove(&name).await;
+            return (Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, error.to_string()), Some(writer));
+        }
+        if let Err(error) = self.record_started(task).await {
+            tracing::error!(%error, container = name, "could not record that a task started");
+        }
+        self.follow_container(task, &name, writer, stop, timeout, true).await
+    }
+
+    /// Picks up a task that was processing or running when the server stopped: follows a live
+    /// container, records an exited one with its real exit code. Returns `None` if the container
+    /// was never created (the task can be started normally).
+    pub(super) async fn reattach(
+        &self,
+        task: &TaskExecution,
+        name: &str,
+        stop: watch::Receiver<Option<StopRequest>>,
+        timeout: Option<(Duration, String)>,
+    ) -> Option<(Outcome, Option<LogWriter>)> {
+        let writer = match self.inner.logs.writer(&log_key(task), true).await {
+            Ok(writer) => writer,
+            Err(error) => {
+                return Some((Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, error.to_string()), None));
+            }
+        };
+        match self.inner.scheduler.state(name).await {
+            Ok(ContainerState::Running) => {
+                tracing::info!(container = name, "reattached to a running task container");
+                Some(self.follow_container(task, name, writer, stop, timeout, true).await)
+            }
+            Ok(ContainerState::Exited { exit_code }) => {
+                tracing::info!(container = name, exit_code, "recorded a task that ended while the server was down");
+                let (_, writer) = self.follow_container(task, name, writer, stop, None, false).await;
+                Some((Outcome::Exited(exit_code), writer))
+            }
+            Ok(ContainerState::Missing) if task.started == 0 => None,
+            Ok(ContainerState::Missing) => Some((
+                Outcome::Failed(
+                    TaskExecutionStatusReasonType::Orphaned,
+                    format!("the task's container '{name}' disappeared while the server was down; its outcome is unknown"),
+                ),
+                Some(writer),
+            )),
+            Err(error) => Some((
+                Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, error.to_string()),
+                Some(writer),
+            )),
+        }
+    }
+
+    /// Copies the container's output into the log while waiting for it to exit, to be stopped,
+    /// or to time out; then removes the container (if so configured).
+    async fn follow_container(
+        &self,
+        task: &TaskExecution,
+        name: &str,
+        mut writer: LogWriter,
+        mut stop: watch::Receiver<Option<StopRequest>>,
+        timeout: Option<(Duration, String)>,
+        wait: bool,
+    ) -> (Outcome, Option<LogWriter>) {
+        let scheduler = self.inner.scheduler.clone();
+        let mut output = scheduler.logs(name, wait);
+        let capture = tokio::spawn(async move {
+            while let Some(chunk) = output.next().await {
+                match chunk {
+                    Ok(bytes) => {
+                        if let Err(error) = writer.write(&bytes).await {
+                            tracing::warn!(%error, "could not write task output");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "task output stream broke");
+                        break;
+                    }
+                }
+            }
+            writer
+        });
+        let outcome = if !wait {
+            Outcome::Exited(0)
+        } else {
+            let stop_requested = async {
+                let request = stop.wait_for(Option::is_some).await.map(|request| *request);
+                match request {
+                    Ok(request) => request,
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let deadline = async {
+                match &timeout {
+                    Some((limit, _)) => tokio::time::sleep(*limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                exit = scheduler.wait(name) => match exit {
+                    Ok(code) => Outcome::Exited(code),
+                    Err(error) => Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, error.to_string()),
+                },
+                request = stop_requested => {
+                    let grace = request.map(|request| request.grace).unwrap_or_default();
+                    self.stop_container(name, grace).await;
+                    Outcome::Cancelled
+                }
+                () = deadline => {
+                    self.stop_container(name, self.inner.settings.stop_timeout.min(Duration::from_secs(10))).await;
+                    Outcome::TimedOut(timeout.map(|(_, text)| text).unwrap_or_default())
+                }
+            }
+        };
+        let writer = match tokio::time::timeout(LOG_DRAIN_TIMEOUT, capture).await {
+            Ok(Ok(writer)) => Some(writer),
+            _ => {
+                tracing::warn!(container = name, "task output did not finish; reopening the log");
+                self.inner.logs.writer(&log_key(task), false).await.ok()
+            }
+        };
+        if self.inner.settings.remove_containers
+            && let Err(error) = scheduler.remove(name).await
+        {
+            tracing::warn!(container = name, %error, "could not remove a finished task container");
+        }
+        (outcome, writer)
+    }
+
+    async fn stop_container(&self, name: &str, grace: Duration) {
+        if let Err(error) = self.inner.scheduler.stop(name, grace).await {
+            tracing::warn!(container = name, %error, "could not stop a task container");
+        }
+        let _ = self.inner.scheduler.wait(name).await;
+    }
+}

@@ -1,0 +1,209 @@
+//! The Docker scheduler: containers through the local engine (bollard over the unix socket, or
+//! `DOCKER_HOST`). The only module that uses bollard.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::errors::Error as DockerError;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptions,
+};
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::{ContainerSpec, ContainerState, LogStream, Scheduler, SchedulerError};
+
+/// Docker through bollard. Connecting is lazy: a server starts even when the engine is down, and
+/// each call then fails with [`SchedulerError::Unreachable`].
+pub struct DockerScheduler {
+    docker: Result<Docker, String>,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for DockerScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerScheduler").field("endpoint", &self.endpoint).finish()
+    }
+}
+
+impl DockerScheduler {
+    /// Uses `DOCKER_HOST` when set, else the local unix socket.
+    pub fn from_environment() -> Self {
+        let endpoint = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let docker = Docker::connect_with_defaults().map_err(|error| error.to_string());
+        Self { docker, endpoint }
+    }
+
+    fn docker(&self) -> Result<&Docker, SchedulerError> {
+        self.docker.as_ref().map_err(|detail| SchedulerError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            detail: detail.clone(),
+        })
+    }
+
+    fn classify(&self, error: DockerError) -> SchedulerError {
+        match error {
+            DockerError::DockerResponseServerError { status_code: 404, message } => SchedulerError::NotFound(message),
+            DockerError::DockerResponseServerError { message, .. } => SchedulerError::Engine(message),
+            DockerError::DockerContainerWaitError { error, code } => {
+                SchedulerError::Engine(format!("wait failed with {code}: {error}"))
+            }
+            other => SchedulerError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<(), SchedulerError> {
+        let docker = self.docker()?;
+        if !spec.always_pull {
+            match docker.inspect_image(&spec.image).await {
+                Ok(_) => return Ok(()),
+                Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(other) => return Err(self.classify(other)),
+            }
+        }
+        let credentials = spec.registry_auth.as_ref().map(|(user, pass)| DockerCredentials {
+            username: Some(user.clone()),
+            password: Some(pass.clone()),
+            ..Default::default()
+        });
+        let options = CreateImageOptionsBuilder::default().from_image(&spec.image).build();
+        let pulled: Result<Vec<_>, _> = docker.create_image(Some(options), None, credentials).try_collect().await;
+        match pulled {
+            Ok(_) => Ok(()),
+            Err(DockerError::DockerResponseServerError { message, .. }) => Err(SchedulerError::ImageUnavailable {
+                image: spec.image.clone(),
+                detail: format!("it is not present locally and could not be pulled: {message}"),
+            }),
+            Err(other) => match self.classify(other) {
+                SchedulerError::Engine(message) | SchedulerError::NotFound(message) => {
+                    Err(SchedulerError::ImageUnavailable {
+                        image: spec.image.clone(),
+                        detail: format!("it is not present locally and could not be pulled: {message}"),
+                    })
+                }
+                unreachable => Err(unreachable),
+            },
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Scheduler for DockerScheduler {
+    async fn start(&self, spec: &ContainerSpec) -> Result<(), SchedulerError> {
+        self.ensure_image(spec).await?;
+        let docker = self.docker()?;
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect()),
+            entrypoint: spec.entrypoint.clone(),
+            cmd: spec.command.clone(),
+            labels: Some(spec.labels.clone().into_iter().collect::<HashMap<_, _>>()),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|error| self.classify(error))?;
+        docker
+            .start_container(&spec.name, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|error| self.classify(error))
+    }
+
+    async fn wait(&self, name: &str) -> Result<i64, SchedulerError> {
+        let docker = self.docker()?;
+        let mut responses = docker.wait_container(name, None::<WaitContainerOptions>);
+        match responses.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(error)) => Err(self.classify(error)),
+            None => Err(SchedulerError::Engine(format!("waiting for '{name}' returned nothing"))),
+        }
+    }
+
+    async fn state(&self, name: &str) -> Result<ContainerState, SchedulerError> {
+        let docker = self.docker()?;
+        match docker.inspect_container(name, None::<InspectContainerOptions>).await {
+            Ok(inspect) => {
+                let state = inspect.state.unwrap_or_default();
+                let running = state.running.unwrap_or(false)
+                    || state.restarting.unwrap_or(false)
+                    || state.paused.unwrap_or(false)
+                    || matches!(state.status, Some(bollard::models::ContainerStateStatusEnum::CREATED));
+                if running {
+                    Ok(ContainerState::Running)
+                } else {
+                    Ok(ContainerState::Exited {
+                        exit_code: state.exit_code.unwrap_or(-1),
+                    })
+                }
+            }
+            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(ContainerState::Missing),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    fn logs(&self, name: &str, follow: bool) -> LogStream {
+        let docker = match self.docker() {
+            Ok(docker) => docker.clone(),
+            Err(error) => return futures_util::stream::once(async move { Err(error) }).boxed(),
+        };
+        let endpoint = self.endpoint.clone();
+        let options = LogsOptionsBuilder::default().follow(follow).stdout(true).stderr(true).build();
+        docker
+            .logs(name, Some(options))
+            .map(move |chunk| match chunk {
+                Ok(output) => Ok(output.into_bytes()),
+                Err(error) => Err(SchedulerError::Unreachable {
+                    endpoint: endpoint.clone(),
+                    detail: error.to_string(),
+                }),
+            })
+            .boxed()
+    }
+
+    async fn stop(&self, name: &str, grace: Duration) -> Result<(), SchedulerError> {
+        let docker = self.docker()?;
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(seconds).build();
+        match docker.stop_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(DockerError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), SchedulerError> {
+        let docker = self.docker()?;
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match docker.remove_container(name, Some(options)).await {
+            Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, SchedulerError> {
+        let docker = self.docker()?;
+        let filters = HashMap::from([(
+            "label".to_string(),
+            labels.iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>(),
+        )]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let containers = docker.list_containers(Some(options)).await.map_err(|error| self.classify(error))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|container| container.names?.into_iter().next())
+            .map(|name| name.trim_start_matches('/').to_string())
+            .collect())
+    }
+}

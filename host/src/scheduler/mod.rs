@@ -1,0 +1,83 @@
+//! The scheduler: where container tasks run.
+//!
+//! Owns the [`Scheduler`] trait (start, wait, logs, stop, remove, find by label) and its Docker
+//! implementation in [`docker`], the only user of bollard. Must not know about runs, DAGs or
+//! storage: it starts and watches containers it is told to.
+
+pub mod docker;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+
+/// Label every Gofer container carries, so it can be found again after a restart.
+pub const MANAGED_LABEL: &str = "dev.gofer.managed";
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    /// Unique container name.
+    pub name: String,
+    pub image: String,
+    /// Credentials for pulling `image`.
+    pub registry_auth: Option<(String, String)>,
+    /// Pull even if the image is present locally.
+    pub always_pull: bool,
+    pub env: Vec<(String, String)>,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a container is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, running, paused or restarting.
+    Running,
+    Exited { exit_code: i64 },
+    /// No container by that name.
+    Missing,
+}
+
+/// Why the scheduler could not do something; each message says what to check.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SchedulerError {
+    #[error("the Docker engine cannot be reached at {endpoint}: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("image '{image}' is not available: {detail}")]
+    ImageUnavailable { image: String, detail: String },
+    #[error("container '{0}' does not exist")]
+    NotFound(String),
+    #[error("the Docker engine refused: {0}")]
+    Engine(String),
+}
+
+/// A container's output, as it is written (stdout and stderr interleaved).
+pub type LogStream = BoxStream<'static, Result<bytes::Bytes, SchedulerError>>;
+
+/// Runs containers. Implementations must be safe to call concurrently.
+#[async_trait::async_trait]
+pub trait Scheduler: Send + Sync + 'static {
+    /// Makes sure the image is there (pulling when missing or when `always_pull`), then creates
+    /// and starts the container.
+    async fn start(&self, spec: &ContainerSpec) -> Result<(), SchedulerError>;
+
+    /// Waits until the container exits and returns its exit code.
+    async fn wait(&self, name: &str) -> Result<i64, SchedulerError>;
+
+    /// What the container is doing now.
+    async fn state(&self, name: &str) -> Result<ContainerState, SchedulerError>;
+
+    /// The container's output from its start; with `follow`, until it exits.
+    fn logs(&self, name: &str, follow: bool) -> LogStream;
+
+    /// Asks the container to stop (SIGTERM), killing it after `grace`.
+    async fn stop(&self, name: &str, grace: Duration) -> Result<(), SchedulerError>;
+
+    /// Removes the container (it must have exited, or is killed).
+    async fn remove(&self, name: &str) -> Result<(), SchedulerError>;
+
+    /// Names of the containers carrying all of `labels`.
+    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, SchedulerError>;
+}
