@@ -63,6 +63,16 @@ impl Client {
         self.request(Method::DELETE, path, None).await
     }
 
+    /// GETs a text body (e.g. a log).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        match self.request(Method::GET, path, None).await {
+            Ok(Value::String(text)) => Ok(text),
+            Ok(Value::Null) => Ok(String::new()),
+            Ok(other) => Ok(other.to_string()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Sends one request; returns the JSON body (`null` for 204), or the server's error message.
     pub async fn request(
         &self,
@@ -89,6 +99,12 @@ impl Client {
                 source,
             })?;
         let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let text = response
             .text()
             .await
@@ -118,6 +134,9 @@ impl Client {
         }
         if text.is_empty() {
             return Ok(Value::Null);
+        }
+        if !content_type.contains("json") {
+            return Ok(Value::String(text));
         }
         serde_json::from_str(&text).map_err(|error| ClientError::Decode {
             url,

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod output;
+mod runs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,12 @@ enum Command {
     /// See a pipeline's deployments.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
+    /// Start, follow and cancel runs.
+    #[command(subcommand)]
+    Run(runs::RunCommand),
+    /// Inspect a run's tasks, read their logs, cancel them.
+    #[command(subcommand)]
+    Task(runs::TaskCommand),
     /// Read the event log.
     #[command(subcommand)]
     Event(EventCommand),
@@ -289,6 +296,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Namespace(command) => namespace(&ctx, command).await,
         Command::Pipeline(command) => pipeline(&ctx, command).await,
         Command::Deployment(command) => deployment(&ctx, command).await,
+        Command::Run(command) => runs::run(&ctx, command).await,
+        Command::Task(command) => runs::task(&ctx, command).await,
         Command::Event(command) => event(&ctx, command).await,
         Command::System(command) => system(&ctx, command).await,
     }
@@ -336,6 +345,19 @@ struct Session {
 }
 
 impl Session {
+    /// A copy for a concurrent stream.
+    fn clone_for_streams(&self) -> Session {
+        Session {
+            client: self.client.clone(),
+            global: GlobalArgs {
+                api_base_url: self.global.api_base_url.clone(),
+                token: self.global.token.clone(),
+                namespace: self.global.namespace.clone(),
+                output: self.global.output,
+            },
+        }
+    }
+
     fn json(&self) -> bool {
         self.global.output == OutputFormat::Json
     }

@@ -5,7 +5,7 @@
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::Value;
 
-use crate::models::{Deployment, Event, Namespace, PipelineConfig, PipelineMetadata};
+use crate::models::{Deployment, Event, Namespace, PipelineConfig, PipelineMetadata, Run, TaskExecution};
 
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -195,4 +195,94 @@ pub fn event_line(event: &Event) -> String {
 
 fn event_kind(event: &Event) -> String {
     serde_json::to_string(&event.kind).unwrap_or_default()
+}
+
+/// Milliseconds between two epoch times as "1.2s" / "3m 4s"; "-" if not both set.
+pub fn duration(start: u64, end: u64) -> String {
+    if start == 0 || end == 0 || end < start {
+        return "-".into();
+    }
+    let millis = end - start;
+    if millis < 60_000 {
+        format!("{:.1}s", millis as f64 / 1000.0)
+    } else {
+        format!("{}m {}s", millis / 60_000, (millis % 60_000) / 1000)
+    }
+}
+
+pub fn runs(runs: &[Run]) -> String {
+    let mut table = table(&["run", "state", "status", "started", "duration", "config", "by"]);
+    for run in runs {
+        table.add_row(vec![
+            run.run_id.to_string(),
+            spelling(&run.state),
+            spelling(&run.status),
+            ago(run.started),
+            duration(run.started, run.ended),
+            format!("v{}", run.pipeline_config_version),
+            run.initiator.user.clone(),
+        ]);
+    }
+    table.to_string()
+}
+
+pub fn run(run: &Run, tasks: &[TaskExecution]) -> String {
+    let mut text = format!(
+        "Run #{} of {} (config v{}) :: {} {}\n  started {}, took {}, by {}",
+        run.run_id,
+        run.pipeline_id,
+        run.pipeline_config_version,
+        spelling(&run.state),
+        spelling(&run.status),
+        ago(run.started),
+        duration(run.started, run.ended),
+        run.initiator.user
+    );
+    if let Some(reason) = &run.status_reason {
+        text.push_str(&format!("\n  {}: {}", spelling(&reason.reason), reason.description));
+    }
+    text.push('\n');
+    text.push_str(&task_executions(tasks));
+    text
+}
+
+pub fn task_executions(tasks: &[TaskExecution]) -> String {
+    let mut table = table(&["task", "state", "status", "exit", "attempt", "duration", "reason"]);
+    for task in tasks {
+        table.add_row(vec![
+            task.task_id.clone(),
+            spelling(&task.state),
+            spelling(&task.status),
+            task.exit_code.map(|code| code.to_string()).unwrap_or_else(|| "-".into()),
+            task.attempt.to_string(),
+            duration(task.started, task.ended),
+            task.status_reason.as_ref().map(|reason| reason.description.clone()).unwrap_or_default(),
+        ]);
+    }
+    table.to_string()
+}
+
+pub fn task_execution(task: &TaskExecution) -> String {
+    let mut text = format!(
+        "Task '{}' of run #{} of {} :: {} {}\n  image {}, attempt {}, exit code {}, took {}",
+        task.task_id,
+        task.run_id,
+        task.pipeline_id,
+        spelling(&task.state),
+        spelling(&task.status),
+        task.task.image,
+        task.attempt,
+        task.exit_code.map(|code| code.to_string()).unwrap_or_else(|| "-".into()),
+        duration(task.started, task.ended)
+    );
+    if let Some(reason) = &task.status_reason {
+        text.push_str(&format!("\n  {}: {}", spelling(&reason.reason), reason.description));
+    }
+    let mut table = table(&["variable", "value", "source"]);
+    for variable in &task.variables {
+        table.add_row(vec![variable.key.clone(), variable.value.clone(), spelling(&variable.source)]);
+    }
+    text.push('\n');
+    text.push_str(&table.to_string());
+    text
 }

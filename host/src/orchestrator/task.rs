@@ -87,7 +87,12 @@ fn spec(task: &TaskExecution, name: &str) -> ContainerSpec {
         image: task.task.image.clone(),
         registry_auth: task.task.registry_auth.as_ref().map(|auth| (auth.user.clone(), auth.pass.clone())),
         always_pull: task.task.always_pull_newest_image,
-        env: task.variables.iter().map(|v| (v.key.clone(), v.value.clone())).collect(),
+        env: task
+            .variables
+            .iter()
+            .map(|v| (v.key.clone(), v.value.clone()))
+            .chain([("GOFER_TASK_ATTEMPT".to_string(), task.attempt.to_string())])
+            .collect(),
         entrypoint: task.task.entrypoint.clone(),
         command: task.task.command.clone(),
         labels,

@@ -315,3 +315,79 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&path, contents).unwrap();
     path
 }
+
+/// The local image the run tests use (built once from Debian's static busybox; no registry).
+pub const TEST_IMAGE: &str = "gofer-busybox:local";
+
+pub fn ensure_test_image() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/build-busybox-image.sh");
+        let status = Command::new("bash").arg(script).status().unwrap();
+        assert!(status.success(), "could not build {TEST_IMAGE}; is Docker running? (make setup)");
+    });
+}
+
+/// A busybox task running `script` with `sh -c`.
+pub fn shell_task(id: &str, script: &str, depends_on: Value) -> Value {
+    serde_json::json!({
+        "id": id,
+        "image": TEST_IMAGE,
+        "depends_on": depends_on,
+        "variables": {},
+        "command": ["sh", "-c", script],
+    })
+}
+
+/// Registers and deploys a config; returns its version.
+pub async fn deploy(api: &Api, config: Value) -> u64 {
+    ensure_test_image();
+    let id = config["id"].as_str().unwrap().to_string();
+    let version = register(api, "default", config).await;
+    let (status, body) = api.post_empty(&format!("/api/namespaces/default/pipelines/{id}/configs/{version}")).await;
+    assert_eq!(status, StatusCode::CREATED, "deploy failed: {body}");
+    version
+}
+
+/// Starts a run and returns its id.
+pub async fn start_run(api: &Api, pipeline: &str, variables: Value) -> u64 {
+    let (status, body) = api
+        .post(&format!("/api/namespaces/default/pipelines/{pipeline}/runs"), serde_json::json!({ "variables": variables }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "start failed: {body}");
+    assert_eq!(body["run"]["state"], "pending");
+    body["run"]["run_id"].as_u64().unwrap()
+}
+
+/// Waits (up to `seconds`) until the run is complete; returns it.
+pub async fn wait_for_run(api: &Api, pipeline: &str, run_id: u64, seconds: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let (_, body) = api.get(&format!("/api/namespaces/default/pipelines/{pipeline}/runs/{run_id}")).await;
+        if body["run"]["state"] == "complete" {
+            return body["run"].clone();
+        }
+        assert!(Instant::now() < deadline, "run {run_id} of {pipeline} did not complete in {seconds}s: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The run's task executions by task id.
+pub async fn tasks_of(api: &Api, pipeline: &str, run_id: u64) -> std::collections::BTreeMap<String, Value> {
+    let (_, body) = api.get(&format!("/api/namespaces/default/pipelines/{pipeline}/runs/{run_id}/tasks")).await;
+    body["task_executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|task| (task["task_id"].as_str().unwrap().to_string(), task.clone()))
+        .collect()
+}
+
+/// Names of the containers Gofer made for a pipeline (running or not).
+pub fn containers_of(pipeline: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args(["ps", "-a", "--filter", &format!("label=dev.gofer.pipeline={pipeline}"), "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+}

@@ -1,0 +1,308 @@
+//! `gofer run …` and `gofer task …`, including following a run live.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::client::field;
+use super::{ListArgs, Session, output};
+use crate::models::{Event, EventKind, Run, RunStatus, TaskExecution};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum RunCommand {
+    /// Start a run of the pipeline's live config.
+    Start {
+        pipeline: String,
+        /// Run variable KEY=VALUE (repeatable); overrides the tasks' variables.
+        #[arg(long = "var", short = 'v', value_parser = parse_variable)]
+        variables: Vec<(String, String)>,
+        /// Stream task status and logs until the run ends; the exit code reflects the run.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// List a pipeline's runs, newest first.
+    List {
+        pipeline: String,
+        #[command(flatten)]
+        list: ListArgs,
+        /// Oldest first.
+        #[arg(long)]
+        oldest_first: bool,
+    },
+    /// Show a run and its tasks.
+    Get { pipeline: String, run: u64 },
+    /// Cancel a run (its tasks get `runs.stop_timeout_secs` to stop).
+    Cancel { pipeline: String, run: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TaskCommand {
+    /// List the tasks of a run.
+    List { pipeline: String, run: u64 },
+    /// Show one task execution with its environment.
+    Get { pipeline: String, run: u64, task: String },
+    /// Print a task's output; with --follow, until the task ends.
+    Logs {
+        pipeline: String,
+        run: u64,
+        task: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Cancel one task of a running run.
+    Cancel {
+        pipeline: String,
+        run: u64,
+        task: String,
+        /// Seconds to let the task stop before it is killed (default: the server's).
+        #[arg(long, short = 'w')]
+        wait_for: Option<u64>,
+    },
+}
+
+fn parse_variable(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("'{text}' is not KEY=VALUE")),
+    }
+}
+
+pub(super) async fn run(ctx: &Session, command: RunCommand) -> anyhow::Result<()> {
+    let client = &ctx.client;
+    match command {
+        RunCommand::Start { pipeline, variables, follow } => {
+            let variables: BTreeMap<String, String> = variables.into_iter().collect();
+            if follow {
+                return start_and_follow(ctx, &pipeline, variables).await;
+            }
+            let body = client
+                .post(&format!("{}/runs", ctx.pipeline_path(&pipeline)), json!({ "variables": variables }))
+                .await?;
+            let run: Run = field(&body, "run")?;
+            ctx.done(&body, format!(
+                "Started run #{} of '{pipeline}' (config v{}); follow it with `gofer run get {pipeline} {}`",
+                run.run_id, run.pipeline_config_version, run.run_id
+            ));
+            Ok(())
+        }
+        RunCommand::List { pipeline, list, oldest_first } => {
+            let mut query = list.query();
+            if !oldest_first {
+                query.push_str(if query.is_empty() { "?reverse=true" } else { "&reverse=true" });
+            }
+            let body = client.get(&format!("{}/runs{query}", ctx.pipeline_path(&pipeline))).await?;
+            ctx.show(&body, |body| Ok(output::runs(&field::<Vec<Run>>(body, "runs")?)))
+        }
+        RunCommand::Get { pipeline, run } => {
+            let path = format!("{}/runs/{run}", ctx.pipeline_path(&pipeline));
+            let body = client.get(&path).await?;
+            if ctx.json() {
+                output::print_json(&body);
+                return Ok(());
+            }
+            let tasks = client.get(&format!("{path}/tasks")).await?;
+            let tasks: Vec<TaskExecution> = field(&tasks, "task_executions")?;
+            println!("{}", output::run(&field(&body, "run")?, &tasks));
+            Ok(())
+        }
+        RunCommand::Cancel { pipeline, run } => {
+            let body = client.delete(&format!("{}/runs/{run}", ctx.pipeline_path(&pipeline))).await?;
+            ctx.done(&body, format!("Cancelling run #{run} of '{pipeline}'"));
+            Ok(())
+        }
+    }
+}
+
+pub(super) async fn task(ctx: &Session, command: TaskCommand) -> anyhow::Result<()> {
+    let client = &ctx.client;
+    match command {
+        TaskCommand::List { pipeline, run } => {
+            let body = client.get(&format!("{}/runs/{run}/tasks", ctx.pipeline_path(&pipeline))).await?;
+            ctx.show(&body, |body| Ok(output::task_executions(&field::<Vec<TaskExecution>>(body, "task_executions")?)))
+        }
+        TaskCommand::Get { pipeline, run, task } => {
+            let body = client.get(&format!("{}/runs/{run}/tasks/{task}", ctx.pipeline_path(&pipeline))).await?;
+            ctx.show(&body, |body| Ok(output::task_execution(&field(body, "task_execution")?)))
+        }
+        TaskCommand::Logs { pipeline, run, task, follow } => {
+            let path = format!("{}/runs/{run}/tasks/{task}/logs", ctx.pipeline_path(&pipeline));
+            if !follow {
+                let text = client.get_text(&path).await?;
+                print!("{text}");
+                return Ok(());
+            }
+            stream_log(ctx, &path, None).await
+        }
+        TaskCommand::Cancel { pipeline, run, task, wait_for } => {
+            let query = wait_for.map(|seconds| format!("?wait_for={seconds}")).unwrap_or_default();
+            let body = client
+                .delete(&format!("{}/runs/{run}/tasks/{task}{query}", ctx.pipeline_path(&pipeline)))
+                .await?;
+            ctx.done(&body, format!("Cancelling task '{task}' of run #{run}"));
+            Ok(())
+        }
+    }
+}
+
+/// Prints a log websocket's lines (prefixed with `prefix`) until the server closes it.
+async fn stream_log(ctx: &Session, path: &str, prefix: Option<&str>) -> anyhow::Result<()> {
+    let request = ctx.client.websocket_request(path)?;
+    let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(connected) => connected,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().as_ref().map(|body| String::from_utf8_lossy(body).to_string()).unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|value| value["message"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            bail!("{message} (HTTP {})", response.status().as_u16());
+        }
+        Err(error) => return Err(error).context("could not open the log stream"),
+    };
+    while let Some(message) = socket.next().await {
+        match message.context("the log stream broke")? {
+            Message::Text(line) => match prefix {
+                Some(prefix) => print!("{prefix} | {line}"),
+                None => print!("{line}"),
+            },
+            Message::Close(Some(frame)) if u16::from(frame.code) != 1000 => {
+                bail!("the log stream ended: {}", frame.reason)
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Starts a run and prints its progress (task starts and ends, task output) until it completes.
+/// Fails (exit code 1) unless the run succeeds.
+async fn start_and_follow(ctx: &Session, pipeline: &str, variables: BTreeMap<String, String>) -> anyhow::Result<()> {
+    // Listen before starting, so that no event of the run can be missed.
+    let request = ctx.client.websocket_request("/api/events")?;
+    let (mut events, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .with_context(|| format!("could not open the event stream at {}", ctx.global.api_base_url))?;
+    let body = ctx
+        .client
+        .post(&format!("{}/runs", ctx.pipeline_path(pipeline)), json!({ "variables": variables }))
+        .await?;
+    let run: Run = field(&body, "run")?;
+    let run_id = run.run_id;
+    let interactive = std::io::stdout().is_terminal() && !ctx.json();
+    let spinner = interactive.then(|| {
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_message(format!("run #{run_id} of '{pipeline}' is queued"));
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        spinner
+    });
+    let say = |line: String| match &spinner {
+        Some(spinner) => spinner.println(line),
+        None => println!("{line}"),
+    };
+    if !ctx.json() {
+        say(format!("▶ run #{run_id} of '{pipeline}' queued (config v{})", run.pipeline_config_version));
+    }
+    let namespace = ctx.global.namespace.clone();
+    let mut log_streams = Vec::new();
+    let mut following: HashSet<String> = HashSet::new();
+    let status = loop {
+        let Some(message) = events.next().await else {
+            bail!("the event stream closed before run #{run_id} ended");
+        };
+        let Message::Text(text) = message.context("the event stream broke")? else {
+            continue;
+        };
+        let event: Event = serde_json::from_str(&text).context("the server sent an unreadable event")?;
+        if ctx.json() {
+            if event_run(&event.kind) == Some((namespace.as_str(), pipeline, run_id)) {
+                println!("{text}");
+            }
+        }
+        match &event.kind {
+            EventKind::StartedRun { namespace_id, pipeline_id, run_id: id }
+                if (namespace_id.as_str(), pipeline_id.as_str(), *id) == (namespace.as_str(), pipeline, run_id) =>
+            {
+                if let Some(spinner) = &spinner {
+                    spinner.set_message(format!("run #{run_id} of '{pipeline}' is running"));
+                }
+            }
+            EventKind::StartedTaskExecution { namespace_id, pipeline_id, run_id: id, task_execution_id, attempt }
+                if (namespace_id.as_str(), pipeline_id.as_str(), *id) == (namespace.as_str(), pipeline, run_id) =>
+            {
+                if !ctx.json() {
+                    let attempt = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                    say(format!("  ● {task_execution_id} started{attempt}"));
+                }
+                if !ctx.json() && following.insert(task_execution_id.clone()) {
+                    let path = format!("{}/runs/{run_id}/tasks/{task_execution_id}/logs", ctx.pipeline_path(pipeline));
+                    let session = ctx.clone_for_streams();
+                    let prefix = task_execution_id.clone();
+                    log_streams.push(tokio::spawn(async move {
+                        if let Err(error) = stream_log(&session, &path, Some(&prefix)).await {
+                            eprintln!("{prefix} | (log unavailable: {error})");
+                        }
+                    }));
+                }
+            }
+            EventKind::CompletedTaskExecution { namespace_id, pipeline_id, run_id: id, task_execution_id, status }
+                if (namespace_id.as_str(), pipeline_id.as_str(), *id) == (namespace.as_str(), pipeline, run_id) =>
+            {
+                if !ctx.json() {
+                    let status = serde_json::to_value(status)?.as_str().unwrap_or_default().to_string();
+                    let mark = match status.as_str() {
+                        "successful" => "✓",
+                        "skipped" => "↷",
+                        _ => "✗",
+                    };
+                    say(format!("  {mark} {task_execution_id} {status}"));
+                }
+            }
+            EventKind::CompletedRun { namespace_id, pipeline_id, run_id: id, status }
+                if (namespace_id.as_str(), pipeline_id.as_str(), *id) == (namespace.as_str(), pipeline, run_id) =>
+            {
+                break *status;
+            }
+            _ => {}
+        }
+    };
+    for stream in log_streams {
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream).await;
+    }
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let body = ctx.client.get(&format!("{}/runs/{run_id}", ctx.pipeline_path(pipeline))).await?;
+    let run: Run = field(&body, "run")?;
+    let reason = run.status_reason.map(|reason| format!(": {}", reason.description)).unwrap_or_default();
+    if status == RunStatus::Successful {
+        if !ctx.json() {
+            println!("✓ run #{run_id} successful in {}", output::duration(run.started, run.ended));
+        }
+        return Ok(());
+    }
+    let status = serde_json::to_value(status)?.as_str().unwrap_or_default().to_string();
+    bail!("run #{run_id} of '{pipeline}' {status}{reason}")
+}
+
+/// The run an event is about, if any.
+fn event_run(kind: &EventKind) -> Option<(&str, &str, u64)> {
+    match kind {
+        EventKind::QueuedRun { namespace_id, pipeline_id, run_id }
+        | EventKind::StartedRun { namespace_id, pipeline_id, run_id }
+        | EventKind::CompletedRun { namespace_id, pipeline_id, run_id, .. }
+        | EventKind::StartedRunCancellation { namespace_id, pipeline_id, run_id }
+        | EventKind::StartedTaskExecution { namespace_id, pipeline_id, run_id, .. }
+        | EventKind::CompletedTaskExecution { namespace_id, pipeline_id, run_id, .. }
+        | EventKind::StartedTaskExecutionCancellation { namespace_id, pipeline_id, run_id, .. } => {
+            Some((namespace_id.as_str(), pipeline_id.as_str(), *run_id))
+        }
+        _ => None,
+    }
+}
