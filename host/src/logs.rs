@@ -21,9 +21,15 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("could not write task log {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("could not read task log {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Identifies one task execution's log.
@@ -66,7 +72,9 @@ impl LogStore {
             source,
         };
         if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(write_error)?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(write_error)?;
         }
         let file = tokio::fs::OpenOptions::new()
             .create(true)
@@ -78,8 +86,13 @@ impl LogStore {
             .map_err(write_error)?;
         let written = file.metadata().await.map_err(write_error)?.len();
         let sender = {
-            let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            live.entry(path.clone()).or_insert_with(|| watch::channel(written).0).clone()
+            let mut live = self
+                .live
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            live.entry(path.clone())
+                .or_insert_with(|| watch::channel(written).0)
+                .clone()
         };
         Ok(LogWriter {
             store: self.clone(),
@@ -104,7 +117,11 @@ impl LogStore {
         receiver
     }
 
-    async fn follow_into(&self, path: &Path, lines: &mpsc::Sender<Result<String, LogError>>) -> Result<(), LogError> {
+    async fn follow_into(
+        &self,
+        path: &Path,
+        lines: &mpsc::Sender<Result<String, LogError>>,
+    ) -> Result<(), LogError> {
         let read_error = |source| LogError::Read {
             path: path.to_path_buf(),
             source,
@@ -119,7 +136,9 @@ impl LogStore {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .get(path)
                 .map(watch::Sender::subscribe);
-            file.seek(std::io::SeekFrom::Start(offset)).await.map_err(read_error)?;
+            file.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(read_error)?;
             let mut chunk = Vec::new();
             let read = file.read_to_end(&mut chunk).await.map_err(read_error)?;
             offset += read as u64;
@@ -157,7 +176,9 @@ impl LogStore {
     /// The whole log as it is now, without the end marker.
     pub async fn read_all(&self, key: &LogKey) -> Result<String, LogError> {
         let path = self.path(key);
-        let bytes = tokio::fs::read(&path).await.map_err(|source| LogError::Read { path, source })?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|source| LogError::Read { path, source })?;
         let text = String::from_utf8_lossy(&bytes);
         Ok(match text.find(EOF_MARKER) {
             Some(position) => text[..position].to_string(),
@@ -195,7 +216,9 @@ fn split_lines(pending: &mut Vec<u8>, all: bool) -> Vec<String> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// Appends to one log and tells followers.
@@ -210,10 +233,13 @@ pub struct LogWriter {
 
 impl LogWriter {
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
-        self.file.write_all(bytes).await.map_err(|source| LogError::Write {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(|source| LogError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
         self.written += bytes.len() as u64;
         self.sender.send_replace(self.written);
         Ok(())
@@ -271,8 +297,14 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         writer.write(b"ond\nlast without newline").await.unwrap();
         writer.finish().await.unwrap();
-        let lines = tokio::time::timeout(Duration::from_secs(5), follower).await.unwrap().unwrap();
+        let lines = tokio::time::timeout(Duration::from_secs(5), follower)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(lines, ["first\n", "second\n", "last without newline"]);
-        assert_eq!(store.read_all(&key()).await.unwrap(), "first\nsecond\nlast without newline");
+        assert_eq!(
+            store.read_all(&key()).await.unwrap(),
+            "first\nsecond\nlast without newline"
+        );
     }
 }

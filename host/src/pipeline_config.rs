@@ -47,7 +47,9 @@ pub enum ConfigError {
     Cycle(Vec<String>),
     #[error("parallelism must be 0 (server default) or more, got {0}")]
     NegativeParallelism(i64),
-    #[error("{owner} has an invalid timeout '{value}': {problem} (use e.g. \"90s\", \"5m\", \"1h 30m\")")]
+    #[error(
+        "{owner} has an invalid timeout '{value}': {problem} (use e.g. \"90s\", \"5m\", \"1h 30m\")"
+    )]
     InvalidTimeout {
         owner: String,
         value: String,
@@ -67,7 +69,8 @@ pub fn parse_timeout(owner: &str, value: &str) -> Result<std::time::Duration, Co
         value: value.to_string(),
         problem,
     };
-    let duration = humantime::parse_duration(value.trim()).map_err(|error| invalid(error.to_string()))?;
+    let duration =
+        humantime::parse_duration(value.trim()).map_err(|error| invalid(error.to_string()))?;
     if duration.is_zero() {
         return Err(invalid("it must be longer than zero".into()));
     }
@@ -474,7 +477,12 @@ mod tests {
         let mut slow = task("slow", &[]);
         slow.timeout = Some("5 parsecs".into());
         let error = config(vec![slow]).validate("simple").unwrap_err();
-        assert!(error.to_string().starts_with("task 'slow' has an invalid timeout '5 parsecs'"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("task 'slow' has an invalid timeout '5 parsecs'"),
+            "{error}"
+        );
         let mut zero = task("zero", &[]);
         zero.timeout = Some("0s".into());
         assert!(config(vec![zero]).validate("simple").is_err());
@@ -482,7 +490,10 @@ mod tests {
         eager.retries = 11;
         assert_eq!(
             config(vec![eager]).validate("simple").unwrap_err(),
-            ConfigError::TooManyRetries { task: "eager".into(), retries: 11 }
+            ConfigError::TooManyRetries {
+                task: "eager".into(),
+                retries: 11
+            }
         );
         let mut fine = task("fine", &[]);
         fine.timeout = Some("1m 30s".into());

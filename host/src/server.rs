@@ -15,9 +15,9 @@ use crate::api::{self, ApiState};
 use crate::config::ServerConfig;
 use crate::events::EventBus;
 use crate::logs::LogStore;
+use crate::models::{EventKind, Namespace, now_millis};
 use crate::orchestrator::{Orchestrator, OrchestratorError, RunSettings};
 use crate::scheduler::docker::DockerScheduler;
-use crate::models::{EventKind, Namespace, now_millis};
 use crate::storage::{Storage, StorageError};
 
 /// Why the server could not start or stopped abnormally.

@@ -182,7 +182,12 @@ async fn start_run(
 ) -> Result<(StatusCode, ApiJson<RunResponse>), ApiError> {
     let run = state
         .orchestrator
-        .start_run(path.namespace_id, path.pipeline_id, request.variables, initiator())
+        .start_run(
+            path.namespace_id,
+            path.pipeline_id,
+            request.variables,
+            initiator(),
+        )
         .await?;
     Ok((StatusCode::CREATED, ApiJson(RunResponse { run })))
 }
@@ -191,7 +196,10 @@ async fn start_run(
 #[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}", tag = "Runs", operation_id = "get_run",
     params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path)),
     responses((status = 200, body = RunResponse), (status = "4XX", body = super::ErrorBody)))]
-async fn get_run(state: AppState, ApiPath(path): ApiPath<RunPath>) -> Result<ApiJson<RunResponse>, ApiError> {
+async fn get_run(
+    state: AppState,
+    ApiPath(path): ApiPath<RunPath>,
+) -> Result<ApiJson<RunResponse>, ApiError> {
     let run = state
         .read(move |db| db.get_run(&path.namespace_id, &path.pipeline_id, path.run_id))
         .await?;
@@ -203,8 +211,14 @@ async fn get_run(state: AppState, ApiPath(path): ApiPath<RunPath>) -> Result<Api
 #[utoipa::path(delete, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}", tag = "Runs", operation_id = "cancel_run",
     params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path)),
     responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
-async fn cancel_run(state: AppState, ApiPath(path): ApiPath<RunPath>) -> Result<StatusCode, ApiError> {
-    state.orchestrator.cancel_run(path.key(), initiator().user).await?;
+async fn cancel_run(
+    state: AppState,
+    ApiPath(path): ApiPath<RunPath>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .orchestrator
+        .cancel_run(path.key(), initiator().user)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -236,7 +250,14 @@ async fn get_task_execution(
     ApiPath(path): ApiPath<TaskPath>,
 ) -> Result<ApiJson<TaskExecutionResponse>, ApiError> {
     let task = state
-        .read(move |db| db.get_task_execution(&path.namespace_id, &path.pipeline_id, path.run_id, &path.task_id))
+        .read(move |db| {
+            db.get_task_execution(
+                &path.namespace_id,
+                &path.pipeline_id,
+                path.run_id,
+                &path.task_id,
+            )
+        })
         .await?;
     Ok(ApiJson(TaskExecutionResponse {
         task_execution: redacted(task),
@@ -253,13 +274,20 @@ async fn cancel_task_execution(
     ApiPath(path): ApiPath<TaskPath>,
     ApiQuery(query): ApiQuery<CancelTaskQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let grace = Duration::from_secs(query.wait_for.unwrap_or(state.config.runs.stop_timeout_secs));
+    let grace = Duration::from_secs(
+        query
+            .wait_for
+            .unwrap_or(state.config.runs.stop_timeout_secs),
+    );
     let key = RunKey {
         namespace_id: path.namespace_id,
         pipeline_id: path.pipeline_id,
         run_id: path.run_id,
     };
-    state.orchestrator.cancel_task(key, path.task_id, grace).await?;
+    state
+        .orchestrator
+        .cancel_task(key, path.task_id, grace)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -278,10 +306,20 @@ async fn get_logs(
     let lookup = TaskPath { ..path };
     let key = lookup.log_key();
     let task = state
-        .read(move |db| db.get_task_execution(&lookup.namespace_id, &lookup.pipeline_id, lookup.run_id, &lookup.task_id))
+        .read(move |db| {
+            db.get_task_execution(
+                &lookup.namespace_id,
+                &lookup.pipeline_id,
+                lookup.run_id,
+                &lookup.task_id,
+            )
+        })
         .await?;
     if task.logs_removed || task.logs_expired {
-        return Err(ApiError::new(StatusCode::GONE, format!("the logs of task '{}' were removed", task.task_id)));
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!("the logs of task '{}' were removed", task.task_id),
+        ));
     }
     let logs = state.orchestrator.logs().clone();
     if !logs.exists(&key) {
@@ -330,7 +368,10 @@ fn describe_state(task: &TaskExecution) -> String {
     match task.state {
         TaskExecutionState::Complete => format!(
             "{} and never ran",
-            serde_json::to_value(task.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+            serde_json::to_value(task.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
         ),
         _ => "waiting to start".into(),
     }
@@ -340,11 +381,21 @@ fn describe_state(task: &TaskExecution) -> String {
 #[utoipa::path(delete, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}/logs", tag = "Tasks", operation_id = "delete_logs",
     params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), ("task_id" = String, Path)),
     responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
-async fn delete_logs(state: AppState, ApiPath(path): ApiPath<TaskPath>) -> Result<StatusCode, ApiError> {
+async fn delete_logs(
+    state: AppState,
+    ApiPath(path): ApiPath<TaskPath>,
+) -> Result<StatusCode, ApiError> {
     let key = path.log_key();
     let lookup = TaskPath { ..path };
     let mut task = state
-        .read(move |db| db.get_task_execution(&lookup.namespace_id, &lookup.pipeline_id, lookup.run_id, &lookup.task_id))
+        .read(move |db| {
+            db.get_task_execution(
+                &lookup.namespace_id,
+                &lookup.pipeline_id,
+                lookup.run_id,
+                &lookup.task_id,
+            )
+        })
         .await?;
     if task.state != TaskExecutionState::Complete {
         return Err(ApiError::bad_request(format!(
@@ -353,7 +404,10 @@ async fn delete_logs(state: AppState, ApiPath(path): ApiPath<TaskPath>) -> Resul
         )));
     }
     if task.logs_removed {
-        return Err(ApiError::not_found(format!("the logs of task '{}' were already removed", task.task_id)));
+        return Err(ApiError::not_found(format!(
+            "the logs of task '{}' were already removed",
+            task.task_id
+        )));
     }
     state
         .orchestrator
@@ -362,6 +416,8 @@ async fn delete_logs(state: AppState, ApiPath(path): ApiPath<TaskPath>) -> Resul
         .await
         .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
     task.logs_removed = true;
-    state.write(move |db| db.update_task_execution(&task, None)).await?;
+    state
+        .write(move |db| db.update_task_execution(&task, None))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,7 +5,9 @@
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::Value;
 
-use crate::models::{Deployment, Event, Namespace, PipelineConfig, PipelineMetadata, Run, TaskExecution};
+use crate::models::{
+    Deployment, Event, Namespace, PipelineConfig, PipelineMetadata, Run, TaskExecution,
+};
 
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -211,7 +213,9 @@ pub fn duration(start: u64, end: u64) -> String {
 }
 
 pub fn runs(runs: &[Run]) -> String {
-    let mut table = table(&["run", "state", "status", "started", "duration", "config", "by"]);
+    let mut table = table(&[
+        "run", "state", "status", "started", "duration", "config", "by",
+    ]);
     for run in runs {
         table.add_row(vec![
             run.run_id.to_string(),
@@ -239,7 +243,11 @@ pub fn run(run: &Run, tasks: &[TaskExecution]) -> String {
         run.initiator.user
     );
     if let Some(reason) = &run.status_reason {
-        text.push_str(&format!("\n  {}: {}", spelling(&reason.reason), reason.description));
+        text.push_str(&format!(
+            "\n  {}: {}",
+            spelling(&reason.reason),
+            reason.description
+        ));
     }
     text.push('\n');
     text.push_str(&task_executions(tasks));
@@ -247,16 +255,23 @@ pub fn run(run: &Run, tasks: &[TaskExecution]) -> String {
 }
 
 pub fn task_executions(tasks: &[TaskExecution]) -> String {
-    let mut table = table(&["task", "state", "status", "exit", "attempt", "duration", "reason"]);
+    let mut table = table(&[
+        "task", "state", "status", "exit", "attempt", "duration", "reason",
+    ]);
     for task in tasks {
         table.add_row(vec![
             task.task_id.clone(),
             spelling(&task.state),
             spelling(&task.status),
-            task.exit_code.map(|code| code.to_string()).unwrap_or_else(|| "-".into()),
+            task.exit_code
+                .map(|code| code.to_string())
+                .unwrap_or_else(|| "-".into()),
             task.attempt.to_string(),
             duration(task.started, task.ended),
-            task.status_reason.as_ref().map(|reason| reason.description.clone()).unwrap_or_default(),
+            task.status_reason
+                .as_ref()
+                .map(|reason| reason.description.clone())
+                .unwrap_or_default(),
         ]);
     }
     table.to_string()
@@ -272,15 +287,25 @@ pub fn task_execution(task: &TaskExecution) -> String {
         spelling(&task.status),
         task.task.image,
         task.attempt,
-        task.exit_code.map(|code| code.to_string()).unwrap_or_else(|| "-".into()),
+        task.exit_code
+            .map(|code| code.to_string())
+            .unwrap_or_else(|| "-".into()),
         duration(task.started, task.ended)
     );
     if let Some(reason) = &task.status_reason {
-        text.push_str(&format!("\n  {}: {}", spelling(&reason.reason), reason.description));
+        text.push_str(&format!(
+            "\n  {}: {}",
+            spelling(&reason.reason),
+            reason.description
+        ));
     }
     let mut table = table(&["variable", "value", "source"]);
     for variable in &task.variables {
-        table.add_row(vec![variable.key.clone(), variable.value.clone(), spelling(&variable.source)]);
+        table.add_row(vec![
+            variable.key.clone(),
+            variable.value.clone(),
+            spelling(&variable.source),
+        ]);
     }
     text.push('\n');
     text.push_str(&table.to_string());

@@ -46,7 +46,11 @@ pub(super) enum TaskCommand {
     /// List the tasks of a run.
     List { pipeline: String, run: u64 },
     /// Show one task execution with its environment.
-    Get { pipeline: String, run: u64, task: String },
+    Get {
+        pipeline: String,
+        run: u64,
+        task: String,
+    },
     /// Print a task's output; with --follow, until the task ends.
     Logs {
         pipeline: String,
@@ -76,13 +80,20 @@ fn parse_variable(text: &str) -> Result<(String, String), String> {
 pub(super) async fn run(ctx: &Session, command: RunCommand) -> anyhow::Result<()> {
     let client = &ctx.client;
     match command {
-        RunCommand::Start { pipeline, variables, follow } => {
+        RunCommand::Start {
+            pipeline,
+            variables,
+            follow,
+        } => {
             let variables: BTreeMap<String, String> = variables.into_iter().collect();
             if follow {
                 return start_and_follow(ctx, &pipeline, variables).await;
             }
             let body = client
-                .post(&format!("{}/runs", ctx.pipeline_path(&pipeline)), json!({ "variables": variables }))
+                .post(
+                    &format!("{}/runs", ctx.pipeline_path(&pipeline)),
+                    json!({ "variables": variables }),
+                )
                 .await?;
             let run: Run = field(&body, "run")?;
             ctx.done(&body, format!(
@@ -91,13 +102,25 @@ pub(super) async fn run(ctx: &Session, command: RunCommand) -> anyhow::Result<()
             ));
             Ok(())
         }
-        RunCommand::List { pipeline, list, oldest_first } => {
+        RunCommand::List {
+            pipeline,
+            list,
+            oldest_first,
+        } => {
             let mut query = list.query();
             if !oldest_first {
-                query.push_str(if query.is_empty() { "?reverse=true" } else { "&reverse=true" });
+                query.push_str(if query.is_empty() {
+                    "?reverse=true"
+                } else {
+                    "&reverse=true"
+                });
             }
-            let body = client.get(&format!("{}/runs{query}", ctx.pipeline_path(&pipeline))).await?;
-            ctx.show(&body, |body| Ok(output::runs(&field::<Vec<Run>>(body, "runs")?)))
+            let body = client
+                .get(&format!("{}/runs{query}", ctx.pipeline_path(&pipeline)))
+                .await?;
+            ctx.show(&body, |body| {
+                Ok(output::runs(&field::<Vec<Run>>(body, "runs")?))
+            })
         }
         RunCommand::Get { pipeline, run } => {
             let path = format!("{}/runs/{run}", ctx.pipeline_path(&pipeline));
@@ -112,7 +135,9 @@ pub(super) async fn run(ctx: &Session, command: RunCommand) -> anyhow::Result<()
             Ok(())
         }
         RunCommand::Cancel { pipeline, run } => {
-            let body = client.delete(&format!("{}/runs/{run}", ctx.pipeline_path(&pipeline))).await?;
+            let body = client
+                .delete(&format!("{}/runs/{run}", ctx.pipeline_path(&pipeline)))
+                .await?;
             ctx.done(&body, format!("Cancelling run #{run} of '{pipeline}'"));
             Ok(())
         }
@@ -123,15 +148,44 @@ pub(super) async fn task(ctx: &Session, command: TaskCommand) -> anyhow::Result<
     let client = &ctx.client;
     match command {
         TaskCommand::List { pipeline, run } => {
-            let body = client.get(&format!("{}/runs/{run}/tasks", ctx.pipeline_path(&pipeline))).await?;
-            ctx.show(&body, |body| Ok(output::task_executions(&field::<Vec<TaskExecution>>(body, "task_executions")?)))
+            let body = client
+                .get(&format!(
+                    "{}/runs/{run}/tasks",
+                    ctx.pipeline_path(&pipeline)
+                ))
+                .await?;
+            ctx.show(&body, |body| {
+                Ok(output::task_executions(&field::<Vec<TaskExecution>>(
+                    body,
+                    "task_executions",
+                )?))
+            })
         }
-        TaskCommand::Get { pipeline, run, task } => {
-            let body = client.get(&format!("{}/runs/{run}/tasks/{task}", ctx.pipeline_path(&pipeline))).await?;
-            ctx.show(&body, |body| Ok(output::task_execution(&field(body, "task_execution")?)))
+        TaskCommand::Get {
+            pipeline,
+            run,
+            task,
+        } => {
+            let body = client
+                .get(&format!(
+                    "{}/runs/{run}/tasks/{task}",
+                    ctx.pipeline_path(&pipeline)
+                ))
+                .await?;
+            ctx.show(&body, |body| {
+                Ok(output::task_execution(&field(body, "task_execution")?))
+            })
         }
-        TaskCommand::Logs { pipeline, run, task, follow } => {
-            let path = format!("{}/runs/{run}/tasks/{task}/logs", ctx.pipeline_path(&pipeline));
+        TaskCommand::Logs {
+            pipeline,
+            run,
+            task,
+            follow,
+        } => {
+            let path = format!(
+                "{}/runs/{run}/tasks/{task}/logs",
+                ctx.pipeline_path(&pipeline)
+            );
             if !follow {
                 let text = client.get_text(&path).await?;
                 print!("{text}");
@@ -139,10 +193,20 @@ pub(super) async fn task(ctx: &Session, command: TaskCommand) -> anyhow::Result<
             }
             stream_log(ctx, &path, None).await
         }
-        TaskCommand::Cancel { pipeline, run, task, wait_for } => {
-            let query = wait_for.map(|seconds| format!("?wait_for={seconds}")).unwrap_or_default();
+        TaskCommand::Cancel {
+            pipeline,
+            run,
+            task,
+            wait_for,
+        } => {
+            let query = wait_for
+                .map(|seconds| format!("?wait_for={seconds}"))
+                .unwrap_or_default();
             let body = client
-                .delete(&format!("{}/runs/{run}/tasks/{task}{query}", ctx.pipeline_path(&pipeline)))
+                .delete(&format!(
+                    "{}/runs/{run}/tasks/{task}{query}",
+                    ctx.pipeline_path(&pipeline)
+                ))
                 .await?;
             ctx.done(&body, format!("Cancelling task '{task}' of run #{run}"));
             Ok(())
@@ -156,7 +220,11 @@ async fn stream_log(ctx: &Session, path: &str, prefix: Option<&str>) -> anyhow::
     let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
         Ok(connected) => connected,
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let body = response.body().as_ref().map(|body| String::from_utf8_lossy(body).to_string()).unwrap_or_default();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|body| String::from_utf8_lossy(body).to_string())
+                .unwrap_or_default();
             let message = serde_json::from_str::<Value>(&body)
                 .ok()
                 .and_then(|value| value["message"].as_str().map(str::to_string))
@@ -183,15 +251,27 @@ async fn stream_log(ctx: &Session, path: &str, prefix: Option<&str>) -> anyhow::
 
 /// Starts a run and prints its progress (task starts and ends, task output) until it completes.
 /// Fails (exit code 1) unless the run succeeds.
-async fn start_and_follow(ctx: &Session, pipeline: &str, variables: BTreeMap<String, String>) -> anyhow::Result<()> {
+async fn start_and_follow(
+    ctx: &Session,
+    pipeline: &str,
+    variables: BTreeMap<String, String>,
+) -> anyhow::Result<()> {
     // Listen before starting, so that no event of the run can be missed.
     let request = ctx.client.websocket_request("/api/events")?;
     let (mut events, _) = tokio_tungstenite::connect_async(request)
         .await
-        .with_context(|| format!("could not open the event stream at {}", ctx.global.api_base_url))?;
+        .with_context(|| {
+            format!(
+                "could not open the event stream at {}",
+                ctx.global.api_base_url
+            )
+        })?;
     let body = ctx
         .client
-        .post(&format!("{}/runs", ctx.pipeline_path(pipeline)), json!({ "variables": variables }))
+        .post(
+            &format!("{}/runs", ctx.pipeline_path(pipeline)),
+            json!({ "variables": variables }),
+        )
         .await?;
     let run: Run = field(&body, "run")?;
     let run_id = run.run_id;
@@ -207,7 +287,10 @@ async fn start_and_follow(ctx: &Session, pipeline: &str, variables: BTreeMap<Str
         None => println!("{line}"),
     };
     if !ctx.json() {
-        say(format!("▶ run #{run_id} of '{pipeline}' queued (config v{})", run.pipeline_config_version));
+        say(format!(
+            "▶ run #{run_id} of '{pipeline}' queued (config v{})",
+            run.pipeline_config_version
+        ));
     }
     let namespace = ctx.global.namespace.clone();
     let mut log_streams = Vec::new();
@@ -219,29 +302,47 @@ async fn start_and_follow(ctx: &Session, pipeline: &str, variables: BTreeMap<Str
         let Message::Text(text) = message.context("the event stream broke")? else {
             continue;
         };
-        let event: Event = serde_json::from_str(&text).context("the server sent an unreadable event")?;
+        let event: Event =
+            serde_json::from_str(&text).context("the server sent an unreadable event")?;
         if ctx.json() {
             if event_run(&event.kind) == Some((namespace.as_str(), pipeline, run_id)) {
                 println!("{text}");
             }
         }
         match &event.kind {
-            EventKind::StartedRun { namespace_id, pipeline_id, run_id: id }
-                if (namespace_id.as_str(), pipeline_id.as_str(), *id) == (namespace.as_str(), pipeline, run_id) =>
+            EventKind::StartedRun {
+                namespace_id,
+                pipeline_id,
+                run_id: id,
+            } if (namespace_id.as_str(), pipeline_id.as_str(), *id)
+                == (namespace.as_str(), pipeline, run_id) =>
             {
                 if let Some(spinner) = &spinner {
                     spinner.set_message(format!("run #{run_id} of '{pipeline}' is running"));
                 }
             }
-            EventKind::StartedTaskExecution { namespace_id, pipeline_id, run_id: id, task_execution_id, attempt }
-                if (namespace_id.as_str(), pipeline_id.as_str(), *id) == (namespace.as_str(), pipeline, run_id) =>
+            EventKind::StartedTaskExecution {
+                namespace_id,
+                pipeline_id,
+                run_id: id,
+                task_execution_id,
+                attempt,
+            } if (namespace_id.as_str(), pipeline_id.as_str(), *id)
+                == (namespace.as_str(), pipeline, run_id) =>
             {
                 if !ctx.json() {
-                    let attempt = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                    let attempt = if *attempt > 1 {
+                        format!(" (attempt {attempt})")
+                    } else {
+                        String::new()
+                    };
                     say(format!("  ● {task_execution_id} started{attempt}"));
                 }
                 if !ctx.json() && following.insert(task_execution_id.clone()) {
-                    let path = format!("{}/runs/{run_id}/tasks/{task_execution_id}/logs", ctx.pipeline_path(pipeline));
+                    let path = format!(
+                        "{}/runs/{run_id}/tasks/{task_execution_id}/logs",
+                        ctx.pipeline_path(pipeline)
+                    );
                     let session = ctx.clone_for_streams();
                     let prefix = task_execution_id.clone();
                     log_streams.push(tokio::spawn(async move {
@@ -251,11 +352,20 @@ async fn start_and_follow(ctx: &Session, pipeline: &str, variables: BTreeMap<Str
                     }));
                 }
             }
-            EventKind::CompletedTaskExecution { namespace_id, pipeline_id, run_id: id, task_execution_id, status }
-                if (namespace_id.as_str(), pipeline_id.as_str(), *id) == (namespace.as_str(), pipeline, run_id) =>
+            EventKind::CompletedTaskExecution {
+                namespace_id,
+                pipeline_id,
+                run_id: id,
+                task_execution_id,
+                status,
+            } if (namespace_id.as_str(), pipeline_id.as_str(), *id)
+                == (namespace.as_str(), pipeline, run_id) =>
             {
                 if !ctx.json() {
-                    let status = serde_json::to_value(status)?.as_str().unwrap_or_default().to_string();
+                    let status = serde_json::to_value(status)?
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                     let mark = match status.as_str() {
                         "successful" => "✓",
                         "skipped" => "↷",
@@ -264,8 +374,13 @@ async fn start_and_follow(ctx: &Session, pipeline: &str, variables: BTreeMap<Str
                     say(format!("  {mark} {task_execution_id} {status}"));
                 }
             }
-            EventKind::CompletedRun { namespace_id, pipeline_id, run_id: id, status }
-                if (namespace_id.as_str(), pipeline_id.as_str(), *id) == (namespace.as_str(), pipeline, run_id) =>
+            EventKind::CompletedRun {
+                namespace_id,
+                pipeline_id,
+                run_id: id,
+                status,
+            } if (namespace_id.as_str(), pipeline_id.as_str(), *id)
+                == (namespace.as_str(), pipeline, run_id) =>
             {
                 break *status;
             }
@@ -278,31 +393,73 @@ async fn start_and_follow(ctx: &Session, pipeline: &str, variables: BTreeMap<Str
     if let Some(spinner) = spinner {
         spinner.finish_and_clear();
     }
-    let body = ctx.client.get(&format!("{}/runs/{run_id}", ctx.pipeline_path(pipeline))).await?;
+    let body = ctx
+        .client
+        .get(&format!("{}/runs/{run_id}", ctx.pipeline_path(pipeline)))
+        .await?;
     let run: Run = field(&body, "run")?;
-    let reason = run.status_reason.map(|reason| format!(": {}", reason.description)).unwrap_or_default();
+    let reason = run
+        .status_reason
+        .map(|reason| format!(": {}", reason.description))
+        .unwrap_or_default();
     if status == RunStatus::Successful {
         if !ctx.json() {
-            println!("✓ run #{run_id} successful in {}", output::duration(run.started, run.ended));
+            println!(
+                "✓ run #{run_id} successful in {}",
+                output::duration(run.started, run.ended)
+            );
         }
         return Ok(());
     }
-    let status = serde_json::to_value(status)?.as_str().unwrap_or_default().to_string();
+    let status = serde_json::to_value(status)?
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     bail!("run #{run_id} of '{pipeline}' {status}{reason}")
 }
 
 /// The run an event is about, if any.
 fn event_run(kind: &EventKind) -> Option<(&str, &str, u64)> {
     match kind {
-        EventKind::QueuedRun { namespace_id, pipeline_id, run_id }
-        | EventKind::StartedRun { namespace_id, pipeline_id, run_id }
-        | EventKind::CompletedRun { namespace_id, pipeline_id, run_id, .. }
-        | EventKind::StartedRunCancellation { namespace_id, pipeline_id, run_id }
-        | EventKind::StartedTaskExecution { namespace_id, pipeline_id, run_id, .. }
-        | EventKind::CompletedTaskExecution { namespace_id, pipeline_id, run_id, .. }
-        | EventKind::StartedTaskExecutionCancellation { namespace_id, pipeline_id, run_id, .. } => {
-            Some((namespace_id.as_str(), pipeline_id.as_str(), *run_id))
+        EventKind::QueuedRun {
+            namespace_id,
+            pipeline_id,
+            run_id,
         }
+        | EventKind::StartedRun {
+            namespace_id,
+            pipeline_id,
+            run_id,
+        }
+        | EventKind::CompletedRun {
+            namespace_id,
+            pipeline_id,
+            run_id,
+            ..
+        }
+        | EventKind::StartedRunCancellation {
+            namespace_id,
+            pipeline_id,
+            run_id,
+        }
+        | EventKind::StartedTaskExecution {
+            namespace_id,
+            pipeline_id,
+            run_id,
+            ..
+        }
+        | EventKind::CompletedTaskExecution {
+            namespace_id,
+            pipeline_id,
+            run_id,
+            ..
+        }
+        | EventKind::StartedTaskExecutionCancellation {
+            namespace_id,
+            pipeline_id,
+            run_id,
+            ..
+        } => Some((namespace_id.as_str(), pipeline_id.as_str(), *run_id)),
         _ => None,
     }
 }

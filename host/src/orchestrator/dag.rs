@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::models::{RequiredParentStatus, RunStatus, RunStatusReason, RunStatusReasonType, TaskExecutionStatus};
+use crate::models::{
+    RequiredParentStatus, RunStatus, RunStatusReason, RunStatusReasonType, TaskExecutionStatus,
+};
 
 /// What to do with a task whose parents have all completed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +20,9 @@ pub fn parents_complete(
     depends_on: &BTreeMap<String, RequiredParentStatus>,
     completed: &HashMap<String, TaskExecutionStatus>,
 ) -> bool {
-    depends_on.keys().all(|parent| completed.contains_key(parent))
+    depends_on
+        .keys()
+        .all(|parent| completed.contains_key(parent))
 }
 
 /// Decides a task once all its parents have completed.
@@ -34,7 +38,10 @@ pub fn decide(
     for (parent, condition) in depends_on {
         let status = completed.get(parent).copied().unwrap_or(Status::Unknown);
         let met = match condition {
-            RequiredParentStatus::Any => matches!(status, Status::Successful | Status::Failed | Status::Skipped),
+            RequiredParentStatus::Any => matches!(
+                status,
+                Status::Successful | Status::Failed | Status::Skipped
+            ),
             RequiredParentStatus::Success => status == Status::Successful,
             RequiredParentStatus::Failure => status == Status::Failed,
             RequiredParentStatus::Unknown => false,
@@ -129,11 +136,17 @@ mod tests {
     use TaskExecutionStatus as Status;
 
     fn deps(pairs: &[(&str, Condition)]) -> BTreeMap<String, Condition> {
-        pairs.iter().map(|(id, condition)| (id.to_string(), *condition)).collect()
+        pairs
+            .iter()
+            .map(|(id, condition)| (id.to_string(), *condition))
+            .collect()
     }
 
     fn done(pairs: &[(&str, Status)]) -> HashMap<String, Status> {
-        pairs.iter().map(|(id, status)| (id.to_string(), *status)).collect()
+        pairs
+            .iter()
+            .map(|(id, status)| (id.to_string(), *status))
+            .collect()
     }
 
     #[test]
@@ -151,10 +164,22 @@ mod tests {
             (Condition::Failure, Status::Skipped, false),
         ];
         for (condition, parent, runs) in cases {
-            let decision = decide("child", &deps(&[("parent", condition)]), &done(&[("parent", parent)]));
-            assert_eq!(decision == Decision::Run, runs, "{condition:?} with a {parent:?} parent");
+            let decision = decide(
+                "child",
+                &deps(&[("parent", condition)]),
+                &done(&[("parent", parent)]),
+            );
+            assert_eq!(
+                decision == Decision::Run,
+                runs,
+                "{condition:?} with a {parent:?} parent"
+            );
         }
-        let skipped = decide("child", &deps(&[("parent", Condition::Success)]), &done(&[("parent", Status::Failed)]));
+        let skipped = decide(
+            "child",
+            &deps(&[("parent", Condition::Success)]),
+            &done(&[("parent", Status::Failed)]),
+        );
         assert_eq!(
             skipped,
             Decision::Skip("task 'child' was skipped: it needed parent 'parent' to be successful, but 'parent' was failed".into())
@@ -164,24 +189,49 @@ mod tests {
     #[test]
     fn a_task_waits_for_every_parent() {
         let depends = deps(&[("a", Condition::Any), ("b", Condition::Any)]);
-        assert!(!parents_complete(&depends, &done(&[("a", Status::Successful)])));
-        assert!(parents_complete(&depends, &done(&[("a", Status::Successful), ("b", Status::Failed)])));
+        assert!(!parents_complete(
+            &depends,
+            &done(&[("a", Status::Successful)])
+        ));
+        assert!(parents_complete(
+            &depends,
+            &done(&[("a", Status::Successful), ("b", Status::Failed)])
+        ));
         assert!(parents_complete(&deps(&[]), &done(&[])));
     }
 
     #[test]
     fn the_run_status_comes_from_its_tasks() {
         let tasks = |pairs: &[(&str, Status)]| -> BTreeMap<String, Status> {
-            pairs.iter().map(|(id, status)| (id.to_string(), *status)).collect()
+            pairs
+                .iter()
+                .map(|(id, status)| (id.to_string(), *status))
+                .collect()
         };
-        assert_eq!(run_outcome(&tasks(&[("a", Status::Successful), ("b", Status::Skipped)]), None).0, RunStatus::Successful);
-        let (status, reason) = run_outcome(&tasks(&[("a", Status::Failed), ("b", Status::Successful)]), None);
+        assert_eq!(
+            run_outcome(
+                &tasks(&[("a", Status::Successful), ("b", Status::Skipped)]),
+                None
+            )
+            .0,
+            RunStatus::Successful
+        );
+        let (status, reason) = run_outcome(
+            &tasks(&[("a", Status::Failed), ("b", Status::Successful)]),
+            None,
+        );
         assert_eq!(status, RunStatus::Failed);
         assert!(reason.unwrap().description.contains(": a"));
         let cancelled = RunInterruption::Cancelled { by: "alice".into() };
-        assert_eq!(run_outcome(&tasks(&[]), Some(&cancelled)).0, RunStatus::Cancelled);
+        assert_eq!(
+            run_outcome(&tasks(&[]), Some(&cancelled)).0,
+            RunStatus::Cancelled
+        );
         let timed_out = RunInterruption::TimedOut { after: "1s".into() };
         let (status, reason) = run_outcome(&tasks(&[]), Some(&timed_out));
-        assert_eq!((status, reason.unwrap().reason), (RunStatus::Failed, RunStatusReasonType::Timeout));
+        assert_eq!(
+            (status, reason.unwrap().reason),
+            (RunStatus::Failed, RunStatusReasonType::Timeout)
+        );
     }
 }

@@ -22,8 +22,8 @@ use crate::events::EventBus;
 use crate::logs::LogStore;
 use crate::models::{
     ConfigState, EventKind, Initiator, PipelineState, Run, RunState, RunStatus, RunStatusReason,
-    RunStatusReasonType, TaskExecution, TaskExecutionState, TaskExecutionStatus, Variable, VariableSource,
-    now_millis,
+    RunStatusReasonType, TaskExecution, TaskExecutionState, TaskExecutionStatus, Variable,
+    VariableSource, now_millis,
 };
 use crate::scheduler::Scheduler;
 use crate::storage::{Db, Storage, StorageError};
@@ -73,6 +73,8 @@ pub struct RunSettings {
     pub log_retention_runs: u64,
     pub remove_containers: bool,
     pub api_base_url: String,
+    /// Distinguishes this server's containers from another server's on the same engine.
+    pub instance: String,
 }
 
 impl RunSettings {
@@ -84,8 +86,22 @@ impl RunSettings {
             log_retention_runs: config.runs.log_retention_runs,
             remove_containers: config.runs.remove_containers,
             api_base_url: config.task_api_base_url(),
+            instance: instance_tag(&config.database_path()),
         }
     }
+}
+
+/// A short tag derived from the database path: two servers with different data directories never
+/// pick the same container names. (Container names are stored, so the tag need not be stable
+/// across versions.)
+fn instance_tag(database: &std::path::Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let path = database
+        .canonicalize()
+        .unwrap_or_else(|_| database.to_path_buf());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut hasher);
+    format!("{:08x}", hasher.finish() as u32)
 }
 
 /// What a run's driver can be told while it runs.
@@ -113,7 +129,9 @@ struct Inner {
 
 impl std::fmt::Debug for Orchestrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Orchestrator").field("settings", &self.inner.settings).finish()
+        f.debug_struct("Orchestrator")
+            .field("settings", &self.inner.settings)
+            .finish()
     }
 }
 
@@ -156,7 +174,11 @@ impl Orchestrator {
     /// Resumes every run that was executing when the server stopped, then starts dispatching
     /// queued runs. Call once at start-up.
     pub async fn start(&self) -> Result<(), OrchestratorError> {
-        let running = self.inner.storage.read(|db| db.runs_in_state(RunState::Running)).await?;
+        let running = self
+            .inner
+            .storage
+            .read(|db| db.runs_in_state(RunState::Running))
+            .await?;
         for run in running {
             tracing::info!(run_id = run.run_id, pipeline = %run.pipeline_id, "resuming run after restart");
             self.spawn_driver(RunKey::of(&run));
@@ -248,7 +270,9 @@ impl Orchestrator {
                         run.status = RunStatus::Cancelled;
                         run.status_reason = Some(RunStatusReason {
                             reason: RunStatusReasonType::UserCancelled,
-                            description: format!("The run was cancelled by {reason_by} before it started"),
+                            description: format!(
+                                "The run was cancelled by {reason_by} before it started"
+                            ),
                         });
                         run.ended = now_millis();
                         db.update_run(&run, true)?;
@@ -284,14 +308,23 @@ impl Orchestrator {
     }
 
     /// Cancels one task of a running run, giving it `grace` to stop before it is killed.
-    pub async fn cancel_task(&self, key: RunKey, task_id: String, grace: Duration) -> Result<(), OrchestratorError> {
+    pub async fn cancel_task(
+        &self,
+        key: RunKey,
+        task_id: String,
+        grace: Duration,
+    ) -> Result<(), OrchestratorError> {
         let cancel_key = key.clone();
         let id = task_id.clone();
         let outcome = self
             .write(move |db| {
-                let task = db.get_task_execution(&key.namespace_id, &key.pipeline_id, key.run_id, &id)?;
+                let task =
+                    db.get_task_execution(&key.namespace_id, &key.pipeline_id, key.run_id, &id)?;
                 if task.state == TaskExecutionState::Complete {
-                    return Ok(Some(format!("task '{id}' of run {} is already complete", key.run_id)));
+                    return Ok(Some(format!(
+                        "task '{id}' of run {} is already complete",
+                        key.run_id
+                    )));
                 }
                 db.insert_event(EventKind::StartedTaskExecutionCancellation {
                     namespace_id: key.namespace_id,
@@ -311,7 +344,11 @@ impl Orchestrator {
     }
 
     fn send(&self, key: &RunKey, control: Control) {
-        let active = self.inner.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let active = self
+            .inner
+            .active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(sender) = active.get(key) {
             let _ = sender.send(control);
         }
@@ -323,7 +360,8 @@ impl Orchestrator {
                 tracing::error!(%error, "could not dispatch queued runs");
             }
             // Woken when a run is queued or ends; the timer is only a safety net.
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.dispatch.notified()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), self.inner.dispatch.notified()).await;
         }
     }
 
@@ -349,10 +387,15 @@ impl Orchestrator {
                     if limit > 0 && running >= limit {
                         continue;
                     }
-                    let mut run = db.get_run(&queued.namespace_id, &queued.pipeline_id, queued.run_id)?;
+                    let mut run =
+                        db.get_run(&queued.namespace_id, &queued.pipeline_id, queued.run_id)?;
                     run.state = RunState::Running;
                     db.update_run(&run, true)?;
-                    let config = db.get_config(&run.namespace_id, &run.pipeline_id, run.pipeline_config_version)?;
+                    let config = db.get_config(
+                        &run.namespace_id,
+                        &run.pipeline_id,
+                        run.pipeline_config_version,
+                    )?;
                     debug_assert_ne!(config.state, ConfigState::Unknown);
                     let now = now_millis();
                     for task in config.tasks.values() {
@@ -421,7 +464,9 @@ impl Orchestrator {
         let expiring = match self
             .inner
             .storage
-            .read(move |db| db.task_executions_with_expiring_logs(&namespace_id, &pipeline_id, keep))
+            .read(move |db| {
+                db.task_executions_with_expiring_logs(&namespace_id, &pipeline_id, keep)
+            })
             .await
         {
             Ok(expiring) => expiring,
@@ -438,7 +483,10 @@ impl Orchestrator {
             }
             task.logs_expired = true;
             task.logs_removed = true;
-            if let Err(error) = self.write(move |db| db.update_task_execution(&task, None)).await {
+            if let Err(error) = self
+                .write(move |db| db.update_task_execution(&task, None))
+                .await
+            {
                 tracing::warn!(%error, "could not record an expired log");
             }
         }

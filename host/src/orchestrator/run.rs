@@ -17,8 +17,8 @@ use super::task::{Outcome, StopRequest, container_name, log_key};
 use super::{Control, Orchestrator, RunKey};
 use crate::logs::LogWriter;
 use crate::models::{
-    EventKind, RunState, TaskExecution, TaskExecutionState, TaskExecutionStatus, TaskExecutionStatusReason,
-    TaskExecutionStatusReasonType, now_millis,
+    EventKind, RunState, TaskExecution, TaskExecutionState, TaskExecutionStatus,
+    TaskExecutionStatusReason, TaskExecutionStatusReasonType, now_millis,
 };
 use crate::pipeline_config::parse_timeout;
 use crate::storage::StorageError;
@@ -45,7 +45,11 @@ struct Driver {
 }
 
 /// Drives a run from whatever state storage holds to its end.
-pub(super) async fn drive(orchestrator: Orchestrator, key: RunKey, control: mpsc::UnboundedReceiver<Control>) {
+pub(super) async fn drive(
+    orchestrator: Orchestrator,
+    key: RunKey,
+    control: mpsc::UnboundedReceiver<Control>,
+) {
     let outcome = drive_inner(orchestrator, key.clone(), control).await;
     if let Err(error) = outcome {
         tracing::error!(run_id = key.run_id, pipeline = %key.pipeline_id, %error, "run driver failed");
@@ -62,8 +66,16 @@ async fn drive_inner(
         .inner
         .storage
         .read(move |db| {
-            let run = db.get_run(&load_key.namespace_id, &load_key.pipeline_id, load_key.run_id)?;
-            let config = db.get_config(&run.namespace_id, &run.pipeline_id, run.pipeline_config_version)?;
+            let run = db.get_run(
+                &load_key.namespace_id,
+                &load_key.pipeline_id,
+                load_key.run_id,
+            )?;
+            let config = db.get_config(
+                &run.namespace_id,
+                &run.pipeline_id,
+                run.pipeline_config_version,
+            )?;
             let tasks = db.list_task_executions(&run.namespace_id, &run.pipeline_id, run.run_id)?;
             Ok((config.timeout, tasks))
         })
@@ -91,8 +103,11 @@ async fn drive_inner(
         }
         driver.tasks.insert(task.task_id.clone(), task);
     }
-    let run_limit = run_timeout.and_then(|text| parse_timeout("run", &text).ok().map(|limit| (limit, text)));
-    let deadline = run_limit.as_ref().map(|(limit, _)| tokio::time::Instant::now() + *limit);
+    let run_limit =
+        run_timeout.and_then(|text| parse_timeout("run", &text).ok().map(|limit| (limit, text)));
+    let deadline = run_limit
+        .as_ref()
+        .map(|(limit, _)| tokio::time::Instant::now() + *limit);
     let mut control_open = true;
     loop {
         driver.advance().await?;
@@ -125,7 +140,12 @@ impl Driver {
     fn waiting(&self) -> Vec<String> {
         self.tasks
             .values()
-            .filter(|task| matches!(task.state, TaskExecutionState::Waiting | TaskExecutionState::Unknown))
+            .filter(|task| {
+                matches!(
+                    task.state,
+                    TaskExecutionState::Waiting | TaskExecutionState::Unknown
+                )
+            })
             .filter(|task| !self.stops.contains_key(&task.task_id))
             .map(|task| task.task_id.clone())
             .collect()
@@ -139,11 +159,20 @@ impl Driver {
                 let task = self.tasks[&task_id].clone();
                 if let Some(interruption) = &self.interruption {
                     let why = match interruption {
-                        RunInterruption::Cancelled { by } => format!("the run was cancelled by {by} before this task started"),
-                        RunInterruption::TimedOut { after } => format!("the run timed out ({after}) before this task started"),
+                        RunInterruption::Cancelled { by } => {
+                            format!("the run was cancelled by {by} before this task started")
+                        }
+                        RunInterruption::TimedOut { after } => {
+                            format!("the run timed out ({after}) before this task started")
+                        }
                     };
-                    self.complete_without_running(task, TaskExecutionStatus::Cancelled, TaskExecutionStatusReasonType::Cancelled, why)
-                        .await?;
+                    self.complete_without_running(
+                        task,
+                        TaskExecutionStatus::Cancelled,
+                        TaskExecutionStatusReasonType::Cancelled,
+                        why,
+                    )
+                    .await?;
                     changed = true;
                     continue;
                 }
@@ -187,7 +216,11 @@ impl Driver {
                     }
                 }
                 let (outcome, writer) = orchestrator.attempt(task, writer, stop).await;
-                Report { task_id, outcome, writer }
+                Report {
+                    task_id,
+                    outcome,
+                    writer,
+                }
             }
             .boxed(),
         );
@@ -202,12 +235,23 @@ impl Driver {
             async move {
                 let task_id = task.task_id.clone();
                 let timeout = task_timeout(&task);
-                match orchestrator.reattach(&task, &container, stop.clone(), timeout).await {
-                    Some((outcome, writer)) => Report { task_id, outcome, writer },
+                match orchestrator
+                    .reattach(&task, &container, stop.clone(), timeout)
+                    .await
+                {
+                    Some((outcome, writer)) => Report {
+                        task_id,
+                        outcome,
+                        writer,
+                    },
                     // The container was never created: start the attempt now.
                     None => {
                         let (outcome, writer) = orchestrator.attempt(task, None, stop).await;
-                        Report { task_id, outcome, writer }
+                        Report {
+                            task_id,
+                            outcome,
+                            writer,
+                        }
                     }
                 }
             }
@@ -254,7 +298,12 @@ impl Driver {
             .orchestrator
             .write(move |db| {
                 stored.started = db
-                    .get_task_execution(&stored.namespace_id, &stored.pipeline_id, stored.run_id, &stored.task_id)?
+                    .get_task_execution(
+                        &stored.namespace_id,
+                        &stored.pipeline_id,
+                        stored.run_id,
+                        &stored.task_id,
+                    )?
                     .started;
                 db.update_task_execution(&stored, None)?;
                 Ok(stored)
@@ -269,7 +318,8 @@ impl Driver {
         match command {
             Control::CancelRun { by } => {
                 let grace = self.orchestrator.inner.settings.stop_timeout;
-                self.interrupt(RunInterruption::Cancelled { by }, grace).await
+                self.interrupt(RunInterruption::Cancelled { by }, grace)
+                    .await
             }
             Control::CancelTask { task_id, grace } => {
                 self.cancelled_tasks.insert(task_id.clone());
@@ -292,7 +342,11 @@ impl Driver {
     }
 
     /// Stops everything in flight; waiting tasks are cancelled by the next `advance`.
-    async fn interrupt(&mut self, interruption: RunInterruption, grace: Duration) -> Result<(), StorageError> {
+    async fn interrupt(
+        &mut self,
+        interruption: RunInterruption,
+        grace: Duration,
+    ) -> Result<(), StorageError> {
         tracing::info!(run_id = self.key.run_id, pipeline = %self.key.pipeline_id, ?interruption, "interrupting run");
         self.interruption = Some(interruption);
         for stop in self.stops.values() {
@@ -301,7 +355,12 @@ impl Driver {
         Ok(())
     }
 
-    async fn complete(&mut self, mut task: TaskExecution, outcome: Outcome, writer: Option<LogWriter>) -> Result<(), StorageError> {
+    async fn complete(
+        &mut self,
+        mut task: TaskExecution,
+        outcome: Outcome,
+        writer: Option<LogWriter>,
+    ) -> Result<(), StorageError> {
         let (status, exit_code, reason) = match &outcome {
             Outcome::Exited(0) => (TaskExecutionStatus::Successful, Some(0), None),
             Outcome::Exited(code) => (
@@ -326,8 +385,12 @@ impl Driver {
                 Some(TaskExecutionStatusReason {
                     reason: TaskExecutionStatusReasonType::Cancelled,
                     description: match &self.interruption {
-                        Some(RunInterruption::Cancelled { by }) => format!("The run was cancelled by {by}"),
-                        Some(RunInterruption::TimedOut { after }) => format!("The run timed out ({after})"),
+                        Some(RunInterruption::Cancelled { by }) => {
+                            format!("The run was cancelled by {by}")
+                        }
+                        Some(RunInterruption::TimedOut { after }) => {
+                            format!("The run timed out ({after})")
+                        }
                         None => "The task was cancelled".into(),
                     },
                 }),
@@ -363,7 +426,10 @@ impl Driver {
     ) -> Result<(), StorageError> {
         task.state = TaskExecutionState::Complete;
         task.status = status;
-        task.status_reason = Some(TaskExecutionStatusReason { reason, description });
+        task.status_reason = Some(TaskExecutionStatusReason {
+            reason,
+            description,
+        });
         task.ended = now_millis();
         self.record_completion(task).await
     }
@@ -375,7 +441,12 @@ impl Driver {
             .write(move |db| {
                 // The attempt's future recorded when its container started.
                 stored.started = db
-                    .get_task_execution(&stored.namespace_id, &stored.pipeline_id, stored.run_id, &stored.task_id)?
+                    .get_task_execution(
+                        &stored.namespace_id,
+                        &stored.pipeline_id,
+                        stored.run_id,
+                        &stored.task_id,
+                    )?
                     .started;
                 db.update_task_execution(&stored, None)?;
                 db.insert_event(EventKind::CompletedTaskExecution {
@@ -394,8 +465,11 @@ impl Driver {
     }
 
     async fn finish(self) -> Result<(), StorageError> {
-        let statuses: BTreeMap<String, TaskExecutionStatus> =
-            self.tasks.values().map(|task| (task.task_id.clone(), task.status)).collect();
+        let statuses: BTreeMap<String, TaskExecutionStatus> = self
+            .tasks
+            .values()
+            .map(|task| (task.task_id.clone(), task.status))
+            .collect();
         let (status, reason) = dag::run_outcome(&statuses, self.interruption.as_ref());
         let key = self.key.clone();
         self.orchestrator
@@ -456,21 +530,38 @@ impl Orchestrator {
             return (Outcome::Cancelled, writer);
         }
         task.state = TaskExecutionState::Processing;
-        let name = container_name(&task);
+        let name = container_name(&self.inner.settings, &task);
         let stored = task.clone();
         let recorded_name = name.clone();
-        if let Err(error) = self.write(move |db| db.update_task_execution(&stored, Some(&recorded_name))).await {
+        if let Err(error) = self
+            .write(move |db| db.update_task_execution(&stored, Some(&recorded_name)))
+            .await
+        {
             return (
-                Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, format!("could not record the task: {error}")),
+                Outcome::Failed(
+                    TaskExecutionStatusReasonType::SchedulerError,
+                    format!("could not record the task: {error}"),
+                ),
                 writer,
             );
         }
         let writer = match writer {
             Some(writer) => writer,
-            None => match self.inner.logs.writer(&log_key(&task), task.attempt == 1).await {
+            None => match self
+                .inner
+                .logs
+                .writer(&log_key(&task), task.attempt == 1)
+                .await
+            {
                 Ok(writer) => writer,
                 Err(error) => {
-                    return (Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, error.to_string()), None);
+                    return (
+                        Outcome::Failed(
+                            TaskExecutionStatusReasonType::SchedulerError,
+                            error.to_string(),
+                        ),
+                        None,
+                    );
                 }
             },
         };

@@ -8,7 +8,9 @@ use tokio::sync::watch;
 
 use super::{Orchestrator, RunSettings};
 use crate::logs::{LogKey, LogWriter};
-use crate::models::{Run, Task, TaskExecution, TaskExecutionStatusReasonType, Variable, VariableSource};
+use crate::models::{
+    Run, Task, TaskExecution, TaskExecutionStatusReasonType, Variable, VariableSource,
+};
 use crate::scheduler::{ContainerSpec, ContainerState, MANAGED_LABEL};
 
 /// How long log capture may lag behind a container's exit before it is abandoned.
@@ -47,8 +49,14 @@ pub(super) fn environment(settings: &RunSettings, run: &Run, task: &Task) -> Vec
         value,
         source: VariableSource::System,
     });
-    for variable in system.chain(task.variables.iter().cloned()).chain(run.variables.iter().cloned()) {
-        match merged.iter_mut().find(|existing| existing.key == variable.key) {
+    for variable in system
+        .chain(task.variables.iter().cloned())
+        .chain(run.variables.iter().cloned())
+    {
+        match merged
+            .iter_mut()
+            .find(|existing| existing.key == variable.key)
+        {
             Some(existing) => *existing = variable,
             None => merged.push(variable),
         }
@@ -66,16 +74,22 @@ pub(super) fn log_key(task: &TaskExecution) -> LogKey {
 }
 
 /// The container name of one attempt; unique, and stored before the container is created.
-pub(super) fn container_name(task: &TaskExecution) -> String {
+pub(super) fn container_name(settings: &RunSettings, task: &TaskExecution) -> String {
     format!(
-        "gofer_{}_{}_{}_{}_{}",
-        task.namespace_id, task.pipeline_id, task.run_id, task.task_id, task.attempt
+        "gofer_{}_{}_{}_{}_{}_{}",
+        settings.instance,
+        task.namespace_id,
+        task.pipeline_id,
+        task.run_id,
+        task.task_id,
+        task.attempt
     )
 }
 
-fn spec(task: &TaskExecution, name: &str) -> ContainerSpec {
+fn spec(settings: &RunSettings, task: &TaskExecution, name: &str) -> ContainerSpec {
     let labels = BTreeMap::from([
         (MANAGED_LABEL.to_string(), "true".to_string()),
+        ("dev.gofer.instance".to_string(), settings.instance.clone()),
         ("dev.gofer.namespace".to_string(), task.namespace_id.clone()),
         ("dev.gofer.pipeline".to_string(), task.pipeline_id.clone()),
         ("dev.gofer.run".to_string(), task.run_id.to_string()),
@@ -85,7 +99,11 @@ fn spec(task: &TaskExecution, name: &str) -> ContainerSpec {
     ContainerSpec {
         name: name.to_string(),
         image: task.task.image.clone(),
-        registry_auth: task.task.registry_auth.as_ref().map(|auth| (auth.user.clone(), auth.pass.clone())),
+        registry_auth: task
+            .task
+            .registry_auth
+            .as_ref()
+            .map(|auth| (auth.user.clone(), auth.pass.clone())),
         always_pull: task.task.always_pull_newest_image,
         env: task
             .variables
@@ -109,17 +127,33 @@ impl Orchestrator {
         stop: watch::Receiver<Option<StopRequest>>,
         timeout: Option<(Duration, String)>,
     ) -> (Outcome, Option<LogWriter>) {
-        let name = container_name(task);
+        let name = container_name(&self.inner.settings, task);
         let scheduler = &self.inner.scheduler;
-        if let Err(error) = scheduler.start(&spec(task, &name)).await {
+        if let Err(error) = scheduler
+            .start(&spec(&self.inner.settings, task, &name))
+            .await
+        {
             // A container created but not started (bad entrypoint, say) is not left behind.
             let _ = scheduler.remove(&name).await;
-            return (Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, error.to_string()), Some(writer));
+            let mut writer = writer;
+            let _ = writer
+                .write(
+                    format!("[gofer] the task's container could not start: {error}\n").as_bytes(),
+                )
+                .await;
+            return (
+                Outcome::Failed(
+                    TaskExecutionStatusReasonType::SchedulerError,
+                    error.to_string(),
+                ),
+                Some(writer),
+            );
         }
         if let Err(error) = self.record_started(task).await {
             tracing::error!(%error, container = name, "could not record that a task started");
         }
-        self.follow_container(task, &name, writer, stop, timeout, true).await
+        self.follow_container(task, &name, writer, stop, timeout, true)
+            .await
     }
 
     /// Picks up a task that was processing or running when the server stopped: follows a live
@@ -135,29 +169,49 @@ impl Orchestrator {
         let writer = match self.inner.logs.writer(&log_key(task), true).await {
             Ok(writer) => writer,
             Err(error) => {
-                return Some((Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, error.to_string()), None));
+                return Some((
+                    Outcome::Failed(
+                        TaskExecutionStatusReasonType::SchedulerError,
+                        error.to_string(),
+                    ),
+                    None,
+                ));
             }
         };
         match self.inner.scheduler.state(name).await {
             Ok(ContainerState::Running) => {
                 tracing::info!(container = name, "reattached to a running task container");
-                Some(self.follow_container(task, name, writer, stop, timeout, true).await)
+                Some(
+                    self.follow_container(task, name, writer, stop, timeout, true)
+                        .await,
+                )
             }
             Ok(ContainerState::Exited { exit_code }) => {
-                tracing::info!(container = name, exit_code, "recorded a task that ended while the server was down");
-                let (_, writer) = self.follow_container(task, name, writer, stop, None, false).await;
+                tracing::info!(
+                    container = name,
+                    exit_code,
+                    "recorded a task that ended while the server was down"
+                );
+                let (_, writer) = self
+                    .follow_container(task, name, writer, stop, None, false)
+                    .await;
                 Some((Outcome::Exited(exit_code), writer))
             }
             Ok(ContainerState::Missing) if task.started == 0 => None,
             Ok(ContainerState::Missing) => Some((
                 Outcome::Failed(
                     TaskExecutionStatusReasonType::Orphaned,
-                    format!("the task's container '{name}' disappeared while the server was down; its outcome is unknown"),
+                    format!(
+                        "the task's container '{name}' disappeared while the server was down; its outcome is unknown"
+                    ),
                 ),
                 Some(writer),
             )),
             Err(error) => Some((
-                Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, error.to_string()),
+                Outcome::Failed(
+                    TaskExecutionStatusReasonType::SchedulerError,
+                    error.to_string(),
+                ),
                 Some(writer),
             )),
         }
@@ -227,7 +281,10 @@ impl Orchestrator {
         let writer = match tokio::time::timeout(LOG_DRAIN_TIMEOUT, capture).await {
             Ok(Ok(writer)) => Some(writer),
             _ => {
-                tracing::warn!(container = name, "task output did not finish; reopening the log");
+                tracing::warn!(
+                    container = name,
+                    "task output did not finish; reopening the log"
+                );
                 self.inner.logs.writer(&log_key(task), false).await.ok()
             }
         };

@@ -26,29 +26,39 @@ pub struct DockerScheduler {
 
 impl std::fmt::Debug for DockerScheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerScheduler").field("endpoint", &self.endpoint).finish()
+        f.debug_struct("DockerScheduler")
+            .field("endpoint", &self.endpoint)
+            .finish()
     }
 }
 
 impl DockerScheduler {
     /// Uses `DOCKER_HOST` when set, else the local unix socket.
     pub fn from_environment() -> Self {
-        let endpoint = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let endpoint =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let docker = Docker::connect_with_defaults().map_err(|error| error.to_string());
         Self { docker, endpoint }
     }
 
     fn docker(&self) -> Result<&Docker, SchedulerError> {
-        self.docker.as_ref().map_err(|detail| SchedulerError::Unreachable {
-            endpoint: self.endpoint.clone(),
-            detail: detail.clone(),
-        })
+        self.docker
+            .as_ref()
+            .map_err(|detail| SchedulerError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                detail: detail.clone(),
+            })
     }
 
     fn classify(&self, error: DockerError) -> SchedulerError {
         match error {
-            DockerError::DockerResponseServerError { status_code: 404, message } => SchedulerError::NotFound(message),
-            DockerError::DockerResponseServerError { message, .. } => SchedulerError::Engine(message),
+            DockerError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => SchedulerError::NotFound(message),
+            DockerError::DockerResponseServerError { message, .. } => {
+                SchedulerError::Engine(message)
+            }
             DockerError::DockerContainerWaitError { error, code } => {
                 SchedulerError::Engine(format!("wait failed with {code}: {error}"))
             }
@@ -64,28 +74,42 @@ impl DockerScheduler {
         if !spec.always_pull {
             match docker.inspect_image(&spec.image).await {
                 Ok(_) => return Ok(()),
-                Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
                 Err(other) => return Err(self.classify(other)),
             }
         }
-        let credentials = spec.registry_auth.as_ref().map(|(user, pass)| DockerCredentials {
-            username: Some(user.clone()),
-            password: Some(pass.clone()),
-            ..Default::default()
-        });
-        let options = CreateImageOptionsBuilder::default().from_image(&spec.image).build();
-        let pulled: Result<Vec<_>, _> = docker.create_image(Some(options), None, credentials).try_collect().await;
+        let credentials = spec
+            .registry_auth
+            .as_ref()
+            .map(|(user, pass)| DockerCredentials {
+                username: Some(user.clone()),
+                password: Some(pass.clone()),
+                ..Default::default()
+            });
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(&spec.image)
+            .build();
+        let pulled: Result<Vec<_>, _> = docker
+            .create_image(Some(options), None, credentials)
+            .try_collect()
+            .await;
         match pulled {
             Ok(_) => Ok(()),
-            Err(DockerError::DockerResponseServerError { message, .. }) => Err(SchedulerError::ImageUnavailable {
-                image: spec.image.clone(),
-                detail: format!("it is not present locally and could not be pulled: {message}"),
-            }),
+            Err(DockerError::DockerResponseServerError { message, .. }) => {
+                Err(SchedulerError::ImageUnavailable {
+                    image: spec.image.clone(),
+                    detail: format!("it is not present locally and could not be pulled: {message}"),
+                })
+            }
             Err(other) => match self.classify(other) {
                 SchedulerError::Engine(message) | SchedulerError::NotFound(message) => {
                     Err(SchedulerError::ImageUnavailable {
                         image: spec.image.clone(),
-                        detail: format!("it is not present locally and could not be pulled: {message}"),
+                        detail: format!(
+                            "it is not present locally and could not be pulled: {message}"
+                        ),
                     })
                 }
                 unreachable => Err(unreachable),
@@ -101,19 +125,29 @@ impl Scheduler for DockerScheduler {
         let docker = self.docker()?;
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            env: Some(spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect()),
+            env: Some(
+                spec.env
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect(),
+            ),
             entrypoint: spec.entrypoint.clone(),
             cmd: spec.command.clone(),
             labels: Some(spec.labels.clone().into_iter().collect::<HashMap<_, _>>()),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
         docker
             .create_container(Some(options), body)
             .await
             .map_err(|error| self.classify(error))?;
         docker
-            .start_container(&spec.name, None::<bollard::query_parameters::StartContainerOptions>)
+            .start_container(
+                &spec.name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
             .await
             .map_err(|error| self.classify(error))
     }
@@ -126,19 +160,27 @@ impl Scheduler for DockerScheduler {
             // bollard reports a non-zero exit as an error carrying the code.
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
             Some(Err(error)) => Err(self.classify(error)),
-            None => Err(SchedulerError::Engine(format!("waiting for '{name}' returned nothing"))),
+            None => Err(SchedulerError::Engine(format!(
+                "waiting for '{name}' returned nothing"
+            ))),
         }
     }
 
     async fn state(&self, name: &str) -> Result<ContainerState, SchedulerError> {
         let docker = self.docker()?;
-        match docker.inspect_container(name, None::<InspectContainerOptions>).await {
+        match docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
             Ok(inspect) => {
                 let state = inspect.state.unwrap_or_default();
                 let running = state.running.unwrap_or(false)
                     || state.restarting.unwrap_or(false)
                     || state.paused.unwrap_or(false)
-                    || matches!(state.status, Some(bollard::models::ContainerStateStatusEnum::CREATED));
+                    || matches!(
+                        state.status,
+                        Some(bollard::models::ContainerStateStatusEnum::CREATED)
+                    );
                 if running {
                     Ok(ContainerState::Running)
                 } else {
@@ -147,7 +189,9 @@ impl Scheduler for DockerScheduler {
                     })
                 }
             }
-            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(ContainerState::Missing),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(ContainerState::Missing),
             Err(error) => Err(self.classify(error)),
         }
     }
@@ -158,7 +202,11 @@ impl Scheduler for DockerScheduler {
             Err(error) => return futures_util::stream::once(async move { Err(error) }).boxed(),
         };
         let endpoint = self.endpoint.clone();
-        let options = LogsOptionsBuilder::default().follow(follow).stdout(true).stderr(true).build();
+        let options = LogsOptionsBuilder::default()
+            .follow(follow)
+            .stdout(true)
+            .stderr(true)
+            .build();
         docker
             .logs(name, Some(options))
             .map(move |chunk| match chunk {
@@ -178,16 +226,24 @@ impl Scheduler for DockerScheduler {
         match docker.stop_container(name, Some(options)).await {
             Ok(()) => Ok(()),
             // 304: already stopped.
-            Err(DockerError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
             Err(error) => Err(self.classify(error)),
         }
     }
 
     async fn remove(&self, name: &str) -> Result<(), SchedulerError> {
         let docker = self.docker()?;
-        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match docker.remove_container(name, Some(options)).await {
-            Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Ok(())
+            | Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(error) => Err(self.classify(error)),
         }
     }
@@ -196,10 +252,19 @@ impl Scheduler for DockerScheduler {
         let docker = self.docker()?;
         let filters = HashMap::from([(
             "label".to_string(),
-            labels.iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>(),
+            labels
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>(),
         )]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let containers = docker.list_containers(Some(options)).await.map_err(|error| self.classify(error))?;
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|error| self.classify(error))?;
         Ok(containers
             .into_iter()
             .filter_map(|container| container.names?.into_iter().next())

@@ -35,7 +35,9 @@ pub struct ContainerSpec {
 pub enum ContainerState {
     /// Created, running, paused or restarting.
     Running,
-    Exited { exit_code: i64 },
+    Exited {
+        exit_code: i64,
+    },
     /// No container by that name.
     Missing,
 }

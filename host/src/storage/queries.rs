@@ -41,7 +41,11 @@ pub(super) fn enum_from_text<T: DeserializeOwned>(column: &'static str, text: &s
 }
 
 /// Reads the text of column `index`, then decodes it with `decode`.
-pub(super) fn column<T>(row: &Row, index: usize, decode: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+pub(super) fn column<T>(
+    row: &Row,
+    index: usize,
+    decode: impl FnOnce(&str) -> Result<T>,
+) -> Result<T> {
     let text: String = row.get(index)?;
     decode(&text)
 }

@@ -85,7 +85,11 @@ impl Db<'_> {
                 dequeue,
             ])?;
         if changed == 0 {
-            return Err(run_not_found(&run.namespace_id, &run.pipeline_id, run.run_id));
+            return Err(run_not_found(
+                &run.namespace_id,
+                &run.pipeline_id,
+                run.run_id,
+            ));
         }
         Ok(())
     }
@@ -101,15 +105,22 @@ impl Db<'_> {
     }
 
     /// Runs of a pipeline by run id (`reverse`: newest first).
-    pub fn list_runs(&self, namespace_id: &str, pipeline_id: &str, page: Page, reverse: bool) -> Result<Vec<Run>> {
+    pub fn list_runs(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+        page: Page,
+        reverse: bool,
+    ) -> Result<Vec<Run>> {
         let order = if reverse { "DESC" } else { "ASC" };
         let mut statement = self.conn.prepare_cached(&format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE namespace_id = ?1 AND pipeline_id = ?2
              ORDER BY run_id {order} LIMIT ?3 OFFSET ?4"
         ))?;
-        let rows = statement.query_map(params![namespace_id, pipeline_id, page.limit, page.offset], |row| {
-            Ok(run_from_row(row))
-        })?;
+        let rows = statement.query_map(
+            params![namespace_id, pipeline_id, page.limit, page.offset],
+            |row| Ok(run_from_row(row)),
+        )?;
         rows.map(|row| row?).collect()
     }
 
@@ -165,7 +176,9 @@ impl Db<'_> {
                AND run_id <= (SELECT COALESCE(MAX(run_id), 0) FROM runs
                               WHERE namespace_id = ?1 AND pipeline_id = ?2) - ?3"
         ))?;
-        let rows = statement.query_map(params![namespace_id, pipeline_id, keep], |row| Ok(task_from_row(row)))?;
+        let rows = statement.query_map(params![namespace_id, pipeline_id, keep], |row| {
+            Ok(task_from_row(row))
+        })?;
         rows.map(|row| row?).collect()
     }
 
@@ -197,7 +210,11 @@ impl Db<'_> {
     }
 
     /// Writes a task execution's changeable fields and the name of its current container.
-    pub fn update_task_execution(&self, task: &TaskExecution, container_name: Option<&str>) -> Result<()> {
+    pub fn update_task_execution(
+        &self,
+        task: &TaskExecution,
+        container_name: Option<&str>,
+    ) -> Result<()> {
         let changed = self
             .conn
             .prepare_cached(
@@ -238,7 +255,9 @@ impl Db<'_> {
         run_id: u64,
         task_id: &str,
     ) -> Result<TaskExecution> {
-        Ok(self.get_task_execution_with_container(namespace_id, pipeline_id, run_id, task_id)?.0)
+        Ok(self
+            .get_task_execution_with_container(namespace_id, pipeline_id, run_id, task_id)?
+            .0)
     }
 
     /// A task execution and the name of its current container, if one was created.
@@ -292,14 +311,20 @@ impl Db<'_> {
 }
 
 fn run_not_found(namespace_id: &str, pipeline_id: &str, run_id: u64) -> StorageError {
-    StorageError::NotFound(format!("run {run_id} of pipeline '{pipeline_id}' in namespace '{namespace_id}'"))
+    StorageError::NotFound(format!(
+        "run {run_id} of pipeline '{pipeline_id}' in namespace '{namespace_id}'"
+    ))
 }
 
 fn text(row: &Row, index: usize) -> Result<String> {
     Ok(row.get(index)?)
 }
 
-fn optional_json<T: serde::de::DeserializeOwned>(row: &Row, index: usize, column: &'static str) -> Result<Option<T>> {
+fn optional_json<T: serde::de::DeserializeOwned>(
+    row: &Row,
+    index: usize,
+    column: &'static str,
+) -> Result<Option<T>> {
     let value: Option<String> = row.get(index)?;
     value.map(|value| from_json(column, &value)).transpose()
 }

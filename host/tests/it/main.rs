@@ -6,5 +6,6 @@ mod configs;
 mod events;
 mod namespaces;
 mod openapi;
+mod runs;
 mod startup;
 mod support;

@@ -38,11 +38,17 @@ pub struct TestServer {
     _temp: Option<tempfile::TempDir>,
     child: Option<Child>,
     log_path: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl TestServer {
     /// Starts a server on a fresh data directory.
     pub async fn start() -> Self {
+        Self::start_with_env(&[]).await
+    }
+
+    /// Starts a server on a fresh data directory with extra environment variables.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let data_dir = temp.path().join("data");
         let mut server = Self {
@@ -51,6 +57,10 @@ impl TestServer {
             _temp: Some(temp),
             child: None,
             log_path: PathBuf::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn(&[]).await;
         server
@@ -73,6 +83,7 @@ impl TestServer {
             ])
             .arg(&self.data_dir)
             .args(extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -322,9 +333,15 @@ pub const TEST_IMAGE: &str = "gofer-busybox:local";
 pub fn ensure_test_image() {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/build-busybox-image.sh");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/build-busybox-image.sh"
+        );
         let status = Command::new("bash").arg(script).status().unwrap();
-        assert!(status.success(), "could not build {TEST_IMAGE}; is Docker running? (make setup)");
+        assert!(
+            status.success(),
+            "could not build {TEST_IMAGE}; is Docker running? (make setup)"
+        );
     });
 }
 
@@ -344,7 +361,11 @@ pub async fn deploy(api: &Api, config: Value) -> u64 {
     ensure_test_image();
     let id = config["id"].as_str().unwrap().to_string();
     let version = register(api, "default", config).await;
-    let (status, body) = api.post_empty(&format!("/api/namespaces/default/pipelines/{id}/configs/{version}")).await;
+    let (status, body) = api
+        .post_empty(&format!(
+            "/api/namespaces/default/pipelines/{id}/configs/{version}"
+        ))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "deploy failed: {body}");
     version
 }
@@ -352,7 +373,10 @@ pub async fn deploy(api: &Api, config: Value) -> u64 {
 /// Starts a run and returns its id.
 pub async fn start_run(api: &Api, pipeline: &str, variables: Value) -> u64 {
     let (status, body) = api
-        .post(&format!("/api/namespaces/default/pipelines/{pipeline}/runs"), serde_json::json!({ "variables": variables }))
+        .post(
+            &format!("/api/namespaces/default/pipelines/{pipeline}/runs"),
+            serde_json::json!({ "variables": variables }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "start failed: {body}");
     assert_eq!(body["run"]["state"], "pending");
@@ -363,18 +387,33 @@ pub async fn start_run(api: &Api, pipeline: &str, variables: Value) -> u64 {
 pub async fn wait_for_run(api: &Api, pipeline: &str, run_id: u64, seconds: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
-        let (_, body) = api.get(&format!("/api/namespaces/default/pipelines/{pipeline}/runs/{run_id}")).await;
+        let (_, body) = api
+            .get(&format!(
+                "/api/namespaces/default/pipelines/{pipeline}/runs/{run_id}"
+            ))
+            .await;
         if body["run"]["state"] == "complete" {
             return body["run"].clone();
         }
-        assert!(Instant::now() < deadline, "run {run_id} of {pipeline} did not complete in {seconds}s: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} of {pipeline} did not complete in {seconds}s: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// The run's task executions by task id.
-pub async fn tasks_of(api: &Api, pipeline: &str, run_id: u64) -> std::collections::BTreeMap<String, Value> {
-    let (_, body) = api.get(&format!("/api/namespaces/default/pipelines/{pipeline}/runs/{run_id}/tasks")).await;
+pub async fn tasks_of(
+    api: &Api,
+    pipeline: &str,
+    run_id: u64,
+) -> std::collections::BTreeMap<String, Value> {
+    let (_, body) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/{pipeline}/runs/{run_id}/tasks"
+        ))
+        .await;
     body["task_executions"]
         .as_array()
         .unwrap()
@@ -386,8 +425,18 @@ pub async fn tasks_of(api: &Api, pipeline: &str, run_id: u64) -> std::collection
 /// Names of the containers Gofer made for a pipeline (running or not).
 pub fn containers_of(pipeline: &str) -> Vec<String> {
     let output = Command::new("docker")
-        .args(["ps", "-a", "--filter", &format!("label=dev.gofer.pipeline={pipeline}"), "--format", "{{.Names}}"])
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=dev.gofer.pipeline={pipeline}"),
+            "--format",
+            "{{.Names}}",
+        ])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

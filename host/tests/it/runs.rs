@@ -1,0 +1,547 @@
+//! Runs on the real Docker engine with a locally built image: DAG semantics, queueing,
+//! cancellation, timeouts, retries, logs and error cases.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{
+    TestServer, assert_error, containers_of, deploy, shell_task, start_run, tasks_of, wait_for_run,
+};
+
+fn config(id: &str, tasks: Value) -> Value {
+    json!({"id": id, "name": id, "parallelism": 0, "tasks": tasks})
+}
+
+fn path(pipeline: &str) -> String {
+    format!("/api/namespaces/default/pipelines/{pipeline}")
+}
+
+#[tokio::test]
+async fn a_one_task_run_succeeds_and_a_failing_one_records_its_exit_code() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    deploy(
+        &api,
+        config(
+            "one-ok",
+            json!([shell_task("hello", "echo hello $WHO", json!({}))]),
+        ),
+    )
+    .await;
+    let run_id = start_run(&api, "one-ok", json!({"WHO": "world"})).await;
+    let run = wait_for_run(&api, "one-ok", run_id, 60).await;
+    assert_eq!(run["status"], "successful", "{run}");
+    assert_eq!(run["status_reason"], Value::Null);
+    assert_eq!(run["pipeline_config_version"], 1);
+    assert!(run["ended"].as_u64().unwrap() >= run["started"].as_u64().unwrap());
+    let task = &tasks_of(&api, "one-ok", run_id).await["hello"];
+    assert_eq!(
+        (
+            task["state"].as_str(),
+            task["status"].as_str(),
+            task["exit_code"].as_u64()
+        ),
+        (Some("complete"), Some("successful"), Some(0))
+    );
+    assert!(task["started"].as_u64().unwrap() > 0);
+    let variables: Vec<(String, String, String)> = task["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["key"].as_str().unwrap().into(),
+                v["value"].as_str().unwrap().into(),
+                v["source"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("GOFER_PIPELINE_ID", "one-ok", "system"),
+        ("GOFER_RUN_ID", "1", "system"),
+        ("GOFER_TASK_ID", "hello", "system"),
+        ("GOFER_NAMESPACE_ID", "default", "system"),
+        ("WHO", "world", "run_options"),
+    ] {
+        assert!(
+            variables.contains(&(expected.0.into(), expected.1.into(), expected.2.into())),
+            "{expected:?} missing from {variables:?}"
+        );
+    }
+    let logs = reqwest::Client::new()
+        .get(format!(
+            "{}{}/runs/{run_id}/tasks/hello/logs",
+            server.base_url(),
+            path("one-ok")
+        ))
+        .header("gofer-api-version", "v0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(logs, "hello world\n");
+    assert!(
+        containers_of("one-ok").is_empty(),
+        "finished containers are removed"
+    );
+
+    deploy(
+        &api,
+        config(
+            "one-bad",
+            json!([shell_task("fails", "echo about to fail; exit 3", json!({}))]),
+        ),
+    )
+    .await;
+    let run_id = start_run(&api, "one-bad", json!({})).await;
+    let run = wait_for_run(&api, "one-bad", run_id, 60).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["status_reason"]["reason"], "abnormal_exit");
+    assert!(
+        run["status_reason"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("fails")
+    );
+    let task = &tasks_of(&api, "one-bad", run_id).await["fails"];
+    assert_eq!(task["exit_code"], 3);
+    assert_eq!(task["status"], "failed");
+    assert_eq!(
+        task["status_reason"]["description"],
+        "The task exited with code 3"
+    );
+}
+
+#[tokio::test]
+async fn a_dag_follows_its_conditions_and_parents_finish_before_children_start() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let tasks = json!([
+        shell_task("good", "sleep 0.3; exit 0", json!({})),
+        shell_task("bad", "exit 1", json!({})),
+        shell_task("after-ok", "exit 0", json!({"good": "Success"})),
+        shell_task("on-failure", "exit 0", json!({"bad": "Failure"})),
+        shell_task("needs-success", "exit 0", json!({"bad": "Success"})),
+        shell_task("cascade", "exit 0", json!({"needs-success": "Success"})),
+        shell_task("any-skip", "exit 0", json!({"needs-success": "Any"})),
+        shell_task("not-run-on-ok", "exit 0", json!({"good": "Failure"})),
+        shell_task(
+            "join",
+            "exit 0",
+            json!({"after-ok": "success", "on-failure": "any", "cascade": "any"})
+        ),
+    ]);
+    deploy(&api, config("dag", tasks)).await;
+    let run_id = start_run(&api, "dag", json!({})).await;
+    let run = wait_for_run(&api, "dag", run_id, 120).await;
+    let tasks = tasks_of(&api, "dag", run_id).await;
+    let status = |id: &str| tasks[id]["status"].as_str().unwrap().to_string();
+    assert_eq!(status("good"), "successful");
+    assert_eq!(status("bad"), "failed");
+    assert_eq!(status("after-ok"), "successful");
+    assert_eq!(status("on-failure"), "successful");
+    assert_eq!(status("needs-success"), "skipped");
+    assert_eq!(
+        status("cascade"),
+        "skipped",
+        "skips cascade through success"
+    );
+    assert_eq!(
+        status("any-skip"),
+        "successful",
+        "any is met by a skipped parent"
+    );
+    assert_eq!(status("not-run-on-ok"), "skipped");
+    assert_eq!(status("join"), "successful");
+    assert_eq!(
+        tasks["needs-success"]["status_reason"]["reason"],
+        "failed_precondition"
+    );
+    assert!(
+        tasks["needs-success"]["status_reason"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("parent 'bad' to be successful")
+    );
+    assert_eq!(
+        tasks["needs-success"]["started"], 0,
+        "a skipped task never starts"
+    );
+    assert_eq!(run["status"], "failed", "'bad' failed, so the run failed");
+    // Parents always finish before their children start.
+    for (child, task) in &tasks {
+        let started = task["started"].as_u64().unwrap();
+        if started == 0 {
+            continue;
+        }
+        for parent in task["task"]["depends_on"].as_object().unwrap().keys() {
+            let parent_ended = tasks[parent]["ended"].as_u64().unwrap();
+            assert!(
+                parent_ended <= started,
+                "{child} started at {started} before {parent} ended at {parent_ended}"
+            );
+        }
+    }
+    // Independent roots run in parallel: 'bad' started before 'good' (which sleeps) ended.
+    assert!(tasks["bad"]["started"].as_u64().unwrap() < tasks["good"]["ended"].as_u64().unwrap());
+    let never_ran = api
+        .get(&format!("{}/runs/{run_id}/tasks/cascade/logs", path("dag")))
+        .await;
+    assert_error(
+        &never_ran,
+        StatusCode::NOT_FOUND,
+        "task 'cascade' has no logs yet: it is skipped and never ran",
+    );
+}
+
+#[tokio::test]
+async fn parallelism_one_queues_runs_one_after_another() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let mut serial = config(
+        "serial",
+        json!([shell_task("work", "sleep 0.5", json!({}))]),
+    );
+    serial["parallelism"] = json!(1);
+    deploy(&api, serial).await;
+    let mut posts = Vec::new();
+    for _ in 0..3 {
+        let api = api.clone();
+        posts.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let id = start_run(&api, "serial", json!({})).await;
+            (id, started.elapsed())
+        }));
+    }
+    let mut ids = Vec::new();
+    for post in posts {
+        let (id, took) = post.await.unwrap();
+        assert!(
+            took < Duration::from_secs(2),
+            "POST returned after {took:?}: it must not wait for the queue"
+        );
+        ids.push(id);
+    }
+    ids.sort();
+    assert_eq!(ids, [1, 2, 3]);
+    let mut spans = Vec::new();
+    for id in ids {
+        let run = wait_for_run(&api, "serial", id, 120).await;
+        assert_eq!(run["status"], "successful", "{run}");
+        let task = &tasks_of(&api, "serial", id).await["work"];
+        spans.push((
+            task["started"].as_u64().unwrap(),
+            task["ended"].as_u64().unwrap(),
+        ));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "runs overlapped: {spans:?}");
+    }
+    let (_, listed) = api
+        .get(&format!("{}/runs?reverse=true&limit=2", path("serial")))
+        .await;
+    let listed: Vec<u64> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, [3, 2]);
+}
+
+#[tokio::test]
+async fn cancelling_a_run_stops_and_removes_its_containers() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let tasks = json!([
+        shell_task(
+            "long",
+            "trap 'exit 0' TERM; echo waiting; sleep 60 & wait",
+            json!({})
+        ),
+        shell_task("later", "echo never", json!({"long": "Any"})),
+    ]);
+    deploy(&api, config("cancelme", tasks)).await;
+    let run_id = start_run(&api, "cancelme", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tasks_of(&api, "cancelme", run_id)
+        .await
+        .get("long")
+        .map(|t| t["state"] != "running")
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the task never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        containers_of("cancelme").len(),
+        1,
+        "one container is running"
+    );
+    let cancelled_at = Instant::now();
+    assert_eq!(
+        api.delete(&format!("{}/runs/{run_id}", path("cancelme")))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let run = wait_for_run(&api, "cancelme", run_id, 60).await;
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(20),
+        "cancellation took {:?}",
+        cancelled_at.elapsed()
+    );
+    assert_eq!(run["status"], "cancelled");
+    assert_eq!(run["status_reason"]["reason"], "user_cancelled");
+    let tasks = tasks_of(&api, "cancelme", run_id).await;
+    assert_eq!(tasks["long"]["status"], "cancelled");
+    assert_eq!(
+        tasks["later"]["status"], "cancelled",
+        "a waiting task is cancelled too"
+    );
+    assert!(
+        containers_of("cancelme").is_empty(),
+        "containers removed: {:?}",
+        containers_of("cancelme")
+    );
+    let again = api
+        .delete(&format!("{}/runs/{run_id}", path("cancelme")))
+        .await;
+    assert_error(&again, StatusCode::CONFLICT, "already complete");
+    let (_, events) = api.get("/api/events?reverse=true&limit=20").await;
+    assert!(events.to_string().contains("started_run_cancellation"));
+}
+
+#[tokio::test]
+async fn cancelling_one_task_lets_the_run_go_on() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let tasks = json!([
+        shell_task("stuck", "sleep 60", json!({})),
+        shell_task("cleanup", "echo cleaning", json!({"stuck": "Any"})),
+        shell_task("next", "echo next", json!({"stuck": "Success"})),
+    ]);
+    deploy(&api, config("cancel-task", tasks)).await;
+    let run_id = start_run(&api, "cancel-task", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tasks_of(&api, "cancel-task", run_id).await["stuck"]["state"] != "running" {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancel = api
+        .delete(&format!(
+            "{}/runs/{run_id}/tasks/stuck?wait_for=0",
+            path("cancel-task")
+        ))
+        .await;
+    assert_eq!(cancel.0, StatusCode::NO_CONTENT, "{}", cancel.1);
+    let run = wait_for_run(&api, "cancel-task", run_id, 60).await;
+    let tasks = tasks_of(&api, "cancel-task", run_id).await;
+    assert_eq!(tasks["stuck"]["status"], "cancelled");
+    assert_eq!(
+        tasks["cleanup"]["status"], "skipped",
+        "'any' is not met by a cancelled parent"
+    );
+    assert_eq!(tasks["next"]["status"], "skipped");
+    assert_eq!(run["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn timeouts_fail_tasks_and_runs_and_retries_try_again() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let mut slow = shell_task("slow", "sleep 30", json!({}));
+    slow["timeout"] = json!("1s");
+    let mut flaky = shell_task(
+        "flaky",
+        "echo try $GOFER_TASK_ATTEMPT; [ $GOFER_TASK_ATTEMPT -ge 2 ]",
+        json!({}),
+    );
+    flaky["retries"] = json!(2);
+    let mut hopeless = shell_task("hopeless", "exit 4", json!({}));
+    hopeless["retries"] = json!(1);
+    deploy(&api, config("limits", json!([slow, flaky, hopeless]))).await;
+    let run_id = start_run(&api, "limits", json!({})).await;
+    let run = wait_for_run(&api, "limits", run_id, 120).await;
+    let tasks = tasks_of(&api, "limits", run_id).await;
+    assert_eq!(tasks["slow"]["status"], "failed");
+    assert_eq!(tasks["slow"]["status_reason"]["reason"], "timeout");
+    assert!(
+        tasks["slow"]["status_reason"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("1s")
+    );
+    let took =
+        tasks["slow"]["ended"].as_u64().unwrap() - tasks["slow"]["started"].as_u64().unwrap();
+    assert!(
+        took < 15_000,
+        "the timed-out task was stopped promptly ({took} ms)"
+    );
+    assert_eq!(tasks["flaky"]["status"], "successful");
+    assert_eq!(tasks["flaky"]["attempt"], 2);
+    assert_eq!(tasks["hopeless"]["status"], "failed");
+    assert_eq!(tasks["hopeless"]["attempt"], 2);
+    assert_eq!(tasks["hopeless"]["exit_code"], 4);
+    assert_eq!(run["status"], "failed");
+    let logs = reqwest::Client::new()
+        .get(format!(
+            "{}{}/runs/{run_id}/tasks/flaky/logs",
+            server.base_url(),
+            path("limits")
+        ))
+        .header("gofer-api-version", "v0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        logs.contains("try 1")
+            && logs.contains("attempt 1 of 3 exited with code 1")
+            && logs.contains("try 2"),
+        "{logs}"
+    );
+    let (_, events) = api.get("/api/events?limit=1000").await;
+    let flaky_starts = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["kind"]["started_task_execution"]["task_execution_id"] == "flaky")
+        .count();
+    assert_eq!(flaky_starts, 2, "each attempt is visible as an event");
+
+    let mut run_limited = config(
+        "run-timeout",
+        json!([shell_task("forever", "sleep 60", json!({}))]),
+    );
+    run_limited["timeout"] = json!("1s");
+    deploy(&api, run_limited).await;
+    let run_id = start_run(&api, "run-timeout", json!({})).await;
+    let run = wait_for_run(&api, "run-timeout", run_id, 60).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["status_reason"]["reason"], "timeout");
+}
+
+#[tokio::test]
+async fn missing_images_no_live_config_and_bad_requests_are_explained() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let mut missing = shell_task("ghost", "true", json!({}));
+    missing["image"] = json!("gofer-no-such-image:never");
+    deploy(&api, config("no-image", json!([missing]))).await;
+    let run_id = start_run(&api, "no-image", json!({})).await;
+    let run = wait_for_run(&api, "no-image", run_id, 60).await;
+    assert_eq!(run["status"], "failed");
+    let task = &tasks_of(&api, "no-image", run_id).await["ghost"];
+    assert_eq!(task["status_reason"]["reason"], "scheduler_error");
+    let description = task["status_reason"]["description"].as_str().unwrap();
+    assert!(
+        description.contains("image 'gofer-no-such-image:never' is not available"),
+        "{description}"
+    );
+
+    crate::support::register(
+        &api,
+        "default",
+        config(
+            "undeployed",
+            json!([shell_task("a-task", "true", json!({}))]),
+        ),
+    )
+    .await;
+    let refused = api
+        .post(
+            &format!("{}/runs", path("undeployed")),
+            json!({"variables": {}}),
+        )
+        .await;
+    assert_error(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        "pipeline 'undeployed' has no live config",
+    );
+    assert_error(
+        &api.post(&format!("{}/runs", path("nowhere")), json!({}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "pipeline 'nowhere'",
+    );
+    assert_error(
+        &api.post(
+            &format!("{}/runs", path("no-image")),
+            json!({"variables": {"A": 1}}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "variables",
+    );
+    assert_error(
+        &api.get(&format!("{}/runs/99", path("no-image"))).await,
+        StatusCode::NOT_FOUND,
+        "run 99",
+    );
+    assert_error(
+        &api.get(&format!("{}/runs/1/tasks/nope", path("no-image")))
+            .await,
+        StatusCode::NOT_FOUND,
+        "task 'nope'",
+    );
+    let log = api
+        .get(&format!("{}/runs/1/tasks/ghost/logs", path("no-image")))
+        .await;
+    assert!(
+        log.1
+            .as_str()
+            .unwrap()
+            .contains("could not start: image 'gofer-no-such-image:never'"),
+        "{}",
+        log.1
+    );
+
+    api.patch(&path("no-image"), json!({"state": "disabled"}))
+        .await;
+    assert_error(
+        &api.post(&format!("{}/runs", path("no-image")), json!({}))
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "disabled",
+    );
+    api.patch("/api/system", json!({"ignore_pipeline_run_events": true}))
+        .await;
+    assert_error(
+        &api.post(&format!("{}/runs", path("undeployed")), json!({}))
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "paused",
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_docker_engine_fails_tasks_with_a_reason_but_the_server_runs() {
+    let mut server =
+        TestServer::start_with_env(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]).await;
+    let api = server.client();
+    deploy(
+        &api,
+        config("no-engine", json!([shell_task("any", "true", json!({}))])),
+    )
+    .await;
+    let run_id = start_run(&api, "no-engine", json!({})).await;
+    let run = wait_for_run(&api, "no-engine", run_id, 60).await;
+    assert_eq!(run["status"], "failed");
+    let task = &tasks_of(&api, "no-engine", run_id).await["any"];
+    let description = task["status_reason"]["description"].as_str().unwrap();
+    assert!(
+        description
+            .contains("the Docker engine cannot be reached at unix:///nonexistent/docker.sock"),
+        "{description}"
+    );
+    assert!(server.stop());
+}
