@@ -304,32 +304,23 @@ async fn start_and_follow(
         };
         let event: Event =
             serde_json::from_str(&text).context("the server sent an unreadable event")?;
+        if event_run(&event.kind) != Some((namespace.as_str(), pipeline, run_id)) {
+            continue;
+        }
         if ctx.json() {
-            if event_run(&event.kind) == Some((namespace.as_str(), pipeline, run_id)) {
-                println!("{text}");
-            }
+            println!("{text}");
         }
         match &event.kind {
-            EventKind::StartedRun {
-                namespace_id,
-                pipeline_id,
-                run_id: id,
-            } if (namespace_id.as_str(), pipeline_id.as_str(), *id)
-                == (namespace.as_str(), pipeline, run_id) =>
-            {
+            EventKind::StartedRun { .. } => {
                 if let Some(spinner) = &spinner {
                     spinner.set_message(format!("run #{run_id} of '{pipeline}' is running"));
                 }
             }
             EventKind::StartedTaskExecution {
-                namespace_id,
-                pipeline_id,
-                run_id: id,
                 task_execution_id,
                 attempt,
-            } if (namespace_id.as_str(), pipeline_id.as_str(), *id)
-                == (namespace.as_str(), pipeline, run_id) =>
-            {
+                ..
+            } => {
                 if !ctx.json() {
                     let attempt = if *attempt > 1 {
                         format!(" (attempt {attempt})")
@@ -353,35 +344,22 @@ async fn start_and_follow(
                 }
             }
             EventKind::CompletedTaskExecution {
-                namespace_id,
-                pipeline_id,
-                run_id: id,
                 task_execution_id,
                 status,
-            } if (namespace_id.as_str(), pipeline_id.as_str(), *id)
-                == (namespace.as_str(), pipeline, run_id) =>
-            {
-                if !ctx.json() {
-                    let status = serde_json::to_value(status)?
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    let mark = match status.as_str() {
-                        "successful" => "✓",
-                        "skipped" => "↷",
-                        _ => "✗",
-                    };
-                    say(format!("  {mark} {task_execution_id} {status}"));
-                }
+                ..
+            } if !ctx.json() => {
+                let status = serde_json::to_value(status)?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let mark = match status.as_str() {
+                    "successful" => "✓",
+                    "skipped" => "↷",
+                    _ => "✗",
+                };
+                say(format!("  {mark} {task_execution_id} {status}"));
             }
-            EventKind::CompletedRun {
-                namespace_id,
-                pipeline_id,
-                run_id: id,
-                status,
-            } if (namespace_id.as_str(), pipeline_id.as_str(), *id)
-                == (namespace.as_str(), pipeline, run_id) =>
-            {
+            EventKind::CompletedRun { status, .. } => {
                 break *status;
             }
             _ => {}

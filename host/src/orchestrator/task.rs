@@ -231,9 +231,11 @@ impl Orchestrator {
         let scheduler = self.inner.scheduler.clone();
         let mut output = scheduler.logs(name, wait);
         let capture = tokio::spawn(async move {
+            let mut written = 0usize;
             while let Some(chunk) = output.next().await {
                 match chunk {
                     Ok(bytes) => {
+                        written += bytes.len();
                         if let Err(error) = writer.write(&bytes).await {
                             tracing::warn!(%error, "could not write task output");
                         }
@@ -244,7 +246,7 @@ impl Orchestrator {
                     }
                 }
             }
-            writer
+            (writer, written)
         });
         let outcome = if !wait {
             Outcome::Exited(0)
@@ -279,7 +281,12 @@ impl Orchestrator {
             }
         };
         let writer = match tokio::time::timeout(LOG_DRAIN_TIMEOUT, capture).await {
-            Ok(Ok(writer)) => Some(writer),
+            Ok(Ok((mut writer, written))) => {
+                if wait {
+                    self.catch_up_output(name, &mut writer, written).await;
+                }
+                Some(writer)
+            }
             _ => {
                 tracing::warn!(
                     container = name,
@@ -294,6 +301,34 @@ impl Orchestrator {
             tracing::warn!(container = name, %error, "could not remove a finished task container");
         }
         (outcome, writer)
+    }
+
+    /// The engine can end a live log stream a little before the container's last output (seen
+    /// with Docker 20.10 under load). Once the container has exited, its stored output is read
+    /// again and whatever the live stream missed is appended.
+    async fn catch_up_output(&self, name: &str, writer: &mut LogWriter, already: usize) {
+        let mut stored = self.inner.scheduler.logs(name, false);
+        let mut seen = 0usize;
+        let mut recovered = 0usize;
+        while let Some(chunk) = stored.next().await {
+            let Ok(bytes) = chunk else { break };
+            let start = already.saturating_sub(seen).min(bytes.len());
+            seen += bytes.len();
+            if start < bytes.len() {
+                recovered += bytes.len() - start;
+                if let Err(error) = writer.write(&bytes[start..]).await {
+                    tracing::warn!(%error, "could not write task output");
+                    return;
+                }
+            }
+        }
+        if recovered > 0 {
+            tracing::debug!(
+                container = name,
+                recovered,
+                "appended output the live log stream missed"
+            );
+        }
     }
 
     async fn stop_container(&self, name: &str, grace: Duration) {

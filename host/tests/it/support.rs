@@ -440,3 +440,19 @@ pub fn containers_of(pipeline: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+impl TestServer {
+    /// Kills the server with SIGKILL: no shutdown, nothing flushed.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        signal(child.id(), "KILL");
+        child.wait().unwrap();
+    }
+}
