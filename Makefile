@@ -5,7 +5,7 @@ HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release/gofer
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help setup run test lint unit release check-static openapi bench
+.PHONY: help setup run serve test lint unit release check-static openapi bench
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -13,8 +13,15 @@ help: ## List the commands
 setup: ## Install and start what builds and tests need (Docker, busybox-static, Go, wasm target)
 	bash scripts/setup.sh
 
-run: ## Build and start a development server on embedded defaults (127.0.0.1:8080)
+run: ## Quick start: build, start a dev server (127.0.0.1:8080), run the example DAG live
+	bash scripts/quickstart.sh
+
+serve: ## Build and start a development server on embedded defaults, nothing else
 	cargo run -p gofer -- service start
+
+bench: ## Benchmark Gofer runs against raw `docker run --rm` (release build)
+	cargo build --release -p gofer
+	python3 scripts/bench-runs.py
 
 test: lint unit release check-static ## Everything CI runs: lint, all tests, the static binary check
 
@@ -22,7 +29,8 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-unit: ## All unit and end-to-end tests (real server processes, SQLite files, loopback HTTP)
+unit: ## All unit and end-to-end tests (real server processes, Docker, SQLite files, loopback HTTP)
+	bash scripts/build-busybox-image.sh
 	cargo test --workspace --all-targets
 
 release: ## The single statically linked binary: $(STATIC_BIN)
