@@ -26,6 +26,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_task_executions))
         .routes(routes!(get_task_execution, cancel_task_execution))
         .routes(routes!(get_logs, delete_logs))
+        .routes(routes!(attach_task_execution))
 }
 
 impl From<OrchestratorError> for ApiError {
@@ -35,7 +36,12 @@ impl From<OrchestratorError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
             }
             OrchestratorError::NoLiveConfig(_) => ApiError::bad_request(error.to_string()),
-            OrchestratorError::AlreadyComplete(message) => ApiError::conflict(message),
+            OrchestratorError::AlreadyComplete(message)
+            | OrchestratorError::NotRunning(message) => ApiError::conflict(message),
+            OrchestratorError::Attach(error) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("could not attach: {error}"),
+            ),
             OrchestratorError::Storage(error) => error.into(),
         }
     }
@@ -88,6 +94,13 @@ pub struct CancelTaskQuery {
     /// Seconds the task gets to stop before it is killed; 0 kills at once. Default:
     /// `runs.stop_timeout_secs`.
     pub wait_for: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttachQuery {
+    /// The command to run, split on spaces (e.g. `sh`).
+    pub command: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -420,4 +433,83 @@ async fn delete_logs(
         .write(move |db| db.update_task_execution(&task, None))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Run a command inside a running task's container, interactively (websocket only). Text frames
+/// from the client are the command's input (a newline is added to each); the command's output
+/// (with a TTY) comes back as binary frames. Ends with close 1000 when the command exits.
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}/attach", tag = "Tasks", operation_id = "attach_task_execution",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), ("task_id" = String, Path), AttachQuery),
+    responses((status = 101, description = "Websocket session with the command"), (status = "4XX", body = super::ErrorBody)))]
+async fn attach_task_execution(
+    state: AppState,
+    MaybeUpgrade(upgrade): MaybeUpgrade,
+    ApiPath(path): ApiPath<TaskPath>,
+    ApiQuery(query): ApiQuery<AttachQuery>,
+) -> Result<Response, ApiError> {
+    let Some(upgrade) = upgrade else {
+        return Err(ApiError::bad_request("attach needs a websocket connection"));
+    };
+    let command: Vec<String> = query
+        .command
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if command.is_empty() {
+        return Err(ApiError::bad_request("the command is empty"));
+    }
+    let key = RunKey {
+        namespace_id: path.namespace_id,
+        pipeline_id: path.pipeline_id,
+        run_id: path.run_id,
+    };
+    let mut session = state
+        .orchestrator
+        .attach(key, path.task_id, command)
+        .await?;
+    let mut shutdown = state.shutdown.clone();
+    Ok(upgrade.on_upgrade(move |mut socket: WebSocket| async move {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let end = loop {
+            tokio::select! {
+                output = session.output.next() => match output {
+                    Some(Ok(bytes)) => {
+                        if socket.send(Message::Binary(bytes)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(error)) => break (close_code::ERROR, error.to_string()),
+                    None => break (close_code::NORMAL, "command exited".to_string()),
+                },
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let mut line = text.to_string();
+                        if !line.ends_with('\n') {
+                            line.push('\n');
+                        }
+                        if session.input.write_all(line.as_bytes()).await.is_err() {
+                            break (close_code::NORMAL, "command exited".to_string());
+                        }
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if session.input.write_all(&bytes).await.is_err() {
+                            break (close_code::NORMAL, "command exited".to_string());
+                        }
+                    }
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                },
+                _ = async { drop(shutdown.wait_for(|stopping| *stopping).await) } => {
+                    break (close_code::AWAY, "server shutting down".to_string());
+                }
+            }
+        };
+        let _ = socket
+            .send(Message::Close(Some(CloseFrame {
+                code: end.0,
+                reason: end.1.into(),
+            })))
+            .await;
+    }))
 }

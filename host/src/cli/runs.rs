@@ -59,6 +59,15 @@ pub(super) enum TaskCommand {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// Run a command inside a running task's container; your input goes to it line by line.
+    Attach {
+        pipeline: String,
+        run: u64,
+        task: String,
+        /// The command (split on spaces).
+        #[arg(long, short = 'c', default_value = "sh")]
+        command: String,
+    },
     /// Cancel one task of a running run.
     Cancel {
         pipeline: String,
@@ -193,6 +202,19 @@ pub(super) async fn task(ctx: &Session, command: TaskCommand) -> anyhow::Result<
             }
             stream_log(ctx, &path, None).await
         }
+        TaskCommand::Attach {
+            pipeline,
+            run,
+            task,
+            command,
+        } => {
+            let query: String = command.split_whitespace().collect::<Vec<_>>().join("%20");
+            let path = format!(
+                "{}/runs/{run}/tasks/{task}/attach?command={query}",
+                ctx.pipeline_path(&pipeline)
+            );
+            attach(ctx, &path).await
+        }
         TaskCommand::Cancel {
             pipeline,
             run,
@@ -214,11 +236,16 @@ pub(super) async fn task(ctx: &Session, command: TaskCommand) -> anyhow::Result<
     }
 }
 
-/// Prints a log websocket's lines (prefixed with `prefix`) until the server closes it.
-async fn stream_log(ctx: &Session, path: &str, prefix: Option<&str>) -> anyhow::Result<()> {
+/// Connects to a websocket endpoint, turning an HTTP refusal into the server's message.
+async fn connect(
+    ctx: &Session,
+    path: &str,
+) -> anyhow::Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
     let request = ctx.client.websocket_request(path)?;
-    let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
-        Ok(connected) => connected,
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let body = response
                 .body()
@@ -231,8 +258,52 @@ async fn stream_log(ctx: &Session, path: &str, prefix: Option<&str>) -> anyhow::
                 .unwrap_or(body);
             bail!("{message} (HTTP {})", response.status().as_u16());
         }
-        Err(error) => return Err(error).context("could not open the log stream"),
-    };
+        Err(error) => Err(error).context("could not open the stream"),
+    }
+}
+
+/// Bridges the terminal to a command inside a task's container until the command exits.
+async fn attach(ctx: &Session, path: &str) -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    use std::io::Write;
+    use tokio::io::AsyncBufReadExt;
+    let socket = connect(ctx, path).await?;
+    let (mut sink, mut stream) = socket.split();
+    let input = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if sink.send(Message::Text(line.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    });
+    let mut stdout = std::io::stdout();
+    while let Some(message) = stream.next().await {
+        match message.context("the session broke")? {
+            Message::Binary(bytes) => {
+                stdout.write_all(&bytes)?;
+                stdout.flush()?;
+            }
+            Message::Text(text) => {
+                stdout.write_all(text.as_bytes())?;
+                stdout.flush()?;
+            }
+            Message::Close(Some(frame)) if u16::from(frame.code) != 1000 => {
+                input.abort();
+                bail!("the session ended: {}", frame.reason)
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    input.abort();
+    Ok(())
+}
+
+/// Prints a log websocket's lines (prefixed with `prefix`) until the server closes it.
+async fn stream_log(ctx: &Session, path: &str, prefix: Option<&str>) -> anyhow::Result<()> {
+    let mut socket = connect(ctx, path).await?;
     while let Some(message) = socket.next().await {
         match message.context("the log stream broke")? {
             Message::Text(line) => match prefix {

@@ -42,6 +42,10 @@ pub enum OrchestratorError {
     NoLiveConfig(String),
     #[error("{0}")]
     AlreadyComplete(String),
+    #[error("{0}")]
+    NotRunning(String),
+    #[error("could not attach: {0}")]
+    Attach(#[from] crate::scheduler::SchedulerError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -341,6 +345,37 @@ impl Orchestrator {
         }
         self.send(&cancel_key, Control::CancelTask { task_id, grace });
         Ok(())
+    }
+
+    /// Starts `command` inside a running task's container, attached with a TTY.
+    pub async fn attach(
+        &self,
+        key: RunKey,
+        task_id: String,
+        command: Vec<String>,
+    ) -> Result<crate::scheduler::ExecSession, OrchestratorError> {
+        let (task, container) = self
+            .inner
+            .storage
+            .read(move |db| {
+                db.get_task_execution_with_container(
+                    &key.namespace_id,
+                    &key.pipeline_id,
+                    key.run_id,
+                    &task_id,
+                )
+            })
+            .await?;
+        let container = match (task.state, container) {
+            (TaskExecutionState::Running, Some(container)) => container,
+            _ => {
+                return Err(OrchestratorError::NotRunning(format!(
+                    "task '{}' is not running, so there is nothing to attach to",
+                    task.task_id
+                )));
+            }
+        };
+        Ok(self.inner.scheduler.exec(&container, command).await?)
     }
 
     fn send(&self, key: &RunKey, control: Control) {

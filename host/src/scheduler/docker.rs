@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{ContainerSpec, ContainerState, LogStream, Scheduler, SchedulerError};
+use super::{ContainerSpec, ContainerState, ExecSession, LogStream, Scheduler, SchedulerError};
 
 /// Docker through bollard. Connecting is lazy: a server starts even when the engine is down, and
 /// each call then fails with [`SchedulerError::Unreachable`].
@@ -245,6 +245,52 @@ impl Scheduler for DockerScheduler {
                 status_code: 404, ..
             }) => Ok(()),
             Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    async fn exec(&self, name: &str, command: Vec<String>) -> Result<ExecSession, SchedulerError> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        let docker = self.docker()?;
+        let options = CreateExecOptions {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(true),
+            cmd: Some(command),
+            ..Default::default()
+        };
+        let created = docker
+            .create_exec(name, options)
+            .await
+            .map_err(|error| self.classify(error))?;
+        let started = docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: true,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|error| self.classify(error))?;
+        match started {
+            StartExecResults::Attached { output, input } => {
+                let endpoint = self.endpoint.clone();
+                let output = output
+                    .map(move |chunk| match chunk {
+                        Ok(output) => Ok(output.into_bytes()),
+                        Err(error) => Err(SchedulerError::Unreachable {
+                            endpoint: endpoint.clone(),
+                            detail: error.to_string(),
+                        }),
+                    })
+                    .boxed();
+                Ok(ExecSession { output, input })
+            }
+            StartExecResults::Detached => {
+                Err(SchedulerError::Engine("the exec session detached".into()))
+            }
         }
     }
 

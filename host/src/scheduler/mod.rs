@@ -58,6 +58,20 @@ pub enum SchedulerError {
 /// A container's output, as it is written (stdout and stderr interleaved).
 pub type LogStream = BoxStream<'static, Result<bytes::Bytes, SchedulerError>>;
 
+/// An interactive command running inside a container (with a TTY).
+pub struct ExecSession {
+    /// What the command prints.
+    pub output: LogStream,
+    /// The command's standard input.
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+impl std::fmt::Debug for ExecSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExecSession")
+    }
+}
+
 /// Runs containers. Implementations must be safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Scheduler: Send + Sync + 'static {
@@ -79,6 +93,9 @@ pub trait Scheduler: Send + Sync + 'static {
 
     /// Removes the container (it must have exited, or is killed).
     async fn remove(&self, name: &str) -> Result<(), SchedulerError>;
+
+    /// Runs `command` inside the running container, attached, with a TTY.
+    async fn exec(&self, name: &str, command: Vec<String>) -> Result<ExecSession, SchedulerError>;
 
     /// Names of the containers carrying all of `labels`.
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, SchedulerError>;

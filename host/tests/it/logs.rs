@@ -160,3 +160,90 @@ async fn the_cli_follows_a_run_and_its_exit_code_reflects_the_run() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("'oops' is not KEY=VALUE"));
 }
+
+#[tokio::test]
+async fn attach_runs_a_command_inside_a_running_task() {
+    use futures_util::SinkExt;
+    let server = TestServer::start().await;
+    let api = server.client();
+    deploy(
+        &api,
+        json!({"id": "attachable", "name": "attach", "tasks": [
+            shell_task("box", "echo ready > /marker; sleep 60", json!({})),
+        ]}),
+    )
+    .await;
+    let run_id = start_run(&api, "attachable", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tasks_of(&api, "attachable", run_id)
+        .await
+        .get("box")
+        .map(|task| task["state"] != "running")
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = format!(
+        "ws://{}/api/namespaces/default/pipelines/attachable/runs/{run_id}/tasks/box/attach?command=sh",
+        server.address
+    );
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("gofer-api-version", "v0".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+        .send(Message::Text("cat /marker; echo sum=$((40+2))".into()))
+        .await
+        .unwrap();
+    let mut output = String::new();
+    while !output.contains("sum=42") {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Binary(bytes) => output.push_str(&String::from_utf8_lossy(&bytes)),
+            Message::Close(frame) => panic!("closed early: {frame:?}; output {output:?}"),
+            _ => {}
+        }
+    }
+    assert!(
+        output.contains("ready"),
+        "the command ran inside the task's container: {output:?}"
+    );
+    socket.send(Message::Text("exit".into())).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1000);
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+    api.delete(&format!(
+        "/api/namespaces/default/pipelines/attachable/runs/{run_id}"
+    ))
+    .await;
+    wait_for_run(&api, "attachable", run_id, 60).await;
+    // Attaching to a task that is not running is refused with a reason.
+    let refused = reqwest::Client::new()
+        .get(format!("{}/api/namespaces/default/pipelines/attachable/runs/{run_id}/tasks/box/attach?command=sh", server.base_url()))
+        .header("gofer-api-version", "v0")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::CONFLICT);
+    assert!(refused.text().await.unwrap().contains("is not running"));
+}

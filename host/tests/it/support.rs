@@ -83,6 +83,8 @@ impl TestServer {
             ])
             .arg(&self.data_dir)
             .args(extra_args)
+            // Tasks that ignore SIGTERM are killed quickly in tests.
+            .env("GOFER_RUNS__STOP_TIMEOUT_SECS", "3")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
