@@ -38,6 +38,7 @@ pub struct ServerConfig {
     pub server: ServerSection,
     pub api: ApiSection,
     pub runs: RunsSection,
+    pub plugins: PluginsSection,
     pub log: LogSection,
     pub development: DevelopmentSection,
 }
@@ -77,6 +78,21 @@ pub struct RunsSection {
     pub remove_containers: bool,
     /// The API address given to tasks as GOFER_API_BASE_URL. Empty: `http://` + `server.bind`.
     pub api_base_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsSection {
+    /// Folder of `.wasm` plugins, watched for changes. Empty: `<data_dir>/plugins`.
+    pub dir: PathBuf,
+    /// Where compiled plugins are cached. Empty: `<data_dir>/plugin-cache`.
+    pub cache_dir: PathBuf,
+    /// Memory one plugin instance may use, in MiB.
+    pub memory_limit_mb: u64,
+    /// CPU deadline of one trigger call (subscribe, wake, outside event), in milliseconds.
+    pub trigger_call_timeout_ms: u64,
+    /// Deadline of a shared task without its own `timeout`, in seconds.
+    pub task_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +138,13 @@ impl Default for ServerConfig {
                 log_retention_runs: 50,
                 remove_containers: true,
                 api_base_url: String::new(),
+            },
+            plugins: PluginsSection {
+                dir: PathBuf::new(),
+                cache_dir: PathBuf::new(),
+                memory_limit_mb: 64,
+                trigger_call_timeout_ms: 1000,
+                task_timeout_secs: 300,
             },
             log: LogSection {
                 level: "info".into(),
@@ -188,6 +211,12 @@ impl ServerConfig {
                 self.api.max_page_limit, self.api.default_page_limit
             ));
         }
+        if self.plugins.memory_limit_mb == 0
+            || self.plugins.trigger_call_timeout_ms == 0
+            || self.plugins.task_timeout_secs == 0
+        {
+            return invalid("plugins: memory_limit_mb, trigger_call_timeout_ms and task_timeout_secs must be above 0".into());
+        }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid(format!(
                 "log.level: '{}' is not a log level or filter: {error}",
@@ -195,6 +224,24 @@ impl ServerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The plugins folder.
+    pub fn plugins_dir(&self) -> PathBuf {
+        if self.plugins.dir.as_os_str().is_empty() {
+            self.server.data_dir.join("plugins")
+        } else {
+            self.plugins.dir.clone()
+        }
+    }
+
+    /// Where compiled plugins are cached.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        if self.plugins.cache_dir.as_os_str().is_empty() {
+            self.server.data_dir.join("plugin-cache")
+        } else {
+            self.plugins.cache_dir.clone()
+        }
     }
 
     /// Where task logs are kept.

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod models;
 pub mod orchestrator;
 pub mod pipeline_config;
+pub mod plugins;
 pub mod scheduler;
 pub mod server;
 pub mod storage;

@@ -127,8 +127,14 @@ impl RegistryAuth {
 pub struct Task {
     pub id: String,
     pub description: String,
-    /// Container image, e.g. `busybox:latest`.
+    /// Container image, e.g. `busybox:latest` (empty for a shared task).
     pub image: String,
+    /// The shared-task plugin this task runs instead of a container (beyond v0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// The shared task's settings (beyond v0).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
     pub registry_auth: Option<RegistryAuth>,
     /// Parent task id → the status that parent must end with.
     pub depends_on: BTreeMap<String, RequiredParentStatus>,
@@ -513,4 +519,81 @@ pub struct TaskExecution {
     pub task: Task,
     /// Which try this is: 1, then 2, 3... when the task is retried (beyond v0).
     pub attempt: u32,
+}
+
+/// What a plugin is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    Trigger,
+    Task,
+}
+
+/// One setting a plugin understands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PluginParameter {
+    pub key: String,
+    pub required: bool,
+    pub documentation: String,
+}
+
+/// A plugin as `GET /api/plugins` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Plugin {
+    /// The plugin's name (a plugin that failed to load: its file name without `.wasm`).
+    pub name: String,
+    /// Absent when the plugin failed to load.
+    pub kind: Option<PluginKind>,
+    pub version: String,
+    pub description: String,
+    pub settings: Vec<PluginParameter>,
+    /// `wasm` (a WebAssembly component) or `grpc` (a process).
+    pub runtime: String,
+    /// `builtin` (embedded in the binary) or `folder` (the plugins folder).
+    pub source: String,
+    /// `loaded` or `failed`.
+    pub status: String,
+    /// Why loading failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = subscription_status)]
+pub enum SubscriptionStatus {
+    Unknown,
+    Active,
+    Error,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = subscription_status_reason_type)]
+pub enum SubscriptionStatusReasonType {
+    Unknown,
+    NotFound,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = subscription_status_reason)]
+pub struct SubscriptionStatusReason {
+    pub reason: SubscriptionStatusReasonType,
+    pub description: String,
+}
+
+/// A pipeline subscribed to a trigger plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Subscription {
+    pub namespace_id: String,
+    pub pipeline_id: String,
+    /// The trigger plugin's name (v0 called plugins extensions).
+    pub extension_id: String,
+    /// The user's label for this subscription.
+    pub subscription_id: String,
+    pub settings: BTreeMap<String, String>,
+    pub status: SubscriptionStatus,
+    pub status_reason: Option<SubscriptionStatusReason>,
 }

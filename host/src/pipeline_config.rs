@@ -35,8 +35,12 @@ pub enum ConfigError {
         "task '{task}' depends on '{parent}' with status 'unknown'; use any, success or failure"
     )]
     UnknownParentStatus { task: String, parent: String },
-    #[error("task '{0}' has no image; every task needs a container image")]
+    #[error("task '{0}' has no image; a task needs a container image or a shared-task plugin")]
     MissingImage(String),
+    #[error(
+        "task '{0}' names both an image and a plugin; a task is either a container or a shared task"
+    )]
+    ImageAndPlugin(String),
     #[error("task '{task}' has an invalid variable name '{key}': {problem}")]
     InvalidVariable {
         task: String,
@@ -138,6 +142,12 @@ pub struct TaskInput {
     /// Container image to run.
     #[serde(default)]
     pub image: Option<String>,
+    /// A shared-task plugin to run instead of a container.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// The shared task's settings.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
     #[serde(default)]
     pub registry_auth: Option<RegistryAuth>,
     /// Parent task id → required status (`Any|any`, `Success|success`, `Failure|failure`).
@@ -220,12 +230,18 @@ impl PipelineConfigInput {
 
 impl TaskInput {
     fn validate(&self, task_ids: &HashSet<&str>) -> Result<(), ConfigError> {
-        if self
+        let has_image = self
             .image
             .as_deref()
-            .is_none_or(|image| image.trim().is_empty())
-        {
-            return Err(ConfigError::MissingImage(self.id.clone()));
+            .is_some_and(|image| !image.trim().is_empty());
+        let has_plugin = self
+            .plugin
+            .as_deref()
+            .is_some_and(|plugin| !plugin.trim().is_empty());
+        match (has_image, has_plugin) {
+            (false, false) => return Err(ConfigError::MissingImage(self.id.clone())),
+            (true, true) => return Err(ConfigError::ImageAndPlugin(self.id.clone())),
+            _ => {}
         }
         let mut parents: Vec<_> = self.depends_on.iter().collect();
         parents.sort();
@@ -276,6 +292,8 @@ impl TaskInput {
             id: self.id,
             description: self.description.unwrap_or_default(),
             image: self.image.unwrap_or_default(),
+            plugin: self.plugin.filter(|plugin| !plugin.trim().is_empty()),
+            settings: self.settings,
             registry_auth: self.registry_auth,
             depends_on: self.depends_on.into_iter().collect(),
             variables: self
@@ -369,6 +387,8 @@ mod tests {
             id: id.to_string(),
             description: None,
             image: Some("busybox".to_string()),
+            plugin: None,
+            settings: BTreeMap::new(),
             registry_auth: None,
             depends_on: deps.iter().map(|(p, s)| (p.to_string(), *s)).collect(),
             variables: BTreeMap::new(),

@@ -17,6 +17,9 @@ use crate::events::EventBus;
 use crate::logs::LogStore;
 use crate::models::{EventKind, Namespace, now_millis};
 use crate::orchestrator::{Orchestrator, OrchestratorError, RunSettings};
+use crate::plugins::PluginRegistry;
+use crate::plugins::triggers::TriggerManager;
+use crate::plugins::wasm::{Limits, WasmRuntime};
 use crate::scheduler::docker::DockerScheduler;
 use crate::storage::{Storage, StorageError};
 
@@ -30,6 +33,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("could not start the plugin runtime: {0}")]
+    Plugins(#[from] crate::plugins::PluginError),
     #[error("could not resume runs: {0}")]
     Orchestrator(#[from] OrchestratorError),
     #[error("could not listen on {address}: {source}")]
@@ -55,14 +60,24 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     let events = EventBus::default();
     ensure_default_namespace(&storage, &events).await?;
     let scheduler = Arc::new(DockerScheduler::from_environment());
+    let runtime = WasmRuntime::new(
+        config.plugin_cache_dir(),
+        Limits {
+            memory_bytes: (config.plugins.memory_limit_mb as usize) << 20,
+            trigger_call: Duration::from_millis(config.plugins.trigger_call_timeout_ms),
+        },
+    )?;
+    let registry = PluginRegistry::start(runtime, config.plugins_dir()).await;
     let orchestrator = Orchestrator::new(
         storage.clone(),
         events.clone(),
         scheduler,
+        registry.clone(),
         LogStore::new(config.logs_dir()),
         RunSettings::from_config(&config),
     );
     orchestrator.start().await?;
+    let triggers = TriggerManager::start(storage.clone(), orchestrator.clone(), registry).await;
 
     let address = config.server.bind;
     let listener = TcpListener::bind(address)
@@ -89,6 +104,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         storage,
         events,
         orchestrator,
+        triggers,
         config: Arc::new(config),
         shutdown,
     };

@@ -8,6 +8,7 @@
 mod events;
 mod namespaces;
 mod pipelines;
+mod plugins;
 mod runs;
 mod system;
 
@@ -41,6 +42,7 @@ pub struct ApiState {
     pub storage: Storage,
     pub events: EventBus,
     pub orchestrator: crate::orchestrator::Orchestrator,
+    pub triggers: crate::plugins::triggers::TriggerManager,
     pub config: Arc<ServerConfig>,
     /// Flips to `true` when the server starts shutting down; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
@@ -211,7 +213,8 @@ pub struct ApiQuery<T>(pub T);
 
 /// Refuses API requests without `gofer-api-version: v0`, with Gofer v0's messages.
 async fn require_api_version(request: Request, next: Next) -> Response {
-    if request.uri().path() == "/api/openapi.json" {
+    let path = request.uri().path();
+    if path == "/api/openapi.json" || path.starts_with("/api/external/") {
         return next.run(request).await;
     }
     match request.headers().get(API_VERSION_HEADER) {
@@ -252,6 +255,8 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         (name = "Deployments", description = "Changes of a pipeline's live config"),
         (name = "Runs", description = "Executions of a pipeline's live config"),
         (name = "Tasks", description = "The task executions of a run and their logs"),
+        (name = "Plugins", description = "Triggers and shared tasks (WebAssembly components)"),
+        (name = "Subscriptions", description = "Pipelines subscribed to trigger plugins"),
         (name = "Events", description = "The event log"),
         (name = "System", description = "Server-wide settings and build information"),
     )
@@ -263,6 +268,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .merge(namespaces::routes())
         .merge(pipelines::routes())
         .merge(runs::routes())
+        .merge(plugins::routes())
         .merge(events::routes())
         .merge(system::routes())
 }

@@ -246,6 +246,20 @@ async fn register_config(
     ApiJson(request): ApiJson<RegisterConfigRequest>,
 ) -> Result<(StatusCode, ApiJson<RegisterConfigResponse>), ApiError> {
     request.config.validate(&path.pipeline_id)?;
+    let registry = state.triggers.registry();
+    for task in &request.config.tasks {
+        if let Some(plugin) = task
+            .plugin
+            .as_deref()
+            .filter(|plugin| !plugin.trim().is_empty())
+            && registry.task(plugin).is_none()
+        {
+            return Err(ApiError::bad_request(format!(
+                "task '{}' names plugin '{plugin}', which is not a loaded shared-task plugin (see GET /api/plugins)",
+                task.id
+            )));
+        }
+    }
     let input = request.config;
     let pipeline = state
         .write(move |db| {

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod output;
+mod plugins;
 mod runs;
 
 use std::path::PathBuf;
@@ -85,6 +86,12 @@ enum Command {
     /// Inspect a run's tasks, read their logs, cancel them.
     #[command(subcommand)]
     Task(runs::TaskCommand),
+    /// See the plugins (triggers and shared tasks).
+    #[command(subcommand)]
+    Plugin(plugins::PluginCommand),
+    /// Subscribe pipelines to trigger plugins.
+    #[command(subcommand)]
+    Subscription(plugins::SubscriptionCommand),
     /// Read the event log.
     #[command(subcommand)]
     Event(EventCommand),
@@ -298,6 +305,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deployment(command) => deployment(&ctx, command).await,
         Command::Run(command) => runs::run(&ctx, command).await,
         Command::Task(command) => runs::task(&ctx, command).await,
+        Command::Plugin(command) => plugins::plugin(&ctx, command).await,
+        Command::Subscription(command) => plugins::subscription(&ctx, command).await,
         Command::Event(command) => event(&ctx, command).await,
         Command::System(command) => system(&ctx, command).await,
     }

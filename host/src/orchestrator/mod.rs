@@ -25,6 +25,7 @@ use crate::models::{
     RunStatusReasonType, TaskExecution, TaskExecutionState, TaskExecutionStatus, Variable,
     VariableSource, now_millis,
 };
+use crate::plugins::PluginRegistry;
 use crate::scheduler::Scheduler;
 use crate::storage::{Db, Storage, StorageError};
 
@@ -77,6 +78,8 @@ pub struct RunSettings {
     pub log_retention_runs: u64,
     pub remove_containers: bool,
     pub api_base_url: String,
+    /// Deadline of a shared task without its own timeout.
+    pub shared_task_timeout: Duration,
     /// Distinguishes this server's containers from another server's on the same engine.
     pub instance: String,
 }
@@ -90,6 +93,7 @@ impl RunSettings {
             log_retention_runs: config.runs.log_retention_runs,
             remove_containers: config.runs.remove_containers,
             api_base_url: config.task_api_base_url(),
+            shared_task_timeout: Duration::from_secs(config.plugins.task_timeout_secs),
             instance: instance_tag(&config.database_path()),
         }
     }
@@ -125,6 +129,7 @@ struct Inner {
     storage: Storage,
     events: EventBus,
     scheduler: Arc<dyn Scheduler>,
+    plugins: PluginRegistry,
     logs: LogStore,
     settings: RunSettings,
     dispatch: Notify,
@@ -144,6 +149,7 @@ impl Orchestrator {
         storage: Storage,
         events: EventBus,
         scheduler: Arc<dyn Scheduler>,
+        plugins: PluginRegistry,
         logs: LogStore,
         settings: RunSettings,
     ) -> Self {
@@ -152,6 +158,7 @@ impl Orchestrator {
                 storage,
                 events,
                 scheduler,
+                plugins,
                 logs,
                 settings,
                 dispatch: Notify::new(),

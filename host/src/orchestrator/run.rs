@@ -493,7 +493,7 @@ impl Driver {
     }
 }
 
-fn task_timeout(task: &TaskExecution) -> Option<(Duration, String)> {
+pub(super) fn task_timeout(task: &TaskExecution) -> Option<(Duration, String)> {
     let text = task.task.timeout.clone()?;
     parse_timeout("task", &text).ok().map(|limit| (limit, text))
 }
@@ -565,6 +565,9 @@ impl Orchestrator {
                 }
             },
         };
+        if let Some(plugin) = task.task.plugin.clone() {
+            return self.run_shared_task(&task, &plugin, writer, stop).await;
+        }
         let timeout = task_timeout(&task);
         self.run_container(&task, writer, stop, timeout).await
     }

@@ -11,6 +11,7 @@ use crate::logs::{LogKey, LogWriter};
 use crate::models::{
     Run, Task, TaskExecution, TaskExecutionStatusReasonType, Variable, VariableSource,
 };
+use crate::plugins::{PluginError, TaskRequest};
 use crate::scheduler::{ContainerSpec, ContainerState, MANAGED_LABEL};
 
 /// How long log capture may lag behind a container's exit before it is abandoned.
@@ -329,6 +330,74 @@ impl Orchestrator {
                 "appended output the live log stream missed"
             );
         }
+    }
+
+    /// Runs a shared task in its plugin: the task's variables are the environment, the output
+    /// goes to the log, the task's timeout (or `plugins.task_timeout_secs`) is the CPU deadline.
+    pub(super) async fn run_shared_task(
+        &self,
+        task: &TaskExecution,
+        plugin_name: &str,
+        mut writer: LogWriter,
+        mut stop: watch::Receiver<Option<StopRequest>>,
+    ) -> (Outcome, Option<LogWriter>) {
+        let Some(plugin) = self.inner.plugins.task(plugin_name) else {
+            let message = format!(
+                "no shared-task plugin named '{plugin_name}' is loaded (see `gofer plugin list`)"
+            );
+            let _ = writer
+                .write(format!("[gofer] {message}\n").as_bytes())
+                .await;
+            return (
+                Outcome::Failed(TaskExecutionStatusReasonType::FailedPrecondition, message),
+                Some(writer),
+            );
+        };
+        if let Err(error) = self.record_started(task).await {
+            tracing::error!(%error, plugin = plugin_name, "could not record that a shared task started");
+        }
+        let (deadline, deadline_text) = super::run::task_timeout(task).unwrap_or_else(|| {
+            let limit = self.inner.settings.shared_task_timeout;
+            (limit, format!("{}s", limit.as_secs()))
+        });
+        let request = TaskRequest {
+            settings: task.task.settings.clone().into_iter().collect(),
+            env: task
+                .variables
+                .iter()
+                .map(|v| (v.key.clone(), v.value.clone()))
+                .chain([("GOFER_TASK_ATTEMPT".to_string(), task.attempt.to_string())])
+                .collect(),
+            deadline,
+        };
+        let stopped = async {
+            let request = stop.wait_for(Option::is_some).await.map(|request| *request);
+            match request {
+                Ok(_) => {}
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = plugin.run(request) => result,
+            () = stopped => return (Outcome::Cancelled, Some(writer)),
+        };
+        if let Err(error) = writer.write(&result.output).await {
+            tracing::warn!(%error, "could not write shared task output");
+        }
+        let outcome = match result.outcome {
+            Ok(code) => Outcome::Exited(i64::from(code)),
+            Err(PluginError::Deadline) => Outcome::TimedOut(deadline_text),
+            Err(error) => {
+                let _ = writer
+                    .write(format!("\n[gofer] {error}\n").as_bytes())
+                    .await;
+                Outcome::Failed(
+                    TaskExecutionStatusReasonType::AbnormalExit,
+                    format!("plugin '{plugin_name}': {error}"),
+                )
+            }
+        };
+        (outcome, Some(writer))
     }
 
     async fn stop_container(&self, name: &str, grace: Duration) {

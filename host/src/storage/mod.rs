@@ -9,6 +9,7 @@
 
 mod queries;
 mod runs;
+mod subscriptions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

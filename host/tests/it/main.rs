@@ -7,6 +7,7 @@ mod events;
 mod logs;
 mod namespaces;
 mod openapi;
+mod plugins;
 mod recovery;
 mod runs;
 mod startup;

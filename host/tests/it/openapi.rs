@@ -44,6 +44,10 @@ async fn the_server_serves_its_openapi_document_with_the_v0_operations() {
                 continue;
             }
             let upstream = &v0["paths"][path][method]["operationId"];
+            if upstream.is_null() {
+                // Beyond v0 (plugins, outside events).
+                continue;
+            }
             assert_eq!(
                 upstream.as_str(),
                 Some(id),

@@ -28,6 +28,8 @@ pub fn gofer_command() -> Command {
         }
     }
     command.env("NO_COLOR", "1");
+    // Compiled plugins are shared by every test server (the cache is keyed by content).
+    command.env("GOFER_PLUGINS__CACHE_DIR", shared_plugin_cache());
     command
 }
 
@@ -457,4 +459,14 @@ impl TestServer {
         signal(child.id(), "KILL");
         child.wait().unwrap();
     }
+}
+
+/// A plugin cache shared by the test servers of this build.
+pub fn shared_plugin_cache() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "gofer-test-plugin-cache-{}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -1,0 +1,92 @@
+//! Builds the built-in plugins (`../plugins`, WebAssembly components for wasm32-wasip2) and embeds
+//! them in the binary; also builds the test fixture plugins and tells the tests where they are.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BUILTINS: &[&str] = &["interval", "cron", "webhook", "debug"];
+const FIXTURES: &[&str] = &["misbehave", "future"];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let plugins = manifest_dir.join("../plugins");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for watched in ["../wit", "../plugins/Cargo.toml", "../plugins/Cargo.lock"] {
+        println!("cargo:rerun-if-changed={watched}");
+    }
+    for name in BUILTINS {
+        println!("cargo:rerun-if-changed=../plugins/{name}");
+    }
+    for name in FIXTURES {
+        println!("cargo:rerun-if-changed=../plugins/fixtures/{name}");
+    }
+    println!("cargo:rerun-if-env-changed=GOFER_BUILD_COMMIT");
+
+    // Share compiled plugin dependencies between builds when the user keeps a target dir outside.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| PathBuf::from(dir).join("plugins"))
+        .unwrap_or_else(|| out_dir.join("plugins-target"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(plugins.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir);
+    // The host's flags (e.g. +crt-static for the release binary) must not reach the wasm build.
+    for variable in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
+        command.env_remove(variable);
+    }
+    let output = command
+        .output()
+        .expect("could not run cargo to build the plugins");
+    if !output.status.success() {
+        panic!(
+            "building the built-in plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2` or `make setup`):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let built = target_dir.join("wasm32-wasip2/release");
+    let mut table = String::from(
+        "/// Built-in plugins: (name, component bytes).\npub static BUILTIN_PLUGINS: &[(&str, &[u8])] = &[\n",
+    );
+    for name in BUILTINS {
+        let file = copy(&built, &out_dir, name);
+        table.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            file.display().to_string()
+        ));
+    }
+    table.push_str("];\n");
+    std::fs::write(out_dir.join("builtin_plugins.rs"), table)
+        .expect("could not write builtin_plugins.rs");
+    let fixtures = out_dir.join("fixtures");
+    std::fs::create_dir_all(&fixtures).expect("could not create the fixture dir");
+    for name in FIXTURES {
+        copy(&built, &fixtures, name);
+    }
+    println!(
+        "cargo:rustc-env=GOFER_FIXTURE_PLUGINS_DIR={}",
+        fixtures.display()
+    );
+}
+
+fn copy(built: &Path, to: &Path, name: &str) -> PathBuf {
+    let source = built.join(format!("gofer_plugin_{name}.wasm"));
+    let destination = to.join(format!("{name}.wasm"));
+    std::fs::copy(&source, &destination)
+        .unwrap_or_else(|error| panic!("could not copy {}: {error}", source.display()));
+    destination
+}

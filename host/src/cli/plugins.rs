@@ -1,0 +1,217 @@
+//! `gofer plugin …` and `gofer subscription …`.
+
+use clap::Subcommand;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::json;
+
+use super::Session;
+use super::client::field;
+use crate::models::{Plugin, Subscription};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum PluginCommand {
+    /// List plugins (built-in and from the plugins folder), loaded or failed.
+    List,
+    /// Show one plugin and its settings.
+    Get { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum SubscriptionCommand {
+    /// List a pipeline's trigger subscriptions.
+    List { pipeline: String },
+    /// Subscribe a pipeline to a trigger plugin: `gofer subscription create PIPELINE interval every-5m -s every=5m`.
+    Create {
+        pipeline: String,
+        plugin: String,
+        /// Your label for the subscription.
+        label: String,
+        /// A plugin setting KEY=VALUE (repeatable).
+        #[arg(long = "setting", short = 's', value_parser = super::runs::parse_variable)]
+        settings: Vec<(String, String)>,
+    },
+    /// Stop a subscription for now.
+    Disable {
+        pipeline: String,
+        plugin: String,
+        label: String,
+    },
+    /// Start a disabled subscription again.
+    Enable {
+        pipeline: String,
+        plugin: String,
+        label: String,
+    },
+    /// Delete a subscription.
+    Delete {
+        pipeline: String,
+        plugin: String,
+        label: String,
+    },
+}
+
+fn spelling<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn plugins_table(plugins: &[Plugin]) -> String {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        "name", "kind", "version", "runtime", "source", "status",
+    ]);
+    for plugin in plugins {
+        let status = match &plugin.error {
+            Some(error) => format!("{}: {error}", plugin.status),
+            None => plugin.status.clone(),
+        };
+        table.add_row(vec![
+            plugin.name.clone(),
+            plugin.kind.as_ref().map(spelling).unwrap_or_default(),
+            plugin.version.clone(),
+            plugin.runtime.clone(),
+            plugin.source.clone(),
+            status,
+        ]);
+    }
+    table.to_string()
+}
+
+pub(super) async fn plugin(ctx: &Session, command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::List => {
+            let body = ctx.client.get("/api/plugins").await?;
+            ctx.show(&body, |body| {
+                Ok(plugins_table(&field::<Vec<Plugin>>(body, "plugins")?))
+            })
+        }
+        PluginCommand::Get { name } => {
+            let body = ctx.client.get(&format!("/api/plugins/{name}")).await?;
+            ctx.show(&body, |body| {
+                let plugin: Plugin = field(body, "plugin")?;
+                let mut text = plugins_table(std::slice::from_ref(&plugin));
+                text.push_str(&format!("\n{}\n", plugin.description));
+                for setting in &plugin.settings {
+                    let required = if setting.required { " (required)" } else { "" };
+                    text.push_str(&format!(
+                        "  {}{required}: {}\n",
+                        setting.key, setting.documentation
+                    ));
+                }
+                Ok(text)
+            })
+        }
+    }
+}
+
+pub(super) async fn subscription(
+    ctx: &Session,
+    command: SubscriptionCommand,
+) -> anyhow::Result<()> {
+    let client = &ctx.client;
+    match command {
+        SubscriptionCommand::List { pipeline } => {
+            let body = client
+                .get(&format!("{}/subscriptions", ctx.pipeline_path(&pipeline)))
+                .await?;
+            ctx.show(&body, |body| {
+                let subscriptions: Vec<Subscription> = field(body, "subscriptions")?;
+                let mut table = Table::new();
+                table
+                    .load_style(UTF8_FULL_CONDENSED)
+                    .set_header(vec!["plugin", "label", "settings", "status"]);
+                for subscription in subscriptions {
+                    let settings: Vec<String> = subscription
+                        .settings
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    let mut status = spelling(&subscription.status);
+                    if let Some(reason) = &subscription.status_reason {
+                        status.push_str(&format!(": {}", reason.description));
+                    }
+                    table.add_row(vec![
+                        subscription.extension_id,
+                        subscription.subscription_id,
+                        settings.join(" "),
+                        status,
+                    ]);
+                }
+                Ok(table.to_string())
+            })
+        }
+        SubscriptionCommand::Create {
+            pipeline,
+            plugin,
+            label,
+            settings,
+        } => {
+            let settings: std::collections::BTreeMap<String, String> =
+                settings.into_iter().collect();
+            let body = client
+                .post(
+                    &format!("{}/subscriptions", ctx.pipeline_path(&pipeline)),
+                    json!({"extension_id": plugin, "subscription_id": label, "settings": settings}),
+                )
+                .await?;
+            ctx.done(
+                &body,
+                format!("Subscribed '{pipeline}' to {plugin} as '{label}'"),
+            );
+            Ok(())
+        }
+        SubscriptionCommand::Disable {
+            pipeline,
+            plugin,
+            label,
+        } => set_status(ctx, &pipeline, &plugin, &label, "disabled").await,
+        SubscriptionCommand::Enable {
+            pipeline,
+            plugin,
+            label,
+        } => set_status(ctx, &pipeline, &plugin, &label, "active").await,
+        SubscriptionCommand::Delete {
+            pipeline,
+            plugin,
+            label,
+        } => {
+            let body = client
+                .delete(&format!(
+                    "{}/subscriptions/{plugin}/{label}",
+                    ctx.pipeline_path(&pipeline)
+                ))
+                .await?;
+            ctx.done(
+                &body,
+                format!("Deleted subscription '{label}' of '{pipeline}' to {plugin}"),
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn set_status(
+    ctx: &Session,
+    pipeline: &str,
+    plugin: &str,
+    label: &str,
+    status: &str,
+) -> anyhow::Result<()> {
+    let body = ctx
+        .client
+        .patch(
+            &format!(
+                "{}/subscriptions/{plugin}/{label}",
+                ctx.pipeline_path(pipeline)
+            ),
+            json!({ "status": status }),
+        )
+        .await?;
+    ctx.done(
+        &body,
+        format!("Subscription '{label}' of '{pipeline}' to {plugin} is now {status}"),
+    );
+    Ok(())
+}

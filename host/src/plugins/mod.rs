@@ -1,0 +1,367 @@
+//! Plugins: triggers and shared tasks, seen by the rest of Gofer only through the
+//! [`TriggerPlugin`] and [`TaskPlugin`] traits.
+//!
+//! Owns the plugin registry (built-ins embedded in the binary, overridable by `.wasm` files in the
+//! plugins folder, which is watched so that adding, replacing or removing a file takes effect
+//! within about a second) and the trigger manager (`triggers.rs`: subscriptions, wake-ups, fires).
+//! The WebAssembly runtime lives in `wasm.rs`, the only user of wasmtime. Must not run SQL or talk
+//! to Docker.
+
+pub mod triggers;
+pub mod wasm;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::models::{Plugin, PluginKind, PluginParameter};
+
+include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+
+/// How often the plugins folder is looked at.
+const FOLDER_POLL: Duration = Duration::from_millis(500);
+
+/// Why a plugin could not be loaded or a call failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PluginError {
+    #[error("{0}")]
+    Load(String),
+    /// The plugin's own answer (e.g. invalid settings).
+    #[error("{0}")]
+    Refused(String),
+    #[error("the plugin did not finish before its deadline")]
+    Deadline,
+    #[error("the plugin went over its memory limit of {0} MiB")]
+    MemoryLimit(usize),
+    #[error("the plugin crashed: {0}")]
+    Crashed(String),
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginDescription {
+    pub name: String,
+    pub kind: PluginKind,
+    pub version: String,
+    pub description: String,
+    pub settings: Vec<PluginParameter>,
+}
+
+/// What a trigger returns when woken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WakeOutcome {
+    /// (subscription handle, run variables).
+    pub fires: Vec<(String, Vec<(String, String)>)>,
+    pub next_wake: Option<u64>,
+}
+
+/// What a trigger answers to an outside event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalOutcome {
+    pub status: u16,
+    pub message: String,
+    pub fires: Vec<(String, Vec<(String, String)>)>,
+}
+
+/// A trigger, whatever runs it (WebAssembly or a gRPC process).
+#[async_trait::async_trait]
+pub trait TriggerPlugin: Send + Sync {
+    /// Starts watching; an error is the plugin's message for the user. Returns the next wake time.
+    async fn subscribe(
+        &self,
+        handle: &str,
+        settings: &[(String, String)],
+        now: u64,
+    ) -> Result<Option<u64>, PluginError>;
+    async fn unsubscribe(&self, handle: &str) -> Result<(), PluginError>;
+    async fn wake(&self, now: u64) -> Result<WakeOutcome, PluginError>;
+    async fn external_event(
+        &self,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<ExternalOutcome, PluginError>;
+}
+
+/// One run of a shared task.
+#[derive(Debug, Clone)]
+pub struct TaskRequest {
+    pub settings: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
+    pub deadline: Duration,
+}
+
+/// How a shared task ended, and what it printed.
+#[derive(Debug, Clone)]
+pub struct TaskResult {
+    pub outcome: Result<u8, PluginError>,
+    pub output: Vec<u8>,
+}
+
+/// A shared task, whatever runs it.
+#[async_trait::async_trait]
+pub trait TaskPlugin: Send + Sync {
+    async fn run(&self, request: TaskRequest) -> TaskResult;
+}
+
+/// A loaded plugin.
+#[derive(Clone)]
+pub enum LoadedPlugin {
+    Trigger(Arc<dyn TriggerPlugin>),
+    Task(Arc<dyn TaskPlugin>),
+}
+
+#[derive(Clone)]
+struct Entry {
+    plugin: Plugin,
+    loaded: Option<LoadedPlugin>,
+}
+
+/// A file's modified time and size: enough to notice a replaced plugin.
+type FileStamp = (SystemTime, u64);
+
+/// The plugins folder as last seen.
+type FolderState = BTreeMap<PathBuf, FileStamp>;
+
+/// Every plugin the server knows; cheap to clone.
+#[derive(Clone)]
+pub struct PluginRegistry {
+    inner: Arc<RegistryInner>,
+}
+
+struct RegistryInner {
+    runtime: Arc<wasm::WasmRuntime>,
+    dir: PathBuf,
+    builtins: Vec<Entry>,
+    entries: RwLock<BTreeMap<String, Entry>>,
+    /// Loaded folder plugins by file, reused while the file is unchanged.
+    files: std::sync::Mutex<BTreeMap<PathBuf, (FileStamp, Entry)>>,
+    changes: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRegistry")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+fn entry(description: PluginDescription, loaded: LoadedPlugin, source: &str) -> Entry {
+    Entry {
+        plugin: Plugin {
+            name: description.name,
+            kind: Some(description.kind),
+            version: description.version,
+            description: description.description,
+            settings: description.settings,
+            runtime: "wasm".into(),
+            source: source.into(),
+            status: "loaded".into(),
+            error: None,
+        },
+        loaded: Some(loaded),
+    }
+}
+
+fn failed(name: String, source: &str, error: &PluginError) -> Entry {
+    Entry {
+        plugin: Plugin {
+            name,
+            kind: None,
+            version: String::new(),
+            description: String::new(),
+            settings: Vec::new(),
+            runtime: "wasm".into(),
+            source: source.into(),
+            status: "failed".into(),
+            error: Some(error.to_string()),
+        },
+        loaded: None,
+    }
+}
+
+impl PluginRegistry {
+    /// Loads the built-ins and the plugins folder, and starts watching the folder.
+    pub async fn start(runtime: Arc<wasm::WasmRuntime>, dir: PathBuf) -> Self {
+        let mut builtins = Vec::new();
+        for (name, bytes) in BUILTIN_PLUGINS {
+            match runtime.load(name, bytes.to_vec()).await {
+                Ok((description, loaded)) => builtins.push(entry(description, loaded, "builtin")),
+                Err(error) => {
+                    tracing::error!(plugin = name, %error, "a built-in plugin failed to load");
+                    builtins.push(failed(name.to_string(), "builtin", &error));
+                }
+            }
+        }
+        if let Err(error) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), %error, "could not create the plugins folder");
+        }
+        let registry = Self {
+            inner: Arc::new(RegistryInner {
+                runtime,
+                dir,
+                builtins,
+                entries: RwLock::new(BTreeMap::new()),
+                files: std::sync::Mutex::new(BTreeMap::new()),
+                changes: watch::channel(0).0,
+            }),
+        };
+        let mut seen = FolderState::new();
+        registry.rescan(&mut seen).await;
+        let watcher = registry.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FOLDER_POLL).await;
+                watcher.rescan(&mut seen).await;
+            }
+        });
+        registry
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Bumped whenever the set of loaded plugins changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    pub fn list(&self) -> Vec<Plugin> {
+        self.read()
+            .values()
+            .map(|entry| entry.plugin.clone())
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Plugin> {
+        self.read().get(name).map(|entry| entry.plugin.clone())
+    }
+
+    pub fn trigger(&self, name: &str) -> Option<Arc<dyn TriggerPlugin>> {
+        match self.read().get(name)?.loaded.as_ref()? {
+            LoadedPlugin::Trigger(trigger) => Some(Arc::clone(trigger)),
+            LoadedPlugin::Task(_) => None,
+        }
+    }
+
+    pub fn task(&self, name: &str) -> Option<Arc<dyn TaskPlugin>> {
+        match self.read().get(name)?.loaded.as_ref()? {
+            LoadedPlugin::Task(task) => Some(Arc::clone(task)),
+            LoadedPlugin::Trigger(_) => None,
+        }
+    }
+
+    /// Loaded trigger plugins by name.
+    pub fn triggers(&self) -> BTreeMap<String, Arc<dyn TriggerPlugin>> {
+        self.read()
+            .iter()
+            .filter_map(|(name, entry)| match entry.loaded.as_ref()? {
+                LoadedPlugin::Trigger(trigger) => Some((name.clone(), Arc::clone(trigger))),
+                LoadedPlugin::Task(_) => None,
+            })
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+        self.inner
+            .entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Looks at the folder; if anything changed, reloads what changed and rebuilds the registry.
+    async fn rescan(&self, seen: &mut FolderState) {
+        let now = folder_state(&self.inner.dir);
+        if !self.read().is_empty() && now == *seen {
+            return;
+        }
+        let mut loaded = BTreeMap::new();
+        for (path, stamp) in &now {
+            let reuse = self
+                .inner
+                .files
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(path)
+                .filter(|(old, _)| old == stamp)
+                .map(|(_, entry)| entry.clone());
+            let entry = match reuse {
+                Some(entry) => entry,
+                None => self.load_file(path).await,
+            };
+            loaded.insert(path.clone(), (*stamp, entry));
+        }
+        let mut entries: BTreeMap<String, Entry> = self
+            .inner
+            .builtins
+            .iter()
+            .map(|entry| (entry.plugin.name.clone(), entry.clone()))
+            .collect();
+        for (_, entry) in loaded.values() {
+            // A folder plugin overrides a built-in of the same name.
+            entries.insert(entry.plugin.name.clone(), entry.clone());
+        }
+        *self
+            .inner
+            .files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = loaded;
+        *self
+            .inner
+            .entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = entries;
+        *seen = now;
+        self.inner
+            .changes
+            .send_modify(|generation| *generation += 1);
+    }
+
+    async fn load_file(&self, path: &Path) -> Entry {
+        let stem = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                return failed(
+                    stem,
+                    "folder",
+                    &PluginError::Load(format!("could not read {}: {error}", path.display())),
+                );
+            }
+        };
+        match self.inner.runtime.load(&stem, bytes).await {
+            Ok((description, loaded)) => {
+                tracing::info!(plugin = %description.name, file = %path.display(), "loaded plugin");
+                entry(description, loaded, "folder")
+            }
+            Err(error) => {
+                tracing::warn!(file = %path.display(), %error, "could not load plugin");
+                failed(stem, "folder", &error)
+            }
+        }
+    }
+}
+
+fn folder_state(dir: &Path) -> FolderState {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return FolderState::new();
+    };
+    read.filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "wasm")
+        })
+        .filter_map(|path| {
+            let metadata = std::fs::metadata(&path).ok()?;
+            Some((path, (metadata.modified().ok()?, metadata.len())))
+        })
+        .collect()
+}

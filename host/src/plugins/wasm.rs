@@ -1,0 +1,603 @@
+//! The WebAssembly runtime: the only module that uses wasmtime.
+//!
+//! Compiles components once and caches the machine code on disk (keyed by content hash and engine
+//! compatibility), refuses components built for another `gofer:plugin` version before
+//! instantiating them, and runs every call with a CPU deadline (epoch interruption) and a memory
+//! cap, in a sandbox with no filesystem, network or host environment. Calls run on tokio's
+//! blocking pool. A trapped trigger instance is dropped and re-created, its subscriptions replayed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::{
+    ExternalOutcome, LoadedPlugin, PluginDescription, PluginError, TaskPlugin, TaskRequest,
+    TaskResult, TriggerPlugin, WakeOutcome,
+};
+use crate::models::{PluginKind, PluginParameter};
+
+/// The WIT package version this server implements.
+pub const WIT_PACKAGE: &str = "gofer:plugin@0.1.0";
+
+/// How often the epoch ticks; deadlines are counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Most output a shared task may print; the rest is cut.
+const MAX_TASK_OUTPUT: usize = 16 * 1024 * 1024;
+
+mod trigger_bindings {
+    wasmtime::component::bindgen!({ world: "trigger", path: "../wit" });
+}
+
+mod task_bindings {
+    wasmtime::component::bindgen!({ world: "task", path: "../wit" });
+}
+
+/// Limits every call runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    /// Deadline of a trigger call (subscribe, wake, outside event).
+    pub trigger_call: Duration,
+}
+
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    plugin: String,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn log(plugin: &str, level: u8, message: &str) {
+    match level {
+        0 => tracing::trace!(plugin, "{message}"),
+        1 => tracing::debug!(plugin, "{message}"),
+        2 => tracing::info!(plugin, "{message}"),
+        3 => tracing::warn!(plugin, "{message}"),
+        _ => tracing::error!(plugin, "{message}"),
+    }
+}
+
+impl trigger_bindings::gofer::plugin::host::Host for State {
+    fn log(&mut self, level: trigger_bindings::gofer::plugin::host::LogLevel, message: String) {
+        log(&self.plugin, level as u8, &message);
+    }
+
+    fn now_millis(&mut self) -> u64 {
+        crate::models::now_millis()
+    }
+}
+
+impl trigger_bindings::gofer::plugin::types::Host for State {}
+
+impl task_bindings::gofer::plugin::host::Host for State {
+    fn log(&mut self, level: task_bindings::gofer::plugin::host::LogLevel, message: String) {
+        log(&self.plugin, level as u8, &message);
+    }
+
+    fn now_millis(&mut self) -> u64 {
+        crate::models::now_millis()
+    }
+}
+
+impl task_bindings::gofer::plugin::types::Host for State {}
+
+/// The engine, linkers and code cache; shared by every plugin.
+pub struct WasmRuntime {
+    engine: Engine,
+    trigger_linker: Linker<State>,
+    task_linker: Linker<State>,
+    cache_dir: PathBuf,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for WasmRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmRuntime")
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
+}
+
+fn runtime_error(error: impl std::fmt::Display) -> PluginError {
+    PluginError::Load(error.to_string())
+}
+
+impl WasmRuntime {
+    pub fn new(cache_dir: PathBuf, limits: Limits) -> Result<Arc<Self>, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(runtime_error)?;
+        let mut trigger_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut trigger_linker).map_err(runtime_error)?;
+        trigger_bindings::Trigger::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+            &mut trigger_linker,
+            |state| state,
+        )
+        .map_err(runtime_error)?;
+        let mut task_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut task_linker).map_err(runtime_error)?;
+        task_bindings::Task::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+            &mut task_linker,
+            |state| state,
+        )
+        .map_err(runtime_error)?;
+        std::fs::create_dir_all(&cache_dir).map_err(|error| {
+            PluginError::Load(format!(
+                "could not create the plugin cache {}: {error}",
+                cache_dir.display()
+            ))
+        })?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("gofer-wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(runtime_error)?;
+        Ok(Arc::new(Self {
+            engine,
+            trigger_linker,
+            task_linker,
+            cache_dir,
+            limits,
+        }))
+    }
+
+    /// Compiles a component, or loads its machine code from the cache.
+    fn compile(&self, bytes: &[u8]) -> Result<Component, PluginError> {
+        use std::hash::{Hash, Hasher};
+        let digest = Sha256::digest(bytes);
+        let content: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let cached = self
+            .cache_dir
+            .join(format!("{content}-{:016x}.cwasm", hasher.finish()));
+        if cached.exists() {
+            // SAFETY: the cache directory is the server's own; only artefacts this server
+            // serialised (for an engine with the same compatibility hash) are stored there.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize_file(&self.engine, &cached) };
+            match loaded {
+                Ok(component) => return Ok(component),
+                Err(error) => {
+                    tracing::warn!(path = %cached.display(), %error, "ignoring an unreadable cached plugin")
+                }
+            }
+        }
+        if !bytes.starts_with(b"\0asm") {
+            return Err(PluginError::Load(
+                "not a WebAssembly file (it lacks the \\0asm header)".into(),
+            ));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+        if let Ok(serialized) = component.serialize() {
+            let temporary = cached.with_extension("tmp");
+            if std::fs::write(&temporary, serialized).is_ok() {
+                let _ = std::fs::rename(&temporary, &cached);
+            }
+        }
+        Ok(component)
+    }
+
+    /// Loads a plugin: compile (or read the cache), check its interface version, read its info.
+    pub async fn load(
+        self: &Arc<Self>,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(PluginDescription, LoadedPlugin), PluginError> {
+        let runtime = Arc::clone(self);
+        let file_name = file_name.to_string();
+        tokio::task::spawn_blocking(move || runtime.load_blocking(&file_name, &bytes))
+            .await
+            .map_err(|error| PluginError::Crashed(error.to_string()))?
+    }
+
+    fn load_blocking(
+        self: &Arc<Self>,
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Result<(PluginDescription, LoadedPlugin), PluginError> {
+        let component = self.compile(bytes)?;
+        let component_type = component.component_type();
+        let mut names: Vec<String> = component_type
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let exports: Vec<String> = component_type
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        names.extend(exports.iter().cloned());
+        if let Some(other) = names
+            .iter()
+            .filter(|name| name.starts_with("gofer:plugin/"))
+            .find(|name| !name.ends_with(&WIT_PACKAGE["gofer:plugin".len()..]))
+        {
+            let version = other.rsplit('@').next().unwrap_or("?");
+            return Err(PluginError::Load(format!(
+                "it was built for gofer:plugin@{version}, but this server supports {WIT_PACKAGE}; rebuild it against this server's wit/"
+            )));
+        }
+        let kind = if exports.iter().any(|name| name == "run") {
+            PluginKind::Task
+        } else if exports.iter().any(|name| name == "wake") {
+            PluginKind::Trigger
+        } else {
+            return Err(PluginError::Load(format!(
+                "it exports neither the `trigger` nor the `task` world of {WIT_PACKAGE}"
+            )));
+        };
+        match kind {
+            PluginKind::Trigger => {
+                let pre = self
+                    .trigger_linker
+                    .instantiate_pre(&component)
+                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                let pre = trigger_bindings::TriggerPre::new(pre)
+                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                let trigger = Arc::new(WasmTrigger {
+                    runtime: Arc::clone(self),
+                    pre,
+                    name: file_name.to_string(),
+                    live: Mutex::new(None),
+                    subscriptions: Mutex::new(BTreeMap::new()),
+                });
+                let info = trigger.call(
+                    |store, bindings| bindings.call_info(store),
+                    self.limits.trigger_call,
+                )?;
+                let description = describe(
+                    info.name,
+                    info.version,
+                    info.description,
+                    info.settings
+                        .into_iter()
+                        .map(|p| (p.key, p.required, p.documentation)),
+                );
+                Ok((
+                    PluginDescription {
+                        kind,
+                        ..description
+                    },
+                    LoadedPlugin::Trigger(Arc::new(trigger)),
+                ))
+            }
+            PluginKind::Task => {
+                let pre = self
+                    .task_linker
+                    .instantiate_pre(&component)
+                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                let pre = task_bindings::TaskPre::new(pre)
+                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                let task = Arc::new(WasmTask {
+                    runtime: Arc::clone(self),
+                    pre,
+                    name: file_name.to_string(),
+                });
+                let (mut store, _) = task.store(&[]);
+                let bindings = task
+                    .pre
+                    .instantiate(&mut store)
+                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                let info = bindings
+                    .call_info(&mut store)
+                    .map_err(|error| classify(error, self.limits))?;
+                let description = describe(
+                    info.name,
+                    info.version,
+                    info.description,
+                    info.settings
+                        .into_iter()
+                        .map(|p| (p.key, p.required, p.documentation)),
+                );
+                Ok((
+                    PluginDescription {
+                        kind,
+                        ..description
+                    },
+                    LoadedPlugin::Task(Arc::new(task)),
+                ))
+            }
+        }
+    }
+
+    fn new_store(&self, plugin: &str, wasi: WasiCtx) -> Store<State> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            State {
+                wasi,
+                table: ResourceTable::new(),
+                limits,
+                plugin: plugin.to_string(),
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        // Instantiation runs guest code too; the caller sets the real deadline of each call.
+        store.set_epoch_deadline(ticks(self.limits.trigger_call));
+        store
+    }
+}
+
+fn describe(
+    name: String,
+    version: String,
+    description: String,
+    settings: impl Iterator<Item = (String, bool, String)>,
+) -> PluginDescription {
+    PluginDescription {
+        name,
+        kind: PluginKind::Trigger,
+        version,
+        description,
+        settings: settings
+            .map(|(key, required, documentation)| PluginParameter {
+                key,
+                required,
+                documentation,
+            })
+            .collect(),
+    }
+}
+
+fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
+/// Names what went wrong in a call, in the plugin author's and operator's terms.
+fn classify(error: wasmtime::Error, limits: Limits) -> PluginError {
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return PluginError::Deadline;
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") {
+        return PluginError::MemoryLimit(limits.memory_bytes / (1024 * 1024));
+    }
+    PluginError::Crashed(text)
+}
+
+/// A trigger plugin: one long-lived instance, re-created after a trap.
+struct WasmTrigger {
+    runtime: Arc<WasmRuntime>,
+    pre: trigger_bindings::TriggerPre<State>,
+    name: String,
+    live: Mutex<Option<(Store<State>, trigger_bindings::Trigger)>>,
+    /// What to replay into a fresh instance.
+    subscriptions: Mutex<BTreeMap<String, Vec<(String, String)>>>,
+}
+
+impl WasmTrigger {
+    fn instantiate(&self) -> Result<(Store<State>, trigger_bindings::Trigger), PluginError> {
+        let mut store = self
+            .runtime
+            .new_store(&self.name, WasiCtxBuilder::new().build());
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| PluginError::Crashed(format!("{error:#}")))?;
+        Ok((store, bindings))
+    }
+
+    /// Runs one call on the live instance (creating it, and replaying subscriptions, if needed).
+    /// A trap discards the instance.
+    fn call<T>(
+        &self,
+        call: impl FnOnce(&mut Store<State>, &trigger_bindings::Trigger) -> wasmtime::Result<T>,
+        deadline: Duration,
+    ) -> Result<T, PluginError> {
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if live.is_none() {
+            let (mut store, bindings) = self.instantiate()?;
+            let replay: Vec<(String, Vec<(String, String)>)> = self
+                .subscriptions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+                .map(|(handle, settings)| (handle.clone(), settings.clone()))
+                .collect();
+            for (handle, settings) in replay {
+                store.set_epoch_deadline(ticks(deadline));
+                let now = crate::models::now_millis();
+                if let Err(error) = bindings.call_subscribe(&mut store, &handle, &settings, now) {
+                    return Err(classify(error, self.runtime.limits));
+                }
+            }
+            *live = Some((store, bindings));
+        }
+        let (store, bindings) = live.as_mut().expect("instantiated above");
+        store.set_epoch_deadline(ticks(deadline));
+        match call(store, bindings) {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                *live = None;
+                let error = classify(error, self.runtime.limits);
+                tracing::warn!(plugin = %self.name, %error, "trigger call failed; the instance is discarded");
+                Err(error)
+            }
+        }
+    }
+
+    fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&WasmTrigger) -> Result<T, PluginError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, PluginError>> {
+        let this = Arc::clone(self);
+        async move {
+            tokio::task::spawn_blocking(move || work(&this))
+                .await
+                .map_err(|error| PluginError::Crashed(error.to_string()))?
+        }
+    }
+}
+
+fn fires(
+    fires: Vec<trigger_bindings::gofer::plugin::types::Fire>,
+) -> Vec<(String, Vec<(String, String)>)> {
+    fires
+        .into_iter()
+        .map(|fire| (fire.subscription, fire.variables))
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl TriggerPlugin for Arc<WasmTrigger> {
+    async fn subscribe(
+        &self,
+        handle: &str,
+        settings: &[(String, String)],
+        now: u64,
+    ) -> Result<Option<u64>, PluginError> {
+        let (handle, settings) = (handle.to_string(), settings.to_vec());
+        let deadline = self.runtime.limits.trigger_call;
+        self.blocking(move |trigger| {
+            let result = trigger.call(
+                |store, bindings| bindings.call_subscribe(store, &handle, &settings, now),
+                deadline,
+            )?;
+            match result {
+                Ok(next) => {
+                    trigger
+                        .subscriptions
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .insert(handle, settings);
+                    Ok(next)
+                }
+                Err(message) => Err(PluginError::Refused(message)),
+            }
+        })
+        .await
+    }
+
+    async fn unsubscribe(&self, handle: &str) -> Result<(), PluginError> {
+        let handle = handle.to_string();
+        let deadline = self.runtime.limits.trigger_call;
+        self.blocking(move |trigger| {
+            trigger
+                .subscriptions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&handle);
+            trigger.call(
+                |store, bindings| bindings.call_unsubscribe(store, &handle),
+                deadline,
+            )
+        })
+        .await
+    }
+
+    async fn wake(&self, now: u64) -> Result<WakeOutcome, PluginError> {
+        let deadline = self.runtime.limits.trigger_call;
+        self.blocking(move |trigger| {
+            let result =
+                trigger.call(|store, bindings| bindings.call_wake(store, now), deadline)?;
+            Ok(WakeOutcome {
+                fires: fires(result.fires),
+                next_wake: result.next_wake,
+            })
+        })
+        .await
+    }
+
+    async fn external_event(
+        &self,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<ExternalOutcome, PluginError> {
+        let deadline = self.runtime.limits.trigger_call;
+        self.blocking(move |trigger| {
+            let event = trigger_bindings::gofer::plugin::types::ExternalEvent { headers, body };
+            let result = trigger.call(
+                |store, bindings| bindings.call_external_event(store, &event),
+                deadline,
+            )?;
+            Ok(ExternalOutcome {
+                status: result.status,
+                message: result.message,
+                fires: fires(result.fires),
+            })
+        })
+        .await
+    }
+}
+
+/// A shared-task plugin: a fresh instance for every run.
+struct WasmTask {
+    runtime: Arc<WasmRuntime>,
+    pre: task_bindings::TaskPre<State>,
+    name: String,
+}
+
+impl WasmTask {
+    fn store(&self, env: &[(String, String)]) -> (Store<State>, MemoryOutputPipe) {
+        let output = MemoryOutputPipe::new(MAX_TASK_OUTPUT);
+        let wasi = WasiCtxBuilder::new()
+            .envs(env)
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .build();
+        (self.runtime.new_store(&self.name, wasi), output)
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskPlugin for Arc<WasmTask> {
+    async fn run(&self, request: TaskRequest) -> TaskResult {
+        let task = Arc::clone(self);
+        let limits = self.runtime.limits;
+        let joined = tokio::task::spawn_blocking(move || {
+            let (mut store, output) = task.store(&request.env);
+            store.set_epoch_deadline(ticks(request.deadline));
+            let outcome = match task.pre.instantiate(&mut store) {
+                Ok(bindings) => match bindings.call_run(&mut store, &request.settings) {
+                    Ok(Ok(code)) => Ok(code),
+                    Ok(Err(message)) => Err(PluginError::Refused(message)),
+                    Err(error) => Err(classify(error, limits)),
+                },
+                Err(error) => Err(PluginError::Crashed(format!("{error:#}"))),
+            };
+            drop(store);
+            TaskResult {
+                outcome,
+                output: output.contents().to_vec(),
+            }
+        })
+        .await;
+        joined.unwrap_or_else(|error| TaskResult {
+            outcome: Err(PluginError::Crashed(error.to_string())),
+            output: Vec::new(),
+        })
+    }
+}

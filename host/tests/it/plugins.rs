@@ -1,0 +1,461 @@
+//! The WebAssembly plugin host: built-in triggers and shared tasks, the plugins folder, and the
+//! sandbox, with real components compiled by the build.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{
+    Api, TestServer, assert_error, deploy, shell_task, start_run, tasks_of, wait_for_run,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("GOFER_FIXTURE_PLUGINS_DIR")).join(format!("{name}.wasm"))
+}
+
+fn plugins_dir(server: &TestServer) -> PathBuf {
+    server.data_dir.join("plugins")
+}
+
+fn subscriptions(pipeline: &str) -> String {
+    format!("/api/namespaces/default/pipelines/{pipeline}/subscriptions")
+}
+
+async fn runs(api: &Api, pipeline: &str) -> Vec<Value> {
+    let (_, body) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/{pipeline}/runs?limit=1000"
+        ))
+        .await;
+    body["runs"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until `check` holds for the plugin list (up to 10 s).
+async fn wait_for_plugins(api: &Api, what: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = api.get("/api/plugins").await;
+        let plugins = body["plugins"].as_array().cloned().unwrap_or_default();
+        if check(&plugins) {
+            return plugins;
+        }
+        assert!(Instant::now() < deadline, "{what}: {plugins:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn debug_pipeline(id: &str) -> Value {
+    json!({"id": id, "name": id, "tasks": [
+        {"id": "report", "plugin": "debug", "settings": {"note": "from-debug"}, "depends_on": {}, "variables": {}}
+    ]})
+}
+
+#[tokio::test]
+async fn built_in_plugins_are_listed() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let (status, body) = api.get("/api/plugins").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cron", "debug", "interval", "webhook"]);
+    let (_, interval) = api.get("/api/plugins/interval").await;
+    let interval = &interval["plugin"];
+    assert_eq!(interval["kind"], "trigger");
+    assert_eq!(interval["runtime"], "wasm");
+    assert_eq!(interval["source"], "builtin");
+    assert_eq!(interval["status"], "loaded");
+    assert_eq!(interval["settings"][0]["key"], "every");
+    assert_eq!(
+        api.get("/api/plugins/debug").await.1["plugin"]["kind"],
+        "task"
+    );
+    assert_error(
+        &api.get("/api/plugins/nope").await,
+        StatusCode::NOT_FOUND,
+        "plugin 'nope' not found",
+    );
+    let output = server.cli(&["plugin", "list"]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && table.contains("interval") && table.contains("builtin"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn interval_starts_runs_every_second_until_unsubscribed_and_survives_a_restart() {
+    let mut server = TestServer::start().await;
+    let api = server.client();
+    deploy(&api, debug_pipeline("ticking")).await;
+    let bad = api.post(&subscriptions("ticking"), json!({"extension_id": "interval", "subscription_id": "fast", "settings": {"every": "100ms"}})).await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "'every' must be at least 1s");
+    let bad = api.post(&subscriptions("ticking"), json!({"extension_id": "interval", "subscription_id": "typo", "settings": {"evry": "1s"}})).await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "unknown setting 'evry'");
+    let missing = api
+        .post(
+            &subscriptions("ticking"),
+            json!({"extension_id": "ghost", "subscription_id": "abc", "settings": {}}),
+        )
+        .await;
+    assert_error(
+        &missing,
+        StatusCode::NOT_FOUND,
+        "trigger plugin 'ghost' not found",
+    );
+    let wrong_kind = api
+        .post(
+            &subscriptions("ticking"),
+            json!({"extension_id": "debug", "subscription_id": "abc", "settings": {}}),
+        )
+        .await;
+    assert_error(&wrong_kind, StatusCode::BAD_REQUEST, "is not a trigger");
+
+    let (status, created) = api
+        .post(&subscriptions("ticking"), json!({"extension_id": "interval", "subscription_id": "every-second", "settings": {"every": "1s"}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["subscription"]["status"], "active");
+    let again = api.post(&subscriptions("ticking"), json!({"extension_id": "interval", "subscription_id": "every-second", "settings": {"every": "1s"}})).await;
+    assert_error(&again, StatusCode::CONFLICT, "already exists");
+
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    let fired = runs(&api, "ticking").await;
+    assert!(
+        (2..=5).contains(&fired.len()),
+        "about one run a second, got {}",
+        fired.len()
+    );
+    assert_eq!(fired[0]["initiator"]["id"], "plugin:interval");
+    let mut starts: Vec<u64> = fired
+        .iter()
+        .map(|run| run["started"].as_u64().unwrap())
+        .collect();
+    starts.sort();
+    for gap in starts.windows(2).map(|pair| pair[1] - pair[0]) {
+        assert!(
+            (700..=1600).contains(&gap),
+            "runs {gap} ms apart: {starts:?}"
+        );
+    }
+
+    server.restart().await;
+    let before = runs(&api, "ticking").await.len();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert!(
+        runs(&api, "ticking").await.len() > before,
+        "the subscription survived the restart"
+    );
+
+    let path = format!("{}/interval/every-second", subscriptions("ticking"));
+    assert_eq!(
+        api.get(&path).await.1["subscription"]["settings"]["every"],
+        "1s"
+    );
+    assert_eq!(api.delete(&path).await.0, StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = runs(&api, "ticking").await.len();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(
+        runs(&api, "ticking").await.len(),
+        stopped,
+        "no runs after unsubscribing"
+    );
+    assert_error(&api.get(&path).await, StatusCode::NOT_FOUND, "not found");
+}
+
+#[tokio::test]
+async fn cron_fires_on_its_schedule() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    deploy(&api, debug_pipeline("scheduled")).await;
+    let bad = api.post(&subscriptions("scheduled"), json!({"extension_id": "cron", "subscription_id": "bad", "settings": {"expression": "every tuesday"}})).await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "fields");
+    let (status, _) = api
+        .post(&subscriptions("scheduled"), json!({"extension_id": "cron", "subscription_id": "every-2s", "settings": {"expression": "*/2 * * * * *"}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let fired = runs(&api, "scheduled").await;
+    assert!(
+        (1..=3).contains(&fired.len()),
+        "every 2 s for 4.5 s, got {}",
+        fired.len()
+    );
+    for run in &fired {
+        // Fired on an even second.
+        let second = (run["started"].as_u64().unwrap() / 1000) % 2;
+        assert_eq!(second, 0, "{run}");
+        assert!(
+            run["variables"]
+                .to_string()
+                .contains("GOFER_TRIGGER_CRON_TIME")
+        );
+    }
+}
+
+fn sign(secret: &str, body: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        digest
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>()
+    )
+}
+
+#[tokio::test]
+async fn a_signed_webhook_starts_a_run_and_a_bad_signature_is_rejected() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    deploy(&api, debug_pipeline("hooked")).await;
+    let (status, _) = api
+        .post(&subscriptions("hooked"), json!({"extension_id": "webhook", "subscription_id": "pushes", "settings": {"secret": "s3cret", "events": "push"}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/external/webhook", server.base_url());
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let forged = http
+        .post(&url)
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", sign("wrong", body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        forged
+            .text()
+            .await
+            .unwrap()
+            .contains("signature does not match")
+    );
+    let ignored = http
+        .post(&url)
+        .header("x-github-event", "issues")
+        .header("x-hub-signature-256", sign("s3cret", body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ignored.status(), StatusCode::OK, "other events are ignored");
+    assert!(runs(&api, "hooked").await.is_empty());
+
+    let signed = http
+        .post(&url)
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", sign("s3cret", body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::ACCEPTED);
+    let fired = runs(&api, "hooked").await;
+    assert_eq!(fired.len(), 1);
+    let run = wait_for_run(&api, "hooked", fired[0]["run_id"].as_u64().unwrap(), 30).await;
+    assert_eq!(run["status"], "successful");
+    let variables = run["variables"].to_string();
+    assert!(
+        variables.contains("GOFER_WEBHOOK_EVENT") && variables.contains("refs/heads/main"),
+        "{variables}"
+    );
+    let unknown = http
+        .post(format!("{}/api/external/nothing", server.base_url()))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_shared_task_runs_beside_a_container_task() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    deploy(&api, json!({"id": "mixed", "name": "mixed", "tasks": [
+        shell_task("build", "echo built", json!({})),
+        {"id": "report", "plugin": "debug", "settings": {"note": "hello"}, "depends_on": {"build": "Success"}, "variables": {"STAGE": "report"}},
+    ]})).await;
+    let run_id = start_run(&api, "mixed", json!({"WHO": "tester"})).await;
+    let run = wait_for_run(&api, "mixed", run_id, 60).await;
+    assert_eq!(run["status"], "successful", "{run}");
+    let tasks = tasks_of(&api, "mixed", run_id).await;
+    let report = &tasks["report"];
+    assert_eq!(report["exit_code"], 0);
+    assert!(report["started"].as_u64().unwrap() >= tasks["build"]["ended"].as_u64().unwrap());
+    let (_, log) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/mixed/runs/{run_id}/tasks/report/logs"
+        ))
+        .await;
+    let log = log.as_str().unwrap();
+    for expected in [
+        "note=hello",
+        "STAGE=report",
+        "WHO=tester",
+        "GOFER_TASK_ID=report",
+    ] {
+        assert!(log.contains(expected), "{expected} missing from {log}");
+    }
+    let unknown = api
+        .post(
+            "/api/namespaces/default/pipelines/mixed/configs",
+            json!({"config": {"id": "mixed", "name": "m", "tasks": [
+            {"id": "ghost", "plugin": "nope", "depends_on": {}, "variables": {}}]}}),
+        )
+        .await;
+    assert_error(
+        &unknown,
+        StatusCode::BAD_REQUEST,
+        "task 'ghost' names plugin 'nope'",
+    );
+    let both = api
+        .post("/api/namespaces/default/pipelines/mixed/configs", json!({"config": {"id": "mixed", "name": "m", "tasks": [
+            {"id": "both", "plugin": "debug", "image": "busybox", "depends_on": {}, "variables": {}}]}}))
+        .await;
+    assert_error(&both, StatusCode::BAD_REQUEST, "both an image and a plugin");
+}
+
+#[tokio::test]
+async fn the_sandbox_stops_misbehaving_plugins_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    std::fs::copy(
+        fixture("misbehave"),
+        plugins_dir(&server).join("misbehave.wasm"),
+    )
+    .unwrap();
+    wait_for_plugins(&api, "misbehave loads", |plugins| {
+        plugins
+            .iter()
+            .any(|p| p["name"] == "misbehave" && p["status"] == "loaded")
+    })
+    .await;
+    let task = |id: &str, mode: &str| json!({"id": id, "plugin": "misbehave", "settings": {"mode": mode}, "depends_on": {}, "variables": {}, "timeout": "2s"});
+    deploy(&api, json!({"id": "sandbox", "name": "sandbox", "tasks": [
+        task("spin", "spin"), task("bomb", "bomb"), task("panic", "panic"), task("read", "read"), task("fine", "ok"),
+    ]})).await;
+    let started = Instant::now();
+    let run_id = start_run(&api, "sandbox", json!({})).await;
+    let run = wait_for_run(&api, "sandbox", run_id, 60).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let tasks = tasks_of(&api, "sandbox", run_id).await;
+    assert_eq!(
+        tasks["spin"]["status_reason"]["reason"], "timeout",
+        "{}",
+        tasks["spin"]
+    );
+    let bomb = tasks["bomb"]["status_reason"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(bomb.contains("memory limit of 64 MiB"), "{bomb}");
+    let panic = tasks["panic"]["status_reason"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(panic.contains("crashed"), "{panic}");
+    let (_, panic_log) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/sandbox/runs/{run_id}/tasks/panic/logs"
+        ))
+        .await;
+    assert!(
+        panic_log.as_str().unwrap().contains("panicked on purpose"),
+        "{panic_log}"
+    );
+    assert_eq!(
+        tasks["read"]["exit_code"], 3,
+        "reading a host file is denied"
+    );
+    let (_, read_log) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/sandbox/runs/{run_id}/tasks/read/logs"
+        ))
+        .await;
+    assert!(read_log.as_str().unwrap().contains("denied"), "{read_log}");
+    assert_eq!(tasks["fine"]["status"], "successful");
+    assert_eq!(run["status"], "failed");
+    assert_eq!(
+        api.get("/api/system/metadata").await.0,
+        StatusCode::OK,
+        "the server keeps serving"
+    );
+    // The plugin still works after its other instances trapped.
+    let again = start_run(&api, "sandbox", json!({})).await;
+    assert_eq!(
+        tasks_of(
+            &api,
+            "sandbox",
+            wait_for_run(&api, "sandbox", again, 60).await["run_id"]
+                .as_u64()
+                .unwrap()
+        )
+        .await["fine"]["status"],
+        "successful"
+    );
+}
+
+#[tokio::test]
+async fn the_plugins_folder_is_watched() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let dir = plugins_dir(&server);
+    let dropped = Instant::now();
+    std::fs::copy(fixture("misbehave"), dir.join("late.wasm")).unwrap();
+    wait_for_plugins(&api, "a dropped plugin loads", |plugins| {
+        plugins.iter().any(|p| p["name"] == "misbehave")
+    })
+    .await;
+    assert!(
+        dropped.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        dropped.elapsed()
+    );
+    std::fs::write(dir.join("broken.wasm"), b"definitely not wasm").unwrap();
+    let plugins = wait_for_plugins(&api, "a broken plugin is reported", |plugins| {
+        plugins.iter().any(|p| p["name"] == "broken")
+    })
+    .await;
+    let broken = plugins.iter().find(|p| p["name"] == "broken").unwrap();
+    assert_eq!(broken["status"], "failed");
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a WebAssembly file"),
+        "{broken}"
+    );
+    std::fs::copy(fixture("future"), dir.join("future.wasm")).unwrap();
+    let plugins = wait_for_plugins(&api, "an incompatible plugin is refused", |plugins| {
+        plugins.iter().any(|p| p["name"] == "future")
+    })
+    .await;
+    let future = plugins.iter().find(|p| p["name"] == "future").unwrap();
+    assert_eq!(future["status"], "failed");
+    let reason = future["error"].as_str().unwrap();
+    assert!(
+        reason.contains("gofer:plugin@0.2.0") && reason.contains("supports gofer:plugin@0.1.0"),
+        "{reason}"
+    );
+    // The other plugins were not disturbed.
+    assert_eq!(
+        api.get("/api/plugins/interval").await.1["plugin"]["status"],
+        "loaded"
+    );
+    std::fs::remove_file(dir.join("late.wasm")).unwrap();
+    wait_for_plugins(&api, "a removed plugin goes", |plugins| {
+        !plugins.iter().any(|p| p["name"] == "misbehave")
+    })
+    .await;
+}

@@ -1,0 +1,125 @@
+//! `interval`: starts a run every `every` (e.g. `30s`, `5m`, `1h`; at least one second).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+wit_bindgen::generate!({ world: "trigger", path: "../../wit" });
+
+use gofer::plugin::types::{Fire, Parameter, PluginKind};
+
+struct Interval;
+
+struct Subscription {
+    every: u64,
+    next: u64,
+}
+
+thread_local! {
+    static SUBSCRIPTIONS: RefCell<BTreeMap<String, Subscription>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1d` and sums like `1h30m` into milliseconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("the setting 'every' is empty; use e.g. \"30s\", \"5m\" or \"1h\"".into());
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        if c.is_whitespace() {
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(next) = chars.peek().copied().filter(|next| next.is_ascii_alphabetic()) {
+            unit.push(next);
+            chars.next();
+        }
+        let value: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration; use e.g. \"30s\", \"5m\" or \"1h\""))?;
+        number.clear();
+        let factor = match unit.as_str() {
+            "ms" => 1,
+            "s" | "sec" | "secs" => 1_000,
+            "m" | "min" | "mins" => 60_000,
+            "h" | "hr" | "hrs" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
+            _ => return Err(format!("'{text}' has an unknown unit '{unit}'; use ms, s, m, h or d")),
+        };
+        total = total.saturating_add(value.saturating_mul(factor));
+    }
+    if !number.is_empty() {
+        return Err(format!("'{text}' needs a unit, e.g. \"{text}s\""));
+    }
+    Ok(total)
+}
+
+impl Guest for Interval {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "interval".into(),
+            kind: PluginKind::Trigger,
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Starts a run of the pipeline at a fixed interval.".into(),
+            settings: vec![Parameter {
+                key: "every".into(),
+                required: true,
+                documentation: "Time between runs, e.g. \"30s\", \"5m\", \"1h\" (at least 1s).".into(),
+            }],
+        }
+    }
+
+    fn subscribe(subscription: String, settings: Vec<(String, String)>, now_millis: u64) -> Result<Option<u64>, String> {
+        let mut every = None;
+        for (key, value) in settings {
+            match key.as_str() {
+                "every" => every = Some(parse_duration(&value)?),
+                other => return Err(format!("unknown setting '{other}'; interval takes only 'every'")),
+            }
+        }
+        let every = every.ok_or("the setting 'every' is required, e.g. \"every\": \"30s\"")?;
+        if every < 1_000 {
+            return Err(format!("'every' must be at least 1s, got {every}ms"));
+        }
+        let next = now_millis + every;
+        SUBSCRIPTIONS.with(|subscriptions| subscriptions.borrow_mut().insert(subscription, Subscription { every, next }));
+        Ok(Some(next))
+    }
+
+    fn unsubscribe(subscription: String) {
+        SUBSCRIPTIONS.with(|subscriptions| subscriptions.borrow_mut().remove(&subscription));
+    }
+
+    fn wake(now_millis: u64) -> WakeResult {
+        SUBSCRIPTIONS.with(|subscriptions| {
+            let mut subscriptions = subscriptions.borrow_mut();
+            let mut fires = Vec::new();
+            for (id, subscription) in subscriptions.iter_mut() {
+                if subscription.next <= now_millis {
+                    fires.push(Fire {
+                        subscription: id.clone(),
+                        variables: vec![("GOFER_TRIGGER_INTERVAL".into(), format!("{}ms", subscription.every))],
+                    });
+                    // Missed intervals (the server was down) are not made up for.
+                    subscription.next = now_millis + subscription.every;
+                }
+            }
+            let next_wake = subscriptions.values().map(|subscription| subscription.next).min();
+            WakeResult { fires, next_wake }
+        })
+    }
+
+    fn external_event(_event: ExternalEvent) -> ExternalResponse {
+        ExternalResponse {
+            status: 404,
+            message: "the interval trigger takes no outside events".into(),
+            fires: Vec::new(),
+        }
+    }
+}
+
+export!(Interval);
