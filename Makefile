@@ -22,6 +22,7 @@ serve: ## Build and start a development server on embedded defaults, nothing els
 bench: ## Benchmark Gofer runs against raw `docker run --rm` (release build)
 	cargo build --release -p gofer
 	python3 scripts/bench-runs.py
+	python3 scripts/bench-plugins.py
 
 test: lint unit release check-static ## Everything CI runs: lint, all tests, the static binary check
 

@@ -187,6 +187,9 @@ pub struct PipelineConfig {
     /// Longest a run may take, e.g. `"30m"` (beyond v0); absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Triggers this config subscribes the pipeline to when it is deployed (beyond v0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<DeclaredTrigger>,
 }
 
 impl PipelineConfig {
@@ -596,4 +599,16 @@ pub struct Subscription {
     pub settings: BTreeMap<String, String>,
     pub status: SubscriptionStatus,
     pub status_reason: Option<SubscriptionStatusReason>,
+}
+
+/// A trigger subscription declared in a pipeline config; deploying the config makes it so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredTrigger {
+    /// The trigger plugin, e.g. `interval`.
+    pub plugin: String,
+    /// The subscription's label (3-32 characters of `[a-zA-Z0-9-]`).
+    pub id: String,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
 }

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::models::{
-    ConfigState, PipelineConfig, RegistryAuth, RequiredParentStatus, Task, Variable, VariableSource,
+    ConfigState, DeclaredTrigger, PipelineConfig, RegistryAuth, RequiredParentStatus, Task,
+    Variable, VariableSource,
 };
 
 /// Why a config (or an identifier) was refused. Each message names what is wrong and where.
@@ -59,6 +60,8 @@ pub enum ConfigError {
         value: String,
         problem: String,
     },
+    #[error("trigger '{1}' of plugin '{0}' is declared more than once")]
+    DuplicateTrigger(String, String),
     #[error("task '{task}' asks for {retries} retries; at most {MAX_RETRIES} are allowed")]
     TooManyRetries { task: String, retries: u32 },
 }
@@ -129,6 +132,9 @@ pub struct PipelineConfigInput {
     /// Longest a run may take, e.g. `"30m"`; a run past it fails with reason `timeout`.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Trigger subscriptions that deploying this config sets up.
+    #[serde(default)]
+    pub triggers: Vec<DeclaredTrigger>,
 }
 
 /// One task as printed by an SDK program.
@@ -191,6 +197,16 @@ impl PipelineConfigInput {
         if let Some(timeout) = &self.timeout {
             parse_timeout(&format!("pipeline '{}'", self.id), timeout)?;
         }
+        let mut triggers = HashSet::new();
+        for trigger in &self.triggers {
+            validate_identifier("trigger id", &trigger.id)?;
+            if !triggers.insert((trigger.plugin.as_str(), trigger.id.as_str())) {
+                return Err(ConfigError::DuplicateTrigger(
+                    trigger.plugin.clone(),
+                    trigger.id.clone(),
+                ));
+            }
+        }
         let mut ids = HashSet::new();
         for task in &self.tasks {
             validate_identifier("task id", &task.id)?;
@@ -224,6 +240,7 @@ impl PipelineConfigInput {
             registered,
             deprecated: 0,
             timeout: self.timeout,
+            triggers: self.triggers,
         }
     }
 }
@@ -409,6 +426,7 @@ mod tests {
             parallelism: 0,
             tasks,
             timeout: None,
+            triggers: Vec::new(),
         }
     }
 

@@ -260,6 +260,14 @@ async fn register_config(
             )));
         }
     }
+    for trigger in &request.config.triggers {
+        if registry.trigger(&trigger.plugin).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "trigger '{}' names plugin '{}', which is not a loaded trigger plugin (see GET /api/plugins)",
+                trigger.id, trigger.plugin
+            )));
+        }
+    }
     let input = request.config;
     let pipeline = state
         .write(move |db| {
@@ -348,7 +356,9 @@ async fn deploy_config(
             let (namespace_id, pipeline_id, version) =
                 (path.namespace_id, path.pipeline_id, path.version);
             require_pipeline(db, &namespace_id, &pipeline_id)?;
-            db.get_config(&namespace_id, &pipeline_id, version)?;
+            let triggers = db
+                .get_config(&namespace_id, &pipeline_id, version)?
+                .triggers;
             let live = db.live_config_version(&namespace_id, &pipeline_id)?;
             let start_version = live.unwrap_or(version);
             let started = now_millis();
@@ -392,9 +402,14 @@ async fn deploy_config(
                 start_version,
                 end_version: version,
             })?;
-            Ok(deployment)
+            Ok((deployment, triggers))
         })
         .await?;
+    let (deployment, triggers) = deployment;
+    state
+        .triggers
+        .reconcile_declared(&deployment.namespace_id, &deployment.pipeline_id, triggers)
+        .await;
     Ok((
         StatusCode::CREATED,
         ApiJson(DeploymentResponse { deployment }),

@@ -199,7 +199,10 @@ async fn create_subscription(
         .await
         .map_err(plugin_error)?;
     let stored = subscription.clone();
-    if let Err(error) = state.write(move |db| db.insert_subscription(&stored)).await {
+    if let Err(error) = state
+        .write(move |db| db.insert_subscription(&stored, false))
+        .await
+    {
         state.triggers.unsubscribe(&subscription).await;
         return Err(error);
     }

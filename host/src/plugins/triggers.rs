@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::{ExternalOutcome, PluginError, PluginRegistry, TriggerPlugin};
 use crate::models::{
-    Initiator, Subscription, SubscriptionStatus, SubscriptionStatusReason,
+    DeclaredTrigger, Initiator, Subscription, SubscriptionStatus, SubscriptionStatusReason,
     SubscriptionStatusReasonType, now_millis,
 };
 use crate::orchestrator::Orchestrator;
@@ -253,6 +253,85 @@ impl TriggerManager {
             && let Err(error) = plugin.unsubscribe(&handle(subscription)).await
         {
             tracing::warn!(plugin = %subscription.extension_id, %error, "unsubscribe failed");
+        }
+    }
+
+    /// Makes a pipeline's declared subscriptions match what its newly deployed config declares:
+    /// new ones are subscribed, changed ones re-subscribed, dropped ones unsubscribed. Refused
+    /// settings are kept as a subscription with status `error` and the plugin's message.
+    /// Subscriptions made through the API are left alone.
+    pub async fn reconcile_declared(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+        declared: Vec<DeclaredTrigger>,
+    ) {
+        let (namespace, pipeline) = (namespace_id.to_string(), pipeline_id.to_string());
+        let existing = match self
+            .inner
+            .storage
+            .read(move |db| db.declared_subscriptions(&namespace, &pipeline))
+            .await
+        {
+            Ok(existing) => existing,
+            Err(error) => {
+                tracing::error!(pipeline = pipeline_id, %error, "could not read declared subscriptions");
+                return;
+            }
+        };
+        let same = |want: &DeclaredTrigger, old: &Subscription| {
+            want.plugin == old.extension_id
+                && want.id == old.subscription_id
+                && want.settings == old.settings
+        };
+        for old in &existing {
+            if !declared.iter().any(|want| same(want, old)) {
+                self.unsubscribe(old).await;
+                let gone = old.clone();
+                let _ = self
+                    .inner
+                    .storage
+                    .write(move |db| {
+                        db.delete_subscription(
+                            &gone.namespace_id,
+                            &gone.pipeline_id,
+                            &gone.extension_id,
+                            &gone.subscription_id,
+                        )
+                    })
+                    .await;
+            }
+        }
+        for want in declared {
+            if existing.iter().any(|old| same(&want, old)) {
+                continue;
+            }
+            let mut subscription = Subscription {
+                namespace_id: namespace_id.to_string(),
+                pipeline_id: pipeline_id.to_string(),
+                extension_id: want.plugin,
+                subscription_id: want.id,
+                settings: want.settings,
+                status: SubscriptionStatus::Active,
+                status_reason: None,
+            };
+            if let Err(error) = self.subscribe(&subscription).await {
+                subscription.status = SubscriptionStatus::Error;
+                subscription.status_reason = Some(SubscriptionStatusReason {
+                    reason: SubscriptionStatusReasonType::Failed,
+                    description: error.to_string(),
+                });
+            }
+            let stored = subscription.clone();
+            if let Err(error) = self
+                .inner
+                .storage
+                .write(move |db| db.insert_subscription(&stored, true))
+                .await
+            {
+                tracing::warn!(pipeline = pipeline_id, subscription = %subscription.subscription_id, %error, "could not store a declared subscription");
+                self.unsubscribe(&subscription).await;
+            }
         }
     }
 

@@ -61,7 +61,7 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
 
 const NAMESPACE_COLUMNS: &str = "id, name, description, created, modified";
 const PIPELINE_COLUMNS: &str = "namespace_id, pipeline_id, created, modified, state";
-const CONFIG_COLUMNS: &str = "namespace_id, pipeline_id, version, parallelism, name, description, registered, deprecated, state, timeout";
+const CONFIG_COLUMNS: &str = "namespace_id, pipeline_id, version, parallelism, name, description, registered, deprecated, state, timeout, triggers";
 const DEPLOYMENT_COLUMNS: &str = "namespace_id, pipeline_id, deployment_id, start_version, \
      end_version, started, ended, state, status, status_reason";
 
@@ -329,7 +329,7 @@ impl<'c> Db<'c> {
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO pipeline_configs ({CONFIG_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ))?
             .execute(params![
                 config.namespace_id,
@@ -342,6 +342,7 @@ impl<'c> Db<'c> {
                 config.deprecated,
                 enum_text(&config.state),
                 config.timeout,
+                to_json(&config.triggers),
             ])?;
         let mut insert_task = self.conn.prepare_cached(
             "INSERT INTO tasks (namespace_id, pipeline_id, config_version, task_id, task)
@@ -617,6 +618,7 @@ fn config_from_row(row: &Row) -> Result<PipelineConfig> {
         })?,
         tasks: Default::default(),
         timeout: row.get(9)?,
+        triggers: column(row, 10, |text| from_json("pipeline_configs.triggers", text))?,
     })
 }
 

@@ -10,10 +10,11 @@ const COLUMNS: &str =
     "namespace_id, pipeline_id, plugin_id, subscription_id, settings, status, status_reason";
 
 impl Db<'_> {
-    pub fn insert_subscription(&self, subscription: &Subscription) -> Result<()> {
+    /// Stores a subscription; `declared`: made by deploying a config that declares it.
+    pub fn insert_subscription(&self, subscription: &Subscription, declared: bool) -> Result<()> {
         self.conn
             .prepare_cached(&format!(
-                "INSERT INTO subscriptions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                "INSERT INTO subscriptions ({COLUMNS}, declared) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
             ))?
             .execute(params![
                 subscription.namespace_id,
@@ -23,6 +24,7 @@ impl Db<'_> {
                 to_json(&subscription.settings),
                 enum_text(&subscription.status),
                 subscription.status_reason.as_ref().map(to_json),
+                declared,
             ])
             .map_err(|error| match error {
                 rusqlite::Error::SqliteFailure(failure, _)
@@ -93,6 +95,21 @@ impl Db<'_> {
             params![namespace_id, pipeline_id, page.limit, page.offset],
             |row| Ok(subscription_from_row(row)),
         )?;
+        rows.map(|row| row?).collect()
+    }
+
+    /// The subscriptions of a pipeline that its live config declared.
+    pub fn declared_subscriptions(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+    ) -> Result<Vec<Subscription>> {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE namespace_id = ?1 AND pipeline_id = ?2 AND declared = 1"
+        ))?;
+        let rows = statement.query_map([namespace_id, pipeline_id], |row| {
+            Ok(subscription_from_row(row))
+        })?;
         rows.map(|row| row?).collect()
     }
 

@@ -459,3 +459,96 @@ async fn the_plugins_folder_is_watched() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn triggers_declared_in_the_config_follow_deployments() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let config = |triggers: Value| {
+        json!({"id": "declared", "name": "declared", "triggers": triggers, "tasks": [
+            {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}}]})
+    };
+    let bad = api
+        .post(
+            "/api/namespaces/default/pipelines/declared/configs",
+            json!({"config": config(json!([{"plugin": "nope", "id": "abc"}]))}),
+        )
+        .await;
+    assert_error(
+        &bad,
+        StatusCode::BAD_REQUEST,
+        "trigger 'abc' names plugin 'nope'",
+    );
+    let twice = api
+        .post(
+            "/api/namespaces/default/pipelines/declared/configs",
+            json!({"config": config(json!([
+            {"plugin": "interval", "id": "abc", "settings": {"every": "1h"}},
+            {"plugin": "interval", "id": "abc", "settings": {"every": "2h"}}]))}),
+        )
+        .await;
+    assert_error(&twice, StatusCode::BAD_REQUEST, "declared more than once");
+
+    // v1 declares an hourly interval and a refused cron; an API-made subscription exists too.
+    deploy(
+        &api,
+        config(json!([
+            {"plugin": "interval", "id": "hourly", "settings": {"every": "1h"}},
+            {"plugin": "cron", "id": "broken", "settings": {"expression": "not cron"}},
+        ])),
+    )
+    .await;
+    api.post(
+        &subscriptions("declared"),
+        json!({"extension_id": "webhook", "subscription_id": "by-hand", "settings": {}}),
+    )
+    .await;
+    let (_, listed) = api.get(&subscriptions("declared")).await;
+    let listed = listed["subscriptions"].as_array().unwrap().clone();
+    let find = |list: &[Value], id: &str| list.iter().find(|s| s["subscription_id"] == id).cloned();
+    assert_eq!(find(&listed, "hourly").unwrap()["status"], "active");
+    let broken = find(&listed, "broken").unwrap();
+    assert_eq!(broken["status"], "error");
+    assert!(
+        broken["status_reason"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("fields"),
+        "{broken}"
+    );
+
+    // v2 changes the interval to every second and drops the cron: runs start, 'broken' goes.
+    deploy(
+        &api,
+        config(json!([{"plugin": "interval", "id": "hourly", "settings": {"every": "1s"}}])),
+    )
+    .await;
+    let (_, listed) = api.get(&subscriptions("declared")).await;
+    let listed = listed["subscriptions"].as_array().unwrap().clone();
+    assert!(find(&listed, "broken").is_none());
+    assert_eq!(find(&listed, "hourly").unwrap()["settings"]["every"], "1s");
+    assert!(
+        find(&listed, "by-hand").is_some(),
+        "API-made subscriptions are left alone"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !runs(&api, "declared").await.is_empty(),
+        "the re-subscribed interval fires"
+    );
+
+    // v3 declares nothing: the declared subscription is removed and no more runs start.
+    deploy(&api, config(json!([]))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let count = runs(&api, "declared").await.len();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(runs(&api, "declared").await.len(), count);
+    let (_, listed) = api.get(&subscriptions("declared")).await;
+    let ids: Vec<&str> = listed["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["subscription_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["by-hand"]);
+}

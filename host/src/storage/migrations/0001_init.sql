@@ -30,6 +30,7 @@ CREATE TABLE pipeline_configs (
     deprecated   INTEGER NOT NULL,
     state        TEXT    NOT NULL,
     timeout      TEXT,
+    triggers     TEXT    NOT NULL DEFAULT '[]',
     PRIMARY KEY (namespace_id, pipeline_id, version),
     FOREIGN KEY (namespace_id, pipeline_id)
         REFERENCES pipeline_metadata (namespace_id, pipeline_id) ON DELETE CASCADE
@@ -131,6 +132,8 @@ CREATE TABLE subscriptions (
     settings        TEXT NOT NULL,
     status          TEXT NOT NULL,
     status_reason   TEXT,
+    -- 1 when the live config declared it (deploys reconcile those), 0 when made through the API.
+    declared        INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (namespace_id, pipeline_id, plugin_id, subscription_id),
     FOREIGN KEY (namespace_id, pipeline_id)
         REFERENCES pipeline_metadata (namespace_id, pipeline_id) ON DELETE CASCADE

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Benchmark the WebAssembly plugin host through a real server (release build).
+
+  - start to healthy with a cold plugin cache (4 built-ins compiled) and a warm one (loaded)
+  - a shared task's start -> complete inside a run, vs a container task's (medians)
+  - a 1-task run end to end (`gofer run start --follow`): shared task vs container task
+  - 10,000 `interval` subscriptions (every 1h): memory per subscription, idle CPU
+
+Usage: scripts/bench-plugins.py [--gofer PATH] [--rounds N] [--subscriptions N]
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+IMAGE = "gofer-busybox:local"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(base, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("gofer-api-version", "v0")
+    request.add_header("content-type", "application/json")
+    with urllib.request.urlopen(request) as response:
+        text = response.read()
+        return json.loads(text) if text else None
+
+
+class Server:
+    def __init__(self, gofer, data, cache):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GOFER_")}
+        env.update({"GOFER_LOG__LEVEL": "warn", "GOFER_PLUGINS__CACHE_DIR": cache})
+        start = time.perf_counter()
+        self.process = subprocess.Popen([gofer, "service", "start", "--bind", f"127.0.0.1:{self.port}", "--data-dir", data],
+                                        env=env, stderr=subprocess.DEVNULL)
+        while True:
+            try:
+                api(self.base, "GET", "/api/system/metadata")
+                break
+            except OSError:
+                time.sleep(0.005)
+        self.ready_ms = (time.perf_counter() - start) * 1000
+
+    def rss_kib(self):
+        with open(f"/proc/{self.process.pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait()
+
+
+def deploy(base, pipeline, task):
+    config = {"id": pipeline, "name": pipeline, "tasks": [task]}
+    version = api(base, "POST", f"/api/namespaces/default/pipelines/{pipeline}/configs", {"config": config})["pipeline"]["config"]["version"]
+    api(base, "POST", f"/api/namespaces/default/pipelines/{pipeline}/configs/{version}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gofer")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--subscriptions", type=int, default=10_000)
+    args = parser.parse_args()
+    gofer = args.gofer or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/gofer-target")), "release", "gofer")
+    subprocess.run(["bash", os.path.join(HERE, "build-busybox-image.sh")], check=True)
+    work = tempfile.mkdtemp(prefix="gofer-bench-plugins-")
+    cache = os.path.join(work, "cache")
+    try:
+        cold = Server(gofer, os.path.join(work, "cold"), cache)
+        cold.stop()
+        server = Server(gofer, os.path.join(work, "data"), cache)
+        print(f"start to healthy: cold plugin cache {cold.ready_ms:.0f} ms, warm {server.ready_ms:.0f} ms")
+        base = server.base
+        deploy(base, "wasm-one", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
+        deploy(base, "box-one", {"id": "only", "image": IMAGE, "depends_on": {}, "variables": {}, "command": ["true"]})
+        cli = [gofer, "--api-base-url", base]
+        inside, wall = {"wasm-one": [], "box-one": []}, {"wasm-one": [], "box-one": []}
+        for _ in range(args.rounds):
+            for pipeline in inside:
+                start = time.perf_counter()
+                subprocess.run(cli + ["run", "start", pipeline, "--follow"], check=True, stdout=subprocess.DEVNULL)
+                wall[pipeline].append((time.perf_counter() - start) * 1000)
+                runs = api(base, "GET", f"/api/namespaces/default/pipelines/{pipeline}/runs?reverse=true&limit=1")["runs"]
+                task = api(base, "GET", f"/api/namespaces/default/pipelines/{pipeline}/runs/{runs[0]['run_id']}/tasks/only")["task_execution"]
+                inside[pipeline].append(task["ended"] - task["started"])
+        m = {name: statistics.median(values) for name, values in inside.items()}
+        w = {name: statistics.median(values) for name, values in wall.items()}
+        print(f"task start -> complete inside a run: shared task {m['wasm-one']:.0f} ms, container {m['box-one']:.0f} ms")
+        print(f"1-task run, CLI wall time: shared task {w['wasm-one']:.0f} ms, container {w['box-one']:.0f} ms "
+              f"(ratio {w['wasm-one'] / w['box-one']:.2f})")
+
+        deploy(base, "many", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
+        before = server.rss_kib()
+        start = time.perf_counter()
+        for index in range(args.subscriptions):
+            api(base, "POST", "/api/namespaces/default/pipelines/many/subscriptions",
+                {"extension_id": "interval", "subscription_id": f"sub-{index}", "settings": {"every": "1h"}})
+        took = time.perf_counter() - start
+        time.sleep(1)
+        after = server.rss_kib()
+        cpu_before = server.cpu_seconds()
+        time.sleep(10)
+        idle = (server.cpu_seconds() - cpu_before) / 10 * 100
+        print(f"{args.subscriptions} interval subscriptions: created in {took:.1f} s "
+              f"({took / args.subscriptions * 1000:.2f} ms each), "
+              f"+{(after - before) / args.subscriptions:.2f} KiB RSS each, idle CPU {idle:.1f} % of one core")
+        server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
