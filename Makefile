@@ -29,6 +29,7 @@ test: lint unit release check-static ## Everything CI runs: lint, all tests, the
 lint: ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	cd plugins && cargo fmt --all -- --check && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/plugins cargo clippy --release --target wasm32-wasip2 -- -D warnings
 
 unit: ## All unit and end-to-end tests (real server processes, Docker, SQLite files, loopback HTTP)
 	bash scripts/build-busybox-image.sh

@@ -5,10 +5,10 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-wit_bindgen::generate!({ world: "trigger", path: "../../wit" });
-
 use chrono::{DateTime, Utc};
-use gofer::plugin::types::{Fire, Parameter, PluginKind};
+use gofer_sdk::plugin::{
+    ExternalEvent, ExternalResponse, Fire, Info, Kind, Pairs, Parameter, Trigger, WakeResult,
+};
 
 struct Cron;
 
@@ -23,14 +23,17 @@ thread_local! {
 
 fn next_after(schedule: &cron::Schedule, millis: u64) -> Option<u64> {
     let now: DateTime<Utc> = DateTime::from_timestamp_millis(millis as i64)?;
-    schedule.after(&now).next().map(|time| time.timestamp_millis() as u64)
+    schedule
+        .after(&now)
+        .next()
+        .map(|time| time.timestamp_millis() as u64)
 }
 
-impl Guest for Cron {
-    fn info() -> PluginInfo {
-        PluginInfo {
+impl Trigger for Cron {
+    fn info() -> Info {
+        Info {
             name: "cron".into(),
-            kind: PluginKind::Trigger,
+            kind: Kind::Trigger,
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Starts runs on a cron schedule (UTC).".into(),
             settings: vec![Parameter {
@@ -41,27 +44,45 @@ impl Guest for Cron {
         }
     }
 
-    fn subscribe(subscription: String, settings: Vec<(String, String)>, now_millis: u64) -> Result<Option<u64>, String> {
+    fn subscribe(
+        subscription: String,
+        settings: Pairs,
+        now_millis: u64,
+    ) -> Result<Option<u64>, String> {
         let mut expression = None;
         for (key, value) in settings {
             match key.as_str() {
                 "expression" => expression = Some(value),
-                other => return Err(format!("unknown setting '{other}'; cron takes only 'expression'")),
+                other => {
+                    return Err(format!(
+                        "unknown setting '{other}'; cron takes only 'expression'"
+                    ));
+                }
             }
         }
-        let expression = expression.ok_or("the setting 'expression' is required, e.g. \"*/5 * * * *\"")?;
+        let expression =
+            expression.ok_or("the setting 'expression' is required, e.g. \"*/5 * * * *\"")?;
         let fields = expression.split_whitespace().count();
         let full = match fields {
             5 => format!("0 {expression}"),
             6 | 7 => expression.clone(),
-            _ => return Err(format!("'{expression}' has {fields} fields; a cron expression has 5 (or 6-7 with seconds)")),
+            _ => {
+                return Err(format!(
+                    "'{expression}' has {fields} fields; a cron expression has 5 (or 6-7 with seconds)"
+                ));
+            }
         };
-        let schedule = cron::Schedule::from_str(&full).map_err(|error| format!("'{expression}' is not a valid cron expression: {error}"))?;
+        let schedule = cron::Schedule::from_str(&full)
+            .map_err(|error| format!("'{expression}' is not a valid cron expression: {error}"))?;
         let next = next_after(&schedule, now_millis);
         if next.is_none() {
             return Err(format!("'{expression}' never fires again"));
         }
-        SUBSCRIPTIONS.with(|subscriptions| subscriptions.borrow_mut().insert(subscription, Subscription { schedule, next }));
+        SUBSCRIPTIONS.with(|subscriptions| {
+            subscriptions
+                .borrow_mut()
+                .insert(subscription, Subscription { schedule, next })
+        });
         Ok(next)
     }
 
@@ -77,12 +98,18 @@ impl Guest for Cron {
                 if subscription.next.is_some_and(|next| next <= now_millis) {
                     fires.push(Fire {
                         subscription: id.clone(),
-                        variables: vec![("GOFER_TRIGGER_CRON_TIME".into(), subscription.next.unwrap_or_default().to_string())],
+                        variables: vec![(
+                            "GOFER_TRIGGER_CRON_TIME".into(),
+                            subscription.next.unwrap_or_default().to_string(),
+                        )],
                     });
                     subscription.next = next_after(&subscription.schedule, now_millis);
                 }
             }
-            let next_wake = subscriptions.values().filter_map(|subscription| subscription.next).min();
+            let next_wake = subscriptions
+                .values()
+                .filter_map(|subscription| subscription.next)
+                .min();
             WakeResult { fires, next_wake }
         })
     }
@@ -96,4 +123,4 @@ impl Guest for Cron {
     }
 }
 
-export!(Cron);
+gofer_sdk::export_trigger!(Cron);

@@ -1,19 +1,18 @@
 //! `debug`: a shared task that prints its settings and environment, then exits with the code in
 //! the setting `exit_code` (default 0).
 
-wit_bindgen::generate!({ world: "task", path: "../../wit" });
-
-use gofer::plugin::types::{Parameter, PluginKind};
+use gofer_sdk::plugin::{Info, Kind, Pairs, Parameter, Task};
 
 struct Debug;
 
-impl Guest for Debug {
-    fn info() -> PluginInfo {
-        PluginInfo {
+impl Task for Debug {
+    fn info() -> Info {
+        Info {
             name: "debug".into(),
-            kind: PluginKind::Task,
+            kind: Kind::Task,
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Prints its settings and environment; handy to see what a task receives.".into(),
+            description: "Prints its settings and environment; handy to see what a task receives."
+                .into(),
             settings: vec![Parameter {
                 key: "exit_code".into(),
                 required: false,
@@ -22,13 +21,15 @@ impl Guest for Debug {
         }
     }
 
-    fn run(settings: Vec<(String, String)>) -> Result<u8, String> {
+    fn run(settings: Pairs) -> Result<u8, String> {
         let mut exit_code = 0;
         println!("settings:");
         for (key, value) in &settings {
             println!("  {key}={value}");
             if key == "exit_code" {
-                exit_code = value.parse().map_err(|_| format!("exit_code must be 0-255, got '{value}'"))?;
+                exit_code = value
+                    .parse()
+                    .map_err(|_| format!("exit_code must be 0-255, got '{value}'"))?;
             }
         }
         let mut variables: Vec<(String, String)> = std::env::vars().collect();
@@ -41,4 +42,4 @@ impl Guest for Debug {
     }
 }
 
-export!(Debug);
+gofer_sdk::export_task!(Debug);

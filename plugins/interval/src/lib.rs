@@ -3,9 +3,9 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-wit_bindgen::generate!({ world: "trigger", path: "../../wit" });
-
-use gofer::plugin::types::{Fire, Parameter, PluginKind};
+use gofer_sdk::plugin::{
+    ExternalEvent, ExternalResponse, Fire, Info, Kind, Pairs, Parameter, Trigger, WakeResult,
+};
 
 struct Interval;
 
@@ -36,11 +36,17 @@ fn parse_duration(text: &str) -> Result<u64, String> {
             continue;
         }
         let mut unit = c.to_string();
-        while let Some(next) = chars.peek().copied().filter(|next| next.is_ascii_alphabetic()) {
+        while let Some(next) = chars
+            .peek()
+            .copied()
+            .filter(|next| next.is_ascii_alphabetic())
+        {
             unit.push(next);
             chars.next();
         }
-        let value: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration; use e.g. \"30s\", \"5m\" or \"1h\""))?;
+        let value: u64 = number.parse().map_err(|_| {
+            format!("'{text}' is not a duration; use e.g. \"30s\", \"5m\" or \"1h\"")
+        })?;
         number.clear();
         let factor = match unit.as_str() {
             "ms" => 1,
@@ -48,7 +54,11 @@ fn parse_duration(text: &str) -> Result<u64, String> {
             "m" | "min" | "mins" => 60_000,
             "h" | "hr" | "hrs" => 3_600_000,
             "d" | "day" | "days" => 86_400_000,
-            _ => return Err(format!("'{text}' has an unknown unit '{unit}'; use ms, s, m, h or d")),
+            _ => {
+                return Err(format!(
+                    "'{text}' has an unknown unit '{unit}'; use ms, s, m, h or d"
+                ));
+            }
         };
         total = total.saturating_add(value.saturating_mul(factor));
     }
@@ -58,27 +68,36 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     Ok(total)
 }
 
-impl Guest for Interval {
-    fn info() -> PluginInfo {
-        PluginInfo {
+impl Trigger for Interval {
+    fn info() -> Info {
+        Info {
             name: "interval".into(),
-            kind: PluginKind::Trigger,
+            kind: Kind::Trigger,
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Starts a run of the pipeline at a fixed interval.".into(),
             settings: vec![Parameter {
                 key: "every".into(),
                 required: true,
-                documentation: "Time between runs, e.g. \"30s\", \"5m\", \"1h\" (at least 1s).".into(),
+                documentation: "Time between runs, e.g. \"30s\", \"5m\", \"1h\" (at least 1s)."
+                    .into(),
             }],
         }
     }
 
-    fn subscribe(subscription: String, settings: Vec<(String, String)>, now_millis: u64) -> Result<Option<u64>, String> {
+    fn subscribe(
+        subscription: String,
+        settings: Pairs,
+        now_millis: u64,
+    ) -> Result<Option<u64>, String> {
         let mut every = None;
         for (key, value) in settings {
             match key.as_str() {
                 "every" => every = Some(parse_duration(&value)?),
-                other => return Err(format!("unknown setting '{other}'; interval takes only 'every'")),
+                other => {
+                    return Err(format!(
+                        "unknown setting '{other}'; interval takes only 'every'"
+                    ));
+                }
             }
         }
         let every = every.ok_or("the setting 'every' is required, e.g. \"every\": \"30s\"")?;
@@ -86,7 +105,11 @@ impl Guest for Interval {
             return Err(format!("'every' must be at least 1s, got {every}ms"));
         }
         let next = now_millis + every;
-        SUBSCRIPTIONS.with(|subscriptions| subscriptions.borrow_mut().insert(subscription, Subscription { every, next }));
+        SUBSCRIPTIONS.with(|subscriptions| {
+            subscriptions
+                .borrow_mut()
+                .insert(subscription, Subscription { every, next })
+        });
         Ok(Some(next))
     }
 
@@ -102,13 +125,19 @@ impl Guest for Interval {
                 if subscription.next <= now_millis {
                     fires.push(Fire {
                         subscription: id.clone(),
-                        variables: vec![("GOFER_TRIGGER_INTERVAL".into(), format!("{}ms", subscription.every))],
+                        variables: vec![(
+                            "GOFER_TRIGGER_INTERVAL".into(),
+                            format!("{}ms", subscription.every),
+                        )],
                     });
                     // Missed intervals (the server was down) are not made up for.
                     subscription.next = now_millis + subscription.every;
                 }
             }
-            let next_wake = subscriptions.values().map(|subscription| subscription.next).min();
+            let next_wake = subscriptions
+                .values()
+                .map(|subscription| subscription.next)
+                .min();
             WakeResult { fires, next_wake }
         })
     }
@@ -122,4 +151,4 @@ impl Guest for Interval {
     }
 }
 
-export!(Interval);
+gofer_sdk::export_trigger!(Interval);

@@ -5,9 +5,9 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-wit_bindgen::generate!({ world: "trigger", path: "../../wit" });
-
-use gofer::plugin::types::{Fire, Parameter, PluginKind};
+use gofer_sdk::plugin::{
+    ExternalEvent, ExternalResponse, Fire, Info, Kind, Pairs, Parameter, Trigger, WakeResult,
+};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -27,7 +27,11 @@ thread_local! {
 }
 
 fn header<'a>(event: &'a ExternalEvent, name: &str) -> Option<&'a str> {
-    event.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    event
+        .headers
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
 }
 
 fn signature_matches(secret: &str, body: &[u8], signature: Option<&str>) -> bool {
@@ -44,11 +48,11 @@ fn signature_matches(secret: &str, body: &[u8], signature: Option<&str>) -> bool
     mac.verify_slice(&expected).is_ok()
 }
 
-impl Guest for Webhook {
-    fn info() -> PluginInfo {
-        PluginInfo {
+impl Trigger for Webhook {
+    fn info() -> Info {
+        Info {
             name: "webhook".into(),
-            kind: PluginKind::Trigger,
+            kind: Kind::Trigger,
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Starts runs on HTTP requests to POST /api/external/webhook (GitHub-compatible signatures).".into(),
             settings: vec![
@@ -66,16 +70,30 @@ impl Guest for Webhook {
         }
     }
 
-    fn subscribe(subscription: String, settings: Vec<(String, String)>, _now_millis: u64) -> Result<Option<u64>, String> {
+    fn subscribe(
+        subscription: String,
+        settings: Pairs,
+        _now_millis: u64,
+    ) -> Result<Option<u64>, String> {
         let mut parsed = Subscription::default();
         for (key, value) in settings {
             match key.as_str() {
                 "secret" if value.is_empty() => return Err("the setting 'secret' is empty".into()),
                 "secret" => parsed.secret = Some(value),
                 "events" => {
-                    parsed.events = Some(value.split(',').map(|event| event.trim().to_string()).filter(|event| !event.is_empty()).collect())
+                    parsed.events = Some(
+                        value
+                            .split(',')
+                            .map(|event| event.trim().to_string())
+                            .filter(|event| !event.is_empty())
+                            .collect(),
+                    )
                 }
-                other => return Err(format!("unknown setting '{other}'; webhook takes 'secret' and 'events'")),
+                other => {
+                    return Err(format!(
+                        "unknown setting '{other}'; webhook takes 'secret' and 'events'"
+                    ));
+                }
             }
         }
         SUBSCRIPTIONS.with(|subscriptions| subscriptions.borrow_mut().insert(subscription, parsed));
@@ -87,14 +105,20 @@ impl Guest for Webhook {
     }
 
     fn wake(_now_millis: u64) -> WakeResult {
-        WakeResult { fires: Vec::new(), next_wake: None }
+        WakeResult {
+            fires: Vec::new(),
+            next_wake: None,
+        }
     }
 
     fn external_event(event: ExternalEvent) -> ExternalResponse {
         let kind = header(&event, "x-github-event").unwrap_or("").to_string();
-        let delivery = header(&event, "x-github-delivery").unwrap_or("").to_string();
+        let delivery = header(&event, "x-github-delivery")
+            .unwrap_or("")
+            .to_string();
         let signature = header(&event, "x-hub-signature-256");
-        let body = String::from_utf8_lossy(&event.body[..event.body.len().min(MAX_BODY_VARIABLE)]).into_owned();
+        let body = String::from_utf8_lossy(&event.body[..event.body.len().min(MAX_BODY_VARIABLE)])
+            .into_owned();
         let mut rejected = 0;
         let fires: Vec<Fire> = SUBSCRIPTIONS.with(|subscriptions| {
             subscriptions
@@ -107,7 +131,12 @@ impl Guest for Webhook {
                     }
                     _ => true,
                 })
-                .filter(|(_, subscription)| subscription.events.as_ref().is_none_or(|events| events.contains(&kind)))
+                .filter(|(_, subscription)| {
+                    subscription
+                        .events
+                        .as_ref()
+                        .is_none_or(|events| events.contains(&kind))
+                })
                 .map(|(id, _)| Fire {
                     subscription: id.clone(),
                     variables: vec![
@@ -119,11 +148,23 @@ impl Guest for Webhook {
                 .collect()
         });
         match (fires.len(), rejected) {
-            (0, 0) => ExternalResponse { status: 200, message: "no subscription matched this request".into(), fires },
-            (0, _) => ExternalResponse { status: 401, message: "the request's signature does not match".into(), fires },
-            (started, _) => ExternalResponse { status: 202, message: format!("started {started} run(s)"), fires },
+            (0, 0) => ExternalResponse {
+                status: 200,
+                message: "no subscription matched this request".into(),
+                fires,
+            },
+            (0, _) => ExternalResponse {
+                status: 401,
+                message: "the request's signature does not match".into(),
+                fires,
+            },
+            (started, _) => ExternalResponse {
+                status: 202,
+                message: format!("started {started} run(s)"),
+                fires,
+            },
         }
     }
 }
 
-export!(Webhook);
+gofer_sdk::export_trigger!(Webhook);

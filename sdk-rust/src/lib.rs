@@ -1,0 +1,26 @@
+//! Gofer's Rust SDK.
+//!
+//! With the `plugin` feature: write a trigger or a shared-task plugin as a plain trait
+//! implementation, and export it with one macro. Build with
+//! `cargo build --release --target wasm32-wasip2` and drop the `.wasm` into Gofer's plugins folder.
+//!
+//! ```ignore
+//! use gofer_sdk::plugin::{Info, Kind, Task};
+//!
+//! struct Hello;
+//!
+//! impl Task for Hello {
+//!     fn info() -> Info {
+//!         Info::new("hello", Kind::Task, "1.0.0", "Says hello")
+//!     }
+//!     fn run(settings: Vec<(String, String)>) -> Result<u8, String> {
+//!         println!("hello {settings:?}");
+//!         Ok(0)
+//!     }
+//! }
+//!
+//! gofer_sdk::export_task!(Hello);
+//! ```
+
+#[cfg(feature = "plugin")]
+pub mod plugin;
