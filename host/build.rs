@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BUILTINS: &[&str] = &["interval", "cron", "webhook", "debug"];
+const BUILTINS: &[&str] = &["interval", "cron", "webhook", "debug", "http-request"];
 const FIXTURES: &[&str] = &["misbehave", "future"];
 
 fn main() {
@@ -84,7 +84,7 @@ fn main() {
 }
 
 fn copy(built: &Path, to: &Path, name: &str) -> PathBuf {
-    let source = built.join(format!("gofer_plugin_{name}.wasm"));
+    let source = built.join(format!("gofer_plugin_{}.wasm", name.replace('-', "_")));
     let destination = to.join(format!("{name}.wasm"));
     std::fs::copy(&source, &destination)
         .unwrap_or_else(|error| panic!("could not copy {}: {error}", source.display()));

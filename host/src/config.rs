@@ -93,6 +93,19 @@ pub struct PluginsSection {
     pub trigger_call_timeout_ms: u64,
     /// Deadline of a shared task without its own `timeout`, in seconds.
     pub task_timeout_secs: u64,
+    /// What each plugin may reach beyond its sandbox, by plugin name.
+    #[serde(default)]
+    pub grants: std::collections::BTreeMap<String, PluginGrants>,
+}
+
+/// Access granted to one plugin (`[plugins.grants.<plugin>]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginGrants {
+    /// Hosts the plugin may send HTTP requests to: `example.com`, `*.example.com`, `*`, each
+    /// optionally with `:port` (e.g. `127.0.0.1:8099`).
+    #[serde(default)]
+    pub http_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +158,7 @@ impl Default for ServerConfig {
                 memory_limit_mb: 64,
                 trigger_call_timeout_ms: 1000,
                 task_timeout_secs: 300,
+                grants: Default::default(),
             },
             log: LogSection {
                 level: "info".into(),
@@ -216,6 +230,21 @@ impl ServerConfig {
             || self.plugins.task_timeout_secs == 0
         {
             return invalid("plugins: memory_limit_mb, trigger_call_timeout_ms and task_timeout_secs must be above 0".into());
+        }
+        for (plugin, grants) in &self.plugins.grants {
+            for host in &grants.http_hosts {
+                let valid = !host.is_empty()
+                    && !host.contains("://")
+                    && !host.contains('/')
+                    && host
+                        .rsplit_once(':')
+                        .is_none_or(|(_, port)| port.parse::<u16>().is_ok());
+                if !valid {
+                    return invalid(format!(
+                        "plugins.grants.{plugin}.http_hosts: '{host}' is not a host pattern (use e.g. \"api.example.com\", \"*.example.com\", \"127.0.0.1:8099\" or \"*\")"
+                    ));
+                }
+            }
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid(format!(

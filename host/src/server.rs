@@ -65,6 +65,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         Limits {
             memory_bytes: (config.plugins.memory_limit_mb as usize) << 20,
             trigger_call: Duration::from_millis(config.plugins.trigger_call_timeout_ms),
+            http_hosts: config
+                .plugins
+                .grants
+                .iter()
+                .map(|(plugin, grants)| (plugin.clone(), grants.http_hosts.clone()))
+                .collect(),
         },
     )?;
     let registry = PluginRegistry::start(runtime, config.plugins_dir()).await;

@@ -4,7 +4,7 @@
 //! implementation, and export it with one macro. Build with
 //! `cargo build --release --target wasm32-wasip2` and drop the `.wasm` into Gofer's plugins folder.
 //!
-//! ```ignore
+//! ```text
 //! use gofer_sdk::plugin::{Info, Kind, Task};
 //!
 //! struct Hello;

@@ -41,11 +41,90 @@ mod task_bindings {
 }
 
 /// Limits every call runs under.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub memory_bytes: usize,
     /// Deadline of a trigger call (subscribe, wake, outside event).
     pub trigger_call: Duration,
+    /// Hosts each plugin (by name) may send HTTP requests to.
+    pub http_hosts: BTreeMap<String, Vec<String>>,
+}
+
+/// Whether `host` (with `port`) matches a granted pattern: `example.com`, `*.example.com`, `*`,
+/// each optionally with `:port`.
+pub fn host_allowed(patterns: &[String], host: &str, port: u16) -> bool {
+    patterns.iter().any(|pattern| {
+        let (pattern_host, pattern_port) = match pattern.rsplit_once(':') {
+            Some((pattern_host, pattern_port)) if pattern_port.parse::<u16>().is_ok() => {
+                (pattern_host, pattern_port.parse::<u16>().ok())
+            }
+            _ => (pattern.as_str(), None),
+        };
+        let host_matches = pattern_host == "*"
+            || pattern_host.eq_ignore_ascii_case(host)
+            || pattern_host.strip_prefix("*.").is_some_and(|domain| {
+                host.len() > domain.len() + 1
+                    && host
+                        .to_ascii_lowercase()
+                        .ends_with(&format!(".{}", domain.to_ascii_lowercase()))
+            });
+        host_matches && pattern_port.is_none_or(|pattern_port| pattern_port == port)
+    })
+}
+
+/// The network hooks of one plugin instance: requests go only to granted hosts.
+struct HttpGrants {
+    plugin: String,
+    hosts: Vec<String>,
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for HttpGrants {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<
+                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                                + Send,
+                        >,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        let uri = request.uri();
+        let host = uri.host().unwrap_or_default().to_string();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        if !host_allowed(&self.hosts, &host, port) {
+            tracing::warn!(plugin = %self.plugin, host = %host, port, "refused an HTTP request to a host the plugin was not granted");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io)
+                    as Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+            ))
+        })
+    }
 }
 
 struct State {
@@ -53,6 +132,18 @@ struct State {
     table: ResourceTable,
     limits: StoreLimits,
     plugin: String,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    grants: HttpGrants,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for State {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.grants,
+        }
+    }
 }
 
 impl WasiView for State {
@@ -133,6 +224,8 @@ impl WasmRuntime {
         .map_err(runtime_error)?;
         let mut task_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut task_linker).map_err(runtime_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut task_linker)
+            .map_err(runtime_error)?;
         task_bindings::Task::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
             &mut task_linker,
             |state| state,
@@ -306,7 +399,7 @@ impl WasmRuntime {
                     .map_err(|error| PluginError::Load(format!("{error:#}")))?;
                 let info = bindings
                     .call_info(&mut store)
-                    .map_err(|error| classify(error, self.limits))?;
+                    .map_err(|error| classify(error, &self.limits))?;
                 let description = describe(
                     info.name,
                     info.version,
@@ -338,6 +431,16 @@ impl WasmRuntime {
                 table: ResourceTable::new(),
                 limits,
                 plugin: plugin.to_string(),
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                grants: HttpGrants {
+                    plugin: plugin.to_string(),
+                    hosts: self
+                        .limits
+                        .http_hosts
+                        .get(plugin)
+                        .cloned()
+                        .unwrap_or_default(),
+                },
             },
         );
         store.limiter(|state| &mut state.limits);
@@ -374,7 +477,7 @@ fn ticks(deadline: Duration) -> u64 {
 }
 
 /// Names what went wrong in a call, in the plugin author's and operator's terms.
-fn classify(error: wasmtime::Error, limits: Limits) -> PluginError {
+fn classify(error: wasmtime::Error, limits: &Limits) -> PluginError {
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return PluginError::Deadline;
     }
@@ -431,7 +534,7 @@ impl WasmTrigger {
                 store.set_epoch_deadline(ticks(deadline));
                 let now = crate::models::now_millis();
                 if let Err(error) = bindings.call_subscribe(&mut store, &handle, &settings, now) {
-                    return Err(classify(error, self.runtime.limits));
+                    return Err(classify(error, &self.runtime.limits));
                 }
             }
             *live = Some((store, bindings));
@@ -442,7 +545,7 @@ impl WasmTrigger {
             Ok(value) => Ok(value),
             Err(error) => {
                 *live = None;
-                let error = classify(error, self.runtime.limits);
+                let error = classify(error, &self.runtime.limits);
                 tracing::warn!(plugin = %self.name, %error, "trigger call failed; the instance is discarded");
                 Err(error)
             }
@@ -576,7 +679,7 @@ impl WasmTask {
 impl TaskPlugin for Arc<WasmTask> {
     async fn run(&self, request: TaskRequest) -> TaskResult {
         let task = Arc::clone(self);
-        let limits = self.runtime.limits;
+        let limits = self.runtime.limits.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let (mut store, output) = task.store(&request.env);
             store.set_epoch_deadline(ticks(request.deadline));
@@ -584,7 +687,7 @@ impl TaskPlugin for Arc<WasmTask> {
                 Ok(bindings) => match bindings.call_run(&mut store, &request.settings) {
                     Ok(Ok(code)) => Ok(code),
                     Ok(Err(message)) => Err(PluginError::Refused(message)),
-                    Err(error) => Err(classify(error, limits)),
+                    Err(error) => Err(classify(error, &limits)),
                 },
                 Err(error) => Err(PluginError::Crashed(format!("{error:#}"))),
             };

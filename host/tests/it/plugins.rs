@@ -64,7 +64,10 @@ async fn built_in_plugins_are_listed() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["cron", "debug", "interval", "webhook"]);
+    assert_eq!(
+        names,
+        ["cron", "debug", "http-request", "interval", "webhook"]
+    );
     let (_, interval) = api.get("/api/plugins/interval").await;
     let interval = &interval["plugin"];
     assert_eq!(interval["kind"], "trigger");
@@ -551,4 +554,113 @@ async fn triggers_declared_in_the_config_follow_deployments() {
         .map(|s| s["subscription_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["by-hand"]);
+}
+
+#[tokio::test]
+async fn http_request_reaches_granted_hosts_only() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A loopback HTTP server that counts what reaches it.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(|headers: axum::http::HeaderMap, body: String| async move {
+                let token = headers
+                    .get("x-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                (
+                    StatusCode::CREATED,
+                    format!("got {body} with token {token}"),
+                )
+            }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "nothing here") })
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    next.run(request).await
+                }
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::write_file(
+        dir.path(),
+        "gofer.toml",
+        &format!("[plugins.grants.http-request]\nhttp_hosts = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let server = TestServer::start_with(&[], &["--config", config.to_str().unwrap()]).await;
+    let api = server.client();
+    let task = |id: &str, settings: Value| json!({"id": id, "plugin": "http-request", "settings": settings, "depends_on": {}, "variables": {}});
+    let granted = format!("http://127.0.0.1:{port}");
+    deploy(&api, json!({"id": "calls", "name": "calls", "tasks": [
+        task("post", json!({"url": format!("{granted}/hook"), "method": "POST", "body": "payload", "header.X-Token": "abc"})),
+        task("missing", json!({"url": format!("{granted}/nothing")})),
+        task("allowed-404", json!({"url": format!("{granted}/nothing"), "expect_status": "404"})),
+        task("other-host", json!({"url": format!("http://localhost:{port}/hook"), "method": "POST"})),
+        task("other-port", json!({"url": "http://127.0.0.1:9/"})),
+        task("bad-url", json!({"url": "ftp://example.com/file"})),
+    ]})).await;
+    let run_id = start_run(&api, "calls", json!({})).await;
+    wait_for_run(&api, "calls", run_id, 60).await;
+    let tasks = tasks_of(&api, "calls", run_id).await;
+    let exit = |id: &str| tasks[id]["exit_code"].as_u64();
+    assert_eq!(exit("post"), Some(0));
+    assert_eq!(exit("missing"), Some(1));
+    assert_eq!(exit("allowed-404"), Some(0));
+    assert_eq!(exit("other-host"), Some(3));
+    assert_eq!(exit("other-port"), Some(3));
+    assert_eq!(exit("bad-url"), Some(2));
+    let log = |id: &str| {
+        let api = api.clone();
+        let path = format!("/api/namespaces/default/pipelines/calls/runs/{run_id}/tasks/{id}/logs");
+        async move {
+            api.get(&path)
+                .await
+                .1
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    let post = log("post").await;
+    assert!(
+        post.contains("HTTP 201") && post.contains("got payload with token abc"),
+        "{post}"
+    );
+    let refused = log("other-host").await;
+    assert!(refused.contains("HttpRequestDenied"), "{refused}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        3,
+        "only the three granted requests reached the server"
+    );
+    // A bad grant stops start-up with the key named.
+    let bad = crate::support::write_file(
+        dir.path(),
+        "bad.toml",
+        "[plugins.grants.debug]\nhttp_hosts = [\"http://x/\"]\n",
+    );
+    let output = crate::support::gofer_command()
+        .args([
+            "service",
+            "start",
+            "--config",
+            bad.to_str().unwrap(),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("plugins.grants.debug.http_hosts"));
 }

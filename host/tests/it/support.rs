@@ -41,6 +41,7 @@ pub struct TestServer {
     child: Option<Child>,
     log_path: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl TestServer {
@@ -51,6 +52,12 @@ impl TestServer {
 
     /// Starts a server on a fresh data directory with extra environment variables.
     pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+        Self::start_with(env, &[]).await
+    }
+
+    /// Starts a server on a fresh data directory with extra environment variables and arguments
+    /// (kept for restarts).
+    pub async fn start_with(env: &[(&str, &str)], args: &[&str]) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let data_dir = temp.path().join("data");
         let mut server = Self {
@@ -63,6 +70,7 @@ impl TestServer {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
         };
         server.spawn(&[]).await;
         server
@@ -85,6 +93,7 @@ impl TestServer {
             ])
             .arg(&self.data_dir)
             .args(extra_args)
+            .args(&self.args)
             // Tasks that ignore SIGTERM are killed quickly in tests.
             .env("GOFER_RUNS__STOP_TIMEOUT_SECS", "3")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
