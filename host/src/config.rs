@@ -106,6 +106,12 @@ pub struct PluginGrants {
     /// optionally with `:port` (e.g. `127.0.0.1:8099`).
     #[serde(default)]
     pub http_hosts: Vec<String>,
+    /// Host directories the plugin may read, mounted at the same path (absolute paths).
+    #[serde(default)]
+    pub read_dirs: Vec<PathBuf>,
+    /// Host directories the plugin may read and write, mounted at the same path.
+    #[serde(default)]
+    pub write_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,6 +248,19 @@ impl ServerConfig {
                 if !valid {
                     return invalid(format!(
                         "plugins.grants.{plugin}.http_hosts: '{host}' is not a host pattern (use e.g. \"api.example.com\", \"*.example.com\", \"127.0.0.1:8099\" or \"*\")"
+                    ));
+                }
+            }
+        }
+        for (plugin, grants) in &self.plugins.grants {
+            for (key, dirs) in [
+                ("read_dirs", &grants.read_dirs),
+                ("write_dirs", &grants.write_dirs),
+            ] {
+                if let Some(dir) = dirs.iter().find(|dir| !dir.is_absolute() || !dir.is_dir()) {
+                    return invalid(format!(
+                        "plugins.grants.{plugin}.{key}: '{}' is not an absolute path to an existing directory",
+                        dir.display()
                     ));
                 }
             }

@@ -71,6 +71,16 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
                 .iter()
                 .map(|(plugin, grants)| (plugin.clone(), grants.http_hosts.clone()))
                 .collect(),
+            dirs: config
+                .plugins
+                .grants
+                .iter()
+                .map(|(plugin, grants)| {
+                    let read = grants.read_dirs.iter().map(|dir| (dir.clone(), false));
+                    let write = grants.write_dirs.iter().map(|dir| (dir.clone(), true));
+                    (plugin.clone(), read.chain(write).collect())
+                })
+                .collect(),
         },
     )?;
     let registry = PluginRegistry::start(runtime, config.plugins_dir()).await;

@@ -48,6 +48,8 @@ pub struct Limits {
     pub trigger_call: Duration,
     /// Hosts each plugin (by name) may send HTTP requests to.
     pub http_hosts: BTreeMap<String, Vec<String>>,
+    /// Directories each plugin (by name) may read, or read and write (`true`).
+    pub dirs: BTreeMap<String, Vec<(PathBuf, bool)>>,
 }
 
 /// Whether `host` (with `port`) matches a granted pattern: `example.com`, `*.example.com`, `*`,
@@ -400,6 +402,12 @@ impl WasmRuntime {
                 let info = bindings
                     .call_info(&mut store)
                     .map_err(|error| classify(error, &self.limits))?;
+                // Grants are keyed by the plugin's own name, whatever its file is called.
+                let task = Arc::new(WasmTask {
+                    runtime: Arc::clone(self),
+                    pre: task.pre.clone(),
+                    name: info.name.clone(),
+                });
                 let description = describe(
                     info.name,
                     info.version,
@@ -666,12 +674,29 @@ struct WasmTask {
 impl WasmTask {
     fn store(&self, env: &[(String, String)]) -> (Store<State>, MemoryOutputPipe) {
         let output = MemoryOutputPipe::new(MAX_TASK_OUTPUT);
-        let wasi = WasiCtxBuilder::new()
+        let mut builder = WasiCtxBuilder::new();
+        builder
             .envs(env)
             .stdout(output.clone())
-            .stderr(output.clone())
-            .build();
-        (self.runtime.new_store(&self.name, wasi), output)
+            .stderr(output.clone());
+        for (dir, writable) in self
+            .runtime
+            .limits
+            .dirs
+            .get(&self.name)
+            .into_iter()
+            .flatten()
+        {
+            let perms = if *writable {
+                wasmtime_wasi::FsPerms::ReadWrite
+            } else {
+                wasmtime_wasi::FsPerms::ReadOnly
+            };
+            if let Err(error) = builder.preopened_dir(dir, dir.to_string_lossy(), perms) {
+                tracing::warn!(plugin = %self.name, dir = %dir.display(), %error, "could not grant a directory");
+            }
+        }
+        (self.runtime.new_store(&self.name, builder.build()), output)
     }
 }
 

@@ -664,3 +664,60 @@ async fn http_request_reaches_granted_hosts_only() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("plugins.grants.debug.http_hosts"));
 }
+
+#[tokio::test]
+async fn a_granted_directory_is_readable_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::write_file(
+        dir.path(),
+        "gofer.toml",
+        "[plugins.grants.misbehave]\nread_dirs = [\"/etc\"]\n",
+    );
+    let server = TestServer::start_with(&[], &["--config", config.to_str().unwrap()]).await;
+    let api = server.client();
+    std::fs::copy(
+        fixture("misbehave"),
+        plugins_dir(&server).join("misbehave.wasm"),
+    )
+    .unwrap();
+    wait_for_plugins(&api, "misbehave loads", |plugins| {
+        plugins
+            .iter()
+            .any(|p| p["name"] == "misbehave" && p["status"] == "loaded")
+    })
+    .await;
+    deploy(&api, json!({"id": "reader", "name": "reader", "tasks": [
+        {"id": "read", "plugin": "misbehave", "settings": {"mode": "read"}, "depends_on": {}, "variables": {}},
+    ]})).await;
+    let run_id = start_run(&api, "reader", json!({})).await;
+    wait_for_run(&api, "reader", run_id, 60).await;
+    let task = &tasks_of(&api, "reader", run_id).await["read"];
+    assert_eq!(task["exit_code"], 0, "{task}");
+    let (_, log) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/reader/runs/{run_id}/tasks/read/logs"
+        ))
+        .await;
+    assert!(
+        log.as_str().unwrap().contains("bytes of /etc/passwd"),
+        "{log}"
+    );
+    let bad = crate::support::write_file(
+        dir.path(),
+        "bad.toml",
+        "[plugins.grants.misbehave]\nread_dirs = [\"relative/dir\"]\n",
+    );
+    let output = crate::support::gofer_command()
+        .args([
+            "service",
+            "start",
+            "--config",
+            bad.to_str().unwrap(),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("plugins.grants.misbehave.read_dirs"));
+}
