@@ -293,21 +293,10 @@ impl Driver {
             reason: reason_of(&report.outcome),
             description: note,
         });
-        let mut stored = task.clone();
+        let stored = task.clone();
         let task = self
             .orchestrator
-            .write(move |db| {
-                stored.started = db
-                    .get_task_execution(
-                        &stored.namespace_id,
-                        &stored.pipeline_id,
-                        stored.run_id,
-                        &stored.task_id,
-                    )?
-                    .started;
-                db.update_task_execution(&stored, None)?;
-                Ok(stored)
-            })
+            .write(move |db| db.update_task_execution_keeping_start(&stored))
             .await?;
         self.tasks.insert(task.task_id.clone(), task.clone());
         self.launch(task, pause, writer);
@@ -435,20 +424,12 @@ impl Driver {
     }
 
     async fn record_completion(&mut self, task: TaskExecution) -> Result<(), StorageError> {
-        let mut stored = task.clone();
+        let stored = task.clone();
         let task = self
             .orchestrator
             .write(move |db| {
                 // The attempt's future recorded when its container started.
-                stored.started = db
-                    .get_task_execution(
-                        &stored.namespace_id,
-                        &stored.pipeline_id,
-                        stored.run_id,
-                        &stored.task_id,
-                    )?
-                    .started;
-                db.update_task_execution(&stored, None)?;
+                let stored = db.update_task_execution_keeping_start(&stored)?;
                 db.insert_event(EventKind::CompletedTaskExecution {
                     namespace_id: stored.namespace_id.clone(),
                     pipeline_id: stored.pipeline_id.clone(),

@@ -65,6 +65,15 @@ pub(super) fn environment(settings: &RunSettings, run: &Run, task: &Task) -> Vec
     merged
 }
 
+/// What an attempt runs with: the task's variables plus `GOFER_TASK_ATTEMPT`.
+fn attempt_environment(task: &TaskExecution) -> Vec<(String, String)> {
+    task.variables
+        .iter()
+        .map(|variable| (variable.key.clone(), variable.value.clone()))
+        .chain([("GOFER_TASK_ATTEMPT".to_string(), task.attempt.to_string())])
+        .collect()
+}
+
 pub(super) fn log_key(task: &TaskExecution) -> LogKey {
     LogKey {
         namespace_id: task.namespace_id.clone(),
@@ -106,12 +115,7 @@ fn spec(settings: &RunSettings, task: &TaskExecution, name: &str) -> ContainerSp
             .as_ref()
             .map(|auth| (auth.user.clone(), auth.pass.clone())),
         always_pull: task.task.always_pull_newest_image,
-        env: task
-            .variables
-            .iter()
-            .map(|v| (v.key.clone(), v.value.clone()))
-            .chain([("GOFER_TASK_ATTEMPT".to_string(), task.attempt.to_string())])
-            .collect(),
+        env: attempt_environment(task),
         entrypoint: task.task.entrypoint.clone(),
         command: task.task.command.clone(),
         labels,
@@ -362,12 +366,7 @@ impl Orchestrator {
         });
         let request = TaskRequest {
             settings: task.task.settings.clone().into_iter().collect(),
-            env: task
-                .variables
-                .iter()
-                .map(|v| (v.key.clone(), v.value.clone()))
-                .chain([("GOFER_TASK_ATTEMPT".to_string(), task.attempt.to_string())])
-                .collect(),
+            env: attempt_environment(task),
             deadline,
         };
         let stopped = async {

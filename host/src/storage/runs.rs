@@ -248,6 +248,25 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// Writes a task execution's changeable fields, keeping the start time already stored (each
+    /// attempt records its own start); returns the task as stored.
+    pub fn update_task_execution_keeping_start(
+        &self,
+        task: &TaskExecution,
+    ) -> Result<TaskExecution> {
+        let mut task = task.clone();
+        task.started = self
+            .get_task_execution(
+                &task.namespace_id,
+                &task.pipeline_id,
+                task.run_id,
+                &task.task_id,
+            )?
+            .started;
+        self.update_task_execution(&task, None)?;
+        Ok(task)
+    }
+
     pub fn get_task_execution(
         &self,
         namespace_id: &str,

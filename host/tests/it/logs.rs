@@ -1,13 +1,15 @@
 //! Task logs: complete and ordered, and followed live while the task runs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{TestServer, deploy, shell_task, start_run, tasks_of, wait_for_run};
+use crate::support::{
+    TestServer, deploy, shell_task, start_run, tasks_of, wait_for_run, wait_until_running,
+};
 
 #[tokio::test]
 async fn ten_thousand_lines_are_kept_complete_and_in_order() {
@@ -69,16 +71,7 @@ async fn a_follower_sees_lines_while_the_task_runs() {
     )
     .await;
     let run_id = start_run(&api, "slow-talk", json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tasks_of(&api, "slow-talk", run_id)
-        .await
-        .get("talk")
-        .map(|task| task["state"] != "running")
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_running(&api, "slow-talk", run_id, "talk").await;
     let url = format!(
         "ws://{}/api/namespaces/default/pipelines/slow-talk/runs/{run_id}/tasks/talk/logs",
         server.address
@@ -174,16 +167,7 @@ async fn attach_runs_a_command_inside_a_running_task() {
     )
     .await;
     let run_id = start_run(&api, "attachable", json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tasks_of(&api, "attachable", run_id)
-        .await
-        .get("box")
-        .map(|task| task["state"] != "running")
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_running(&api, "attachable", run_id, "box").await;
     let url = format!(
         "ws://{}/api/namespaces/default/pipelines/attachable/runs/{run_id}/tasks/box/attach?command=sh",
         server.address

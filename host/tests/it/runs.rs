@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     TestServer, assert_error, containers_of, deploy, shell_task, start_run, tasks_of, wait_for_run,
+    wait_until_running,
 };
 
 fn config(id: &str, tasks: Value) -> Value {
@@ -268,16 +269,7 @@ async fn cancelling_a_run_stops_and_removes_its_containers() {
     ]);
     deploy(&api, config("cancelme", tasks)).await;
     let run_id = start_run(&api, "cancelme", json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tasks_of(&api, "cancelme", run_id)
-        .await
-        .get("long")
-        .map(|t| t["state"] != "running")
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "the task never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_running(&api, "cancelme", run_id, "long").await;
     assert_eq!(
         containers_of("cancelme").len(),
         1,
@@ -328,16 +320,7 @@ async fn cancelling_one_task_lets_the_run_go_on() {
     ]);
     deploy(&api, config("cancel-task", tasks)).await;
     let run_id = start_run(&api, "cancel-task", json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tasks_of(&api, "cancel-task", run_id)
-        .await
-        .get("stuck")
-        .map(|task| task["state"] != "running")
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_running(&api, "cancel-task", run_id, "stuck").await;
     let cancel = api
         .delete(&format!(
             "{}/runs/{run_id}/tasks/stuck?wait_for=0",

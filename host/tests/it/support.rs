@@ -479,3 +479,20 @@ pub fn shared_plugin_cache() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Waits (up to 60 s) until a task of a run is running.
+pub async fn wait_until_running(api: &Api, pipeline: &str, run_id: u64, task: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tasks_of(api, pipeline, run_id)
+        .await
+        .get(task)
+        .map(|t| t["state"] != "running")
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "task {task} of run {run_id} of {pipeline} never started running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
