@@ -81,7 +81,8 @@ impl ApiState {
         }
         Ok(Page {
             limit,
-            offset: query.offset.unwrap_or(0),
+            // SQLite counts in i64; an offset past that is past every table anyway.
+            offset: query.offset.unwrap_or(0).min(i64::MAX as u64),
         })
     }
 }
@@ -158,6 +159,10 @@ impl From<StorageError> for ApiError {
             StorageError::NotFound(what) => Self::not_found(format!("{what} not found")),
             StorageError::AlreadyExists(what) => Self::conflict(format!("{what} already exists")),
             StorageError::Conflict(message) => Self::conflict(message),
+            // A number from the request (an id or version) beyond what the database can hold.
+            StorageError::Sqlite(rusqlite::Error::ToSqlConversionFailure(_)) => Self::bad_request(
+                "a number in the request is too large (the largest is 9223372036854775807)",
+            ),
             other => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal error: {other}"),

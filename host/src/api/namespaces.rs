@@ -30,6 +30,7 @@ pub struct NamespaceResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateNamespaceRequest {
     /// 3-32 characters of `[a-zA-Z0-9-]`.
+    #[schema(pattern = "^[a-zA-Z0-9-]{3,32}$")]
     pub id: String,
     pub name: String,
     pub description: String,

@@ -56,6 +56,7 @@ pub struct CreateSubscriptionRequest {
     /// The trigger plugin's name.
     pub extension_id: String,
     /// Your label for this subscription (3-32 characters of `[a-zA-Z0-9-]`).
+    #[schema(pattern = "^[a-zA-Z0-9-]{3,32}$")]
     pub subscription_id: String,
     /// The plugin's settings, e.g. `{"every": "30s"}` for `interval`.
     #[serde(default)]

@@ -178,3 +178,25 @@ async fn system_preferences_and_metadata() {
         .await;
     assert_error(&bad, StatusCode::BAD_REQUEST, "ignore_pipeline_run_events");
 }
+
+#[tokio::test]
+async fn numbers_beyond_the_database_range_are_bad_requests_not_server_errors() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let huge = "9223372036854775808";
+    let (status, body) = api.get(&format!("/api/events?offset={huge}")).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"events": []})));
+    crate::support::register(
+        &api,
+        "default",
+        crate::support::sdk_config("big", json!([crate::support::sdk_task("only", json!({}))])),
+    )
+    .await;
+    for path in [
+        format!("/api/namespaces/default/pipelines/big/configs/{huge}"),
+        format!("/api/namespaces/default/pipelines/big/deployments/{huge}"),
+        format!("/api/namespaces/default/pipelines/big/runs/{huge}"),
+    ] {
+        assert_error(&api.get(&path).await, StatusCode::BAD_REQUEST, "too large");
+    }
+}
