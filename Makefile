@@ -5,7 +5,7 @@ HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release/gofer
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help setup run serve test lint unit release check-static openapi bench
+.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ release: ## The single statically linked binary: $(STATIC_BIN)
 
 check-static: ## Check the release binary is static and runs the server and the CLI
 	bash scripts/check-static.sh $(STATIC_BIN)
+
+fuzz: ## Fuzz the REST API with schemathesis (no request may get a 5xx)
+	bash scripts/fuzz-api.sh
 
 openapi: ## Regenerate docs/openapi.json from the code
 	cargo run -q -p gofer -- service openapi > docs/openapi.json
