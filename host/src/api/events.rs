@@ -121,14 +121,18 @@ async fn send_event(socket: &mut WebSocket, event: &Event) -> Result<(), StreamE
     Ok(())
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), StreamError> {
+/// Ends a websocket session with a close frame (code and a short reason).
+pub(super) async fn close(
+    socket: &mut WebSocket,
+    code: u16,
+    reason: &str,
+) -> Result<(), axum::Error> {
     socket
         .send(Message::Close(Some(CloseFrame {
             code,
             reason: reason.into(),
         })))
-        .await?;
-    Ok(())
+        .await
 }
 
 async fn stream_events(
@@ -155,7 +159,7 @@ async fn stream_events(
                 send_event(&mut socket, event).await?;
             }
             if (events.len() as u64) < STREAM_BATCH {
-                return close(&mut socket, close_code::NORMAL, "out of events").await;
+                return Ok(close(&mut socket, close_code::NORMAL, "out of events").await?);
             }
             offset += STREAM_BATCH;
         }
@@ -183,10 +187,10 @@ async fn stream_events(
         tokio::select! {
             wake_up = wake_ups.recv() => match wake_up {
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return close(&mut socket, close_code::AWAY, "server shutting down").await,
+                Err(RecvError::Closed) => return Ok(close(&mut socket, close_code::AWAY, "server shutting down").await?),
             },
             _ = async { drop(shutdown.wait_for(|stopping| *stopping).await) } => {
-                return close(&mut socket, close_code::AWAY, "server shutting down").await;
+                return Ok(close(&mut socket, close_code::AWAY, "server shutting down").await?);
             }
             incoming = socket.recv() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use axum::extract::ws::{Message, WebSocket, close_code};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -368,12 +368,7 @@ async fn get_logs(
                 }
             }
         };
-        let _ = socket
-            .send(Message::Close(Some(CloseFrame {
-                code: end.0,
-                reason: end.1.into(),
-            })))
-            .await;
+        let _ = super::events::close(&mut socket, end.0, &end.1).await;
     }))
 }
 
@@ -505,11 +500,6 @@ async fn attach_task_execution(
                 }
             }
         };
-        let _ = socket
-            .send(Message::Close(Some(CloseFrame {
-                code: end.0,
-                reason: end.1.into(),
-            })))
-            .await;
+        let _ = super::events::close(&mut socket, end.0, &end.1).await;
     }))
 }

@@ -366,21 +366,13 @@ impl WasmRuntime {
                     |store, bindings| bindings.call_info(store),
                     self.limits.trigger_call,
                 )?;
-                let description = describe(
-                    info.name,
-                    info.version,
-                    info.description,
-                    info.settings
-                        .into_iter()
-                        .map(|p| (p.key, p.required, p.documentation)),
-                );
-                Ok((
-                    PluginDescription {
-                        kind,
-                        ..description
-                    },
-                    LoadedPlugin::Trigger(Arc::new(trigger)),
-                ))
+                let settings = info
+                    .settings
+                    .into_iter()
+                    .map(|p| (p.key, p.required, p.documentation));
+                let description =
+                    describe(kind, info.name, info.version, info.description, settings);
+                Ok((description, LoadedPlugin::Trigger(Arc::new(trigger))))
             }
             PluginKind::Task => {
                 let pre = self
@@ -408,21 +400,13 @@ impl WasmRuntime {
                     pre: task.pre.clone(),
                     name: info.name.clone(),
                 });
-                let description = describe(
-                    info.name,
-                    info.version,
-                    info.description,
-                    info.settings
-                        .into_iter()
-                        .map(|p| (p.key, p.required, p.documentation)),
-                );
-                Ok((
-                    PluginDescription {
-                        kind,
-                        ..description
-                    },
-                    LoadedPlugin::Task(Arc::new(task)),
-                ))
+                let settings = info
+                    .settings
+                    .into_iter()
+                    .map(|p| (p.key, p.required, p.documentation));
+                let description =
+                    describe(kind, info.name, info.version, info.description, settings);
+                Ok((description, LoadedPlugin::Task(Arc::new(task))))
             }
         }
     }
@@ -459,7 +443,9 @@ impl WasmRuntime {
     }
 }
 
+/// The description a plugin's `info` gives (each world has its own generated types).
 fn describe(
+    kind: PluginKind,
     name: String,
     version: String,
     description: String,
@@ -467,7 +453,7 @@ fn describe(
 ) -> PluginDescription {
     PluginDescription {
         name,
-        kind: PluginKind::Trigger,
+        kind,
         version,
         description,
         settings: settings
