@@ -1,5 +1,6 @@
 //! Builds the built-in plugins (`../plugins`, WebAssembly components for wasm32-wasip2) and embeds
-//! them in the binary; also builds the test fixture plugins and tells the tests where they are.
+//! them in the binary; also builds the test fixture plugins and tells the tests where they are,
+//! and compiles the gRPC plugin protocol (`../proto`) with protox, so no `protoc` is needed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +9,7 @@ const BUILTINS: &[&str] = &["interval", "cron", "webhook", "debug", "http-reques
 const FIXTURES: &[&str] = &["misbehave", "future"];
 
 fn main() {
+    compile_plugin_protocol();
     let manifest_dir =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let plugins = manifest_dir.join("../plugins");
@@ -81,6 +83,17 @@ fn main() {
         "cargo:rustc-env=GOFER_FIXTURE_PLUGINS_DIR={}",
         fixtures.display()
     );
+}
+
+/// Generates the gRPC client for `gofer.plugin.v1` (the host only calls plugins).
+fn compile_plugin_protocol() {
+    println!("cargo:rerun-if-changed=../proto");
+    let descriptors = protox::compile(["gofer/plugin/v1/plugin.proto"], ["../proto"])
+        .unwrap_or_else(|error| panic!("../proto/gofer/plugin/v1/plugin.proto: {error}"));
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_fds(descriptors)
+        .unwrap_or_else(|error| panic!("could not generate the gRPC plugin client: {error}"));
 }
 
 fn copy(built: &Path, to: &Path, name: &str) -> PathBuf {

@@ -93,6 +93,11 @@ pub struct PluginsSection {
     pub trigger_call_timeout_ms: u64,
     /// Deadline of a shared task without its own `timeout`, in seconds.
     pub task_timeout_secs: u64,
+    /// How long a gRPC plugin's new process has to print its handshake line and answer its
+    /// health check, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// How long a stopping gRPC plugin gets after SIGTERM before SIGKILL, in milliseconds.
+    pub stop_grace_ms: u64,
     /// What each plugin may reach beyond its sandbox, by plugin name.
     #[serde(default)]
     pub grants: std::collections::BTreeMap<String, PluginGrants>,
@@ -164,6 +169,8 @@ impl Default for ServerConfig {
                 memory_limit_mb: 64,
                 trigger_call_timeout_ms: 1000,
                 task_timeout_secs: 300,
+                handshake_timeout_ms: 10_000,
+                stop_grace_ms: 5_000,
                 grants: Default::default(),
             },
             log: LogSection {
@@ -234,8 +241,9 @@ impl ServerConfig {
         if self.plugins.memory_limit_mb == 0
             || self.plugins.trigger_call_timeout_ms == 0
             || self.plugins.task_timeout_secs == 0
+            || self.plugins.handshake_timeout_ms == 0
         {
-            return invalid("plugins: memory_limit_mb, trigger_call_timeout_ms and task_timeout_secs must be above 0".into());
+            return invalid("plugins: memory_limit_mb, trigger_call_timeout_ms, task_timeout_secs and handshake_timeout_ms must be above 0".into());
         }
         for (plugin, grants) in &self.plugins.grants {
             for host in &grants.http_hosts {

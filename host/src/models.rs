@@ -543,7 +543,7 @@ pub struct PluginParameter {
 /// A plugin as `GET /api/plugins` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Plugin {
-    /// The plugin's name (a plugin that failed to load: its file name without `.wasm`).
+    /// The plugin's name (a plugin that failed to load: its file name without `.wasm`/`.toml`).
     pub name: String,
     /// Absent when the plugin failed to load.
     pub kind: Option<PluginKind>,
@@ -554,11 +554,17 @@ pub struct Plugin {
     pub runtime: String,
     /// `builtin` (embedded in the binary) or `folder` (the plugins folder).
     pub source: String,
-    /// `loaded` or `failed`.
+    /// `loaded` or `failed`; a gRPC plugin's process may also be `restarting` or `stopped`.
     pub status: String,
-    /// Why loading failed.
+    /// Why loading failed, or why a gRPC plugin's process last went down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// gRPC plugins: how many times the process was restarted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
+    /// gRPC plugins: the running process's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -18,6 +18,7 @@ use crate::logs::LogStore;
 use crate::models::{EventKind, Namespace, now_millis};
 use crate::orchestrator::{Orchestrator, OrchestratorError, RunSettings};
 use crate::plugins::PluginRegistry;
+use crate::plugins::grpc::GrpcSettings;
 use crate::plugins::triggers::TriggerManager;
 use crate::plugins::wasm::{Limits, WasmRuntime};
 use crate::scheduler::docker::DockerScheduler;
@@ -83,7 +84,14 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
                 .collect(),
         },
     )?;
-    let registry = PluginRegistry::start(runtime, config.plugins_dir()).await;
+    crate::plugins::grpc::remove_stale_socket_dirs();
+    let grpc = GrpcSettings {
+        handshake_timeout: Duration::from_millis(config.plugins.handshake_timeout_ms),
+        call_timeout: Duration::from_millis(config.plugins.trigger_call_timeout_ms),
+        stop_grace: Duration::from_millis(config.plugins.stop_grace_ms),
+    };
+    let registry = PluginRegistry::start(runtime, grpc, config.plugins_dir()).await;
+    let plugin_processes = registry.clone();
     let orchestrator = Orchestrator::new(
         storage.clone(),
         events.clone(),
@@ -140,9 +148,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
             tokio::time::sleep(shutdown_timeout).await;
         } => {
             tracing::warn!("open connections did not finish within {shutdown_timeout:?}; stopping anyway");
+            plugin_processes.shutdown().await;
             return Ok(());
         }
     };
+    plugin_processes.shutdown().await;
     match outcome {
         Ok(Ok(())) => {
             tracing::info!("gofer server stopped");

@@ -1,12 +1,14 @@
 //! Plugins: triggers and shared tasks, seen by the rest of Gofer only through the
 //! [`TriggerPlugin`] and [`TaskPlugin`] traits.
 //!
-//! Owns the plugin registry (built-ins embedded in the binary, overridable by `.wasm` files in the
-//! plugins folder, which is watched so that adding, replacing or removing a file takes effect
-//! within about a second) and the trigger manager (`triggers.rs`: subscriptions, wake-ups, fires).
-//! The WebAssembly runtime lives in `wasm.rs`, the only user of wasmtime. Must not run SQL or talk
-//! to Docker.
+//! Owns the plugin registry (built-ins embedded in the binary, overridable by the plugins folder:
+//! `.wasm` components and `.toml` manifests of gRPC plugin processes; the folder is watched so that
+//! adding, replacing or removing a file, or rebuilding a manifest's executable, takes effect within
+//! about a second) and the trigger manager (`triggers.rs`: subscriptions, wake-ups, fires).
+//! The WebAssembly runtime lives in `wasm.rs`, the only user of wasmtime; the gRPC bridge in
+//! `grpc.rs`, the only user of tonic. Must not run SQL or talk to Docker.
 
+pub mod grpc;
 pub mod triggers;
 pub mod wasm;
 
@@ -83,6 +85,11 @@ pub trait TriggerPlugin: Send + Sync {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<ExternalOutcome, PluginError>;
+    /// For plugins that push fires instead of asking to be woken: notified when fires wait, which
+    /// the next `wake` returns.
+    fn pushed_fires(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// One run of a shared task.
@@ -117,6 +124,23 @@ pub enum LoadedPlugin {
 struct Entry {
     plugin: Plugin,
     loaded: Option<LoadedPlugin>,
+    /// The process behind a gRPC plugin.
+    process: Option<Arc<grpc::Supervisor>>,
+}
+
+impl Entry {
+    /// The plugin as the API shows it, with its process's current state.
+    fn current(&self) -> Plugin {
+        let mut plugin = self.plugin.clone();
+        if let Some(process) = &self.process {
+            let status = process.status();
+            plugin.status = status.state.into();
+            plugin.error = status.error;
+            plugin.restarts = Some(status.restarts);
+            plugin.pid = status.pid;
+        }
+        plugin
+    }
 }
 
 /// A file's modified time and size: enough to notice a replaced plugin.
@@ -133,6 +157,7 @@ pub struct PluginRegistry {
 
 struct RegistryInner {
     runtime: Arc<wasm::WasmRuntime>,
+    grpc: grpc::GrpcSettings,
     dir: PathBuf,
     builtins: Vec<Entry>,
     entries: RwLock<BTreeMap<String, Entry>>,
@@ -149,7 +174,36 @@ impl std::fmt::Debug for PluginRegistry {
     }
 }
 
-fn entry(description: PluginDescription, loaded: LoadedPlugin, source: &str) -> Entry {
+/// How a plugin is run: `wasm` or `grpc`.
+#[derive(Debug, Clone, Copy)]
+enum Runtime {
+    Wasm,
+    Grpc,
+}
+
+impl Runtime {
+    fn of(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()? {
+            "wasm" => Some(Self::Wasm),
+            "toml" => Some(Self::Grpc),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Wasm => "wasm",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+fn entry(
+    description: PluginDescription,
+    loaded: LoadedPlugin,
+    source: &str,
+    runtime: Runtime,
+) -> Entry {
     Entry {
         plugin: Plugin {
             name: description.name,
@@ -157,16 +211,19 @@ fn entry(description: PluginDescription, loaded: LoadedPlugin, source: &str) -> 
             version: description.version,
             description: description.description,
             settings: description.settings,
-            runtime: "wasm".into(),
+            runtime: runtime.name().into(),
             source: source.into(),
             status: "loaded".into(),
             error: None,
+            restarts: None,
+            pid: None,
         },
         loaded: Some(loaded),
+        process: None,
     }
 }
 
-fn failed(name: String, source: &str, error: &PluginError) -> Entry {
+fn failed(name: String, source: &str, runtime: Runtime, error: &PluginError) -> Entry {
     Entry {
         plugin: Plugin {
             name,
@@ -174,25 +231,34 @@ fn failed(name: String, source: &str, error: &PluginError) -> Entry {
             version: String::new(),
             description: String::new(),
             settings: Vec::new(),
-            runtime: "wasm".into(),
+            runtime: runtime.name().into(),
             source: source.into(),
             status: "failed".into(),
             error: Some(error.to_string()),
+            restarts: None,
+            pid: None,
         },
         loaded: None,
+        process: None,
     }
 }
 
 impl PluginRegistry {
     /// Loads the built-ins and the plugins folder, and starts watching the folder.
-    pub async fn start(runtime: Arc<wasm::WasmRuntime>, dir: PathBuf) -> Self {
+    pub async fn start(
+        runtime: Arc<wasm::WasmRuntime>,
+        grpc: grpc::GrpcSettings,
+        dir: PathBuf,
+    ) -> Self {
         let mut builtins = Vec::new();
         for (name, bytes) in BUILTIN_PLUGINS {
             match runtime.load(name, bytes.to_vec()).await {
-                Ok((description, loaded)) => builtins.push(entry(description, loaded, "builtin")),
+                Ok((description, loaded)) => {
+                    builtins.push(entry(description, loaded, "builtin", Runtime::Wasm));
+                }
                 Err(error) => {
                     tracing::error!(plugin = name, %error, "a built-in plugin failed to load");
-                    builtins.push(failed(name.to_string(), "builtin", &error));
+                    builtins.push(failed(name.to_string(), "builtin", Runtime::Wasm, &error));
                 }
             }
         }
@@ -202,6 +268,7 @@ impl PluginRegistry {
         let registry = Self {
             inner: Arc::new(RegistryInner {
                 runtime,
+                grpc,
                 dir,
                 builtins,
                 entries: RwLock::new(BTreeMap::new()),
@@ -231,14 +298,24 @@ impl PluginRegistry {
     }
 
     pub fn list(&self) -> Vec<Plugin> {
-        self.read()
-            .values()
-            .map(|entry| entry.plugin.clone())
-            .collect()
+        self.read().values().map(Entry::current).collect()
     }
 
     pub fn get(&self, name: &str) -> Option<Plugin> {
-        self.read().get(name).map(|entry| entry.plugin.clone())
+        self.read().get(name).map(Entry::current)
+    }
+
+    /// Stops every plugin process (on server shutdown) and waits until they are gone.
+    pub async fn shutdown(&self) {
+        let processes: Vec<Arc<grpc::Supervisor>> = self
+            .inner
+            .files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .filter_map(|(_, entry)| entry.process.clone())
+            .collect();
+        futures_util::future::join_all(processes.iter().map(|process| process.stop())).await;
     }
 
     pub fn trigger(&self, name: &str) -> Option<Arc<dyn TriggerPlugin>> {
@@ -326,24 +403,35 @@ impl PluginRegistry {
             .file_stem()
             .map(|stem| stem.to_string_lossy().to_string())
             .unwrap_or_default();
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                return failed(
-                    stem,
-                    "folder",
-                    &PluginError::Load(format!("could not read {}: {error}", path.display())),
-                );
-            }
+        let runtime = Runtime::of(path).unwrap_or(Runtime::Wasm);
+        let loaded = match runtime {
+            Runtime::Wasm => match std::fs::read(path) {
+                Ok(bytes) => self
+                    .inner
+                    .runtime
+                    .load(&stem, bytes)
+                    .await
+                    .map(|(description, loaded)| (description, loaded, None)),
+                Err(error) => Err(PluginError::Load(format!(
+                    "could not read {}: {error}",
+                    path.display()
+                ))),
+            },
+            Runtime::Grpc => grpc::load(path, self.inner.grpc.clone())
+                .await
+                .map(|(description, loaded, process)| (description, loaded, Some(process))),
         };
-        match self.inner.runtime.load(&stem, bytes).await {
-            Ok((description, loaded)) => {
-                tracing::info!(plugin = %description.name, file = %path.display(), "loaded plugin");
-                entry(description, loaded, "folder")
+        match loaded {
+            Ok((description, loaded, process)) => {
+                tracing::info!(plugin = %description.name, file = %path.display(), runtime = runtime.name(), "loaded plugin");
+                Entry {
+                    process,
+                    ..entry(description, loaded, "folder", runtime)
+                }
             }
             Err(error) => {
                 tracing::warn!(file = %path.display(), %error, "could not load plugin");
-                failed(stem, "folder", &error)
+                failed(stem, "folder", runtime, &error)
             }
         }
     }
@@ -355,13 +443,28 @@ fn folder_state(dir: &Path) -> FolderState {
     };
     read.filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|extension| extension == "wasm")
-        })
         .filter_map(|path| {
-            let metadata = std::fs::metadata(&path).ok()?;
-            Some((path, (metadata.modified().ok()?, metadata.len())))
+            let runtime = Runtime::of(&path)?;
+            let stamp = file_stamp(&path)?;
+            // A rebuilt executable restarts its gRPC plugin as a changed manifest does.
+            let stamp = match runtime {
+                Runtime::Wasm => stamp,
+                Runtime::Grpc => grpc::Manifest::read(&path)
+                    .ok()
+                    .and_then(|manifest| file_stamp(&manifest.executable(&path)))
+                    .map_or(stamp, |executable| {
+                        (
+                            stamp.0.max(executable.0),
+                            stamp.1.wrapping_add(executable.1),
+                        )
+                    }),
+            };
+            Some((path, stamp))
         })
         .collect()
+}
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
 }

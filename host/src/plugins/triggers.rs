@@ -164,6 +164,7 @@ impl TriggerManager {
             Arc::clone(&wake_up),
             name.to_string(),
         );
+        let pushed = plugin.pushed_fires();
         let task = tokio::spawn(async move {
             loop {
                 let next = *driver_next
@@ -178,20 +179,34 @@ impl TriggerManager {
                         None => std::future::pending().await,
                     }
                 };
-                tokio::select! {
-                    () = sleep => {
-                        match driver_plugin.wake(now_millis()).await {
-                            Ok(outcome) => {
-                                *driver_next.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = outcome.next_wake;
-                                manager.fire(&plugin_name, outcome.fires).await;
-                            }
-                            Err(error) => {
-                                tracing::warn!(plugin = %plugin_name, %error, "wake failed; retrying in a second");
-                                *driver_next.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(now_millis() + 1000);
-                            }
+                let pushed = async {
+                    match &pushed {
+                        Some(pushed) => pushed.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let woken = tokio::select! {
+                    () = sleep => true,
+                    () = pushed => true,
+                    () = driver_wake.notified() => false,
+                };
+                if woken {
+                    match driver_plugin.wake(now_millis()).await {
+                        Ok(outcome) => {
+                            *driver_next
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                                outcome.next_wake;
+                            manager.fire(&plugin_name, outcome.fires).await;
+                        }
+                        Err(error) => {
+                            tracing::warn!(plugin = %plugin_name, %error, "wake failed; retrying in a second");
+                            *driver_next
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                                Some(now_millis() + 1000);
                         }
                     }
-                    () = driver_wake.notified() => {}
                 }
             }
         });
