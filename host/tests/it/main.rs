@@ -4,6 +4,7 @@ mod api_conventions;
 mod cli;
 mod configs;
 mod events;
+mod grpc_plugins;
 mod logs;
 mod namespaces;
 mod openapi;

@@ -1,0 +1,357 @@
+//! gRPC plugins: the example Go plugins (sdk-go/plugin/examples, built by
+//! `scripts/go-plugins.sh` with the Debian Go toolchain) launched, supervised and called by a real
+//! server, and plugins that misbehave at start.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    Api, TestServer, assert_error, deploy, signal, tasks_of, wait_for_run, write_file,
+};
+
+/// The example Go plugins, built once per test process into `target/plugins-go`.
+fn go_plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = root.join("target/plugins-go");
+        let output = std::process::Command::new("bash")
+            .arg(root.join("scripts/go-plugins.sh"))
+            .arg("build")
+            .arg(&out)
+            .output()
+            .expect("could not run scripts/go-plugins.sh");
+        assert!(
+            output.status.success(),
+            "building the Go example plugins failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    })
+}
+
+/// A plugins folder holding manifests for the named example plugins.
+fn folder_with(server_dir: &Path, plugins: &[&str]) -> PathBuf {
+    let folder = server_dir.join("grpc-plugins");
+    std::fs::create_dir_all(&folder).unwrap();
+    for plugin in plugins {
+        let command = go_plugins().join(plugin);
+        write_file(
+            &folder,
+            &format!("{plugin}.toml"),
+            &format!("command = {:?}\n", command.display().to_string()),
+        );
+    }
+    folder
+}
+
+/// Starts a server whose plugins folder has the named example plugins.
+async fn server_with(plugins: &[&str], env: &[(&str, &str)]) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = folder_with(dir.path(), plugins);
+    let folder = folder.display().to_string();
+    let mut env = env.to_vec();
+    env.push(("GOFER_PLUGINS__DIR", &folder));
+    (TestServer::start_with_env(&env).await, dir)
+}
+
+async fn plugin(api: &Api, name: &str) -> Value {
+    api.get(&format!("/api/plugins/{name}")).await.1["plugin"].clone()
+}
+
+/// Waits (up to `seconds`) until `check` holds for a plugin.
+async fn wait_for_plugin(
+    api: &Api,
+    name: &str,
+    seconds: u64,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let plugin = plugin(api, name).await;
+        if check(&plugin) {
+            return plugin;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plugin {name} never got there: {plugin}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn runs(api: &Api, pipeline: &str) -> Vec<Value> {
+    let (_, body) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/{pipeline}/runs?limit=1000"
+        ))
+        .await;
+    body["runs"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (up to `seconds`) until the pipeline has at least `count` runs.
+async fn wait_for_runs(api: &Api, pipeline: &str, count: usize, seconds: u64) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let runs = runs(api, pipeline).await;
+        if runs.len() >= count {
+            return runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pipeline} has {} runs after {seconds} s, expected {count}",
+            runs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn process_alive(pid: u64) -> bool {
+    // A zombie is dead for our purposes (its parent has not reaped it yet).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn ticking_pipeline(id: &str) -> Value {
+    json!({"id": id, "name": id,
+    "triggers": [{"plugin": "go-ticker", "id": "every-second", "settings": {"every": "1s"}}],
+    "tasks": [
+        {"id": "echo", "plugin": "go-echo", "settings": {"greeting": "hello from go"},
+         "depends_on": {}, "variables": {"MY_VAR": "from-config"}},
+        {"id": "after", "plugin": "debug", "depends_on": {"echo": "Success"}, "variables": {}}
+    ]})
+}
+
+#[tokio::test]
+async fn go_trigger_starts_runs_and_go_task_runs_in_the_dag() {
+    let (server, _dir) = server_with(&["go-ticker", "go-echo"], &[]).await;
+    let api = server.client();
+    for name in ["go-ticker", "go-echo"] {
+        let plugin = plugin(&api, name).await;
+        assert_eq!(plugin["runtime"], "grpc", "{plugin}");
+        assert_eq!(plugin["status"], "loaded", "{plugin}");
+        assert_eq!(plugin["source"], "folder", "{plugin}");
+        assert_eq!(plugin["restarts"], 0, "{plugin}");
+        assert!(
+            plugin["pid"].as_u64().is_some_and(process_alive),
+            "{plugin}"
+        );
+    }
+    assert_eq!(plugin(&api, "go-ticker").await["kind"], "trigger");
+    assert_eq!(plugin(&api, "go-echo").await["kind"], "task");
+    assert_eq!(
+        plugin(&api, "go-ticker").await["settings"][0]["key"],
+        "every"
+    );
+
+    deploy(&api, ticking_pipeline("ticking")).await;
+    // A refused setting comes back as the plugin's own message.
+    let refused = api
+        .post(
+            "/api/namespaces/default/pipelines/ticking/subscriptions",
+            json!({"extension_id": "go-ticker", "subscription_id": "bad", "settings": {"every": "soon"}}),
+        )
+        .await;
+    assert_error(
+        &refused,
+        reqwest::StatusCode::BAD_REQUEST,
+        "the setting 'every' is not a duration: \"soon\"",
+    );
+    let runs = wait_for_runs(&api, "ticking", 2, 15).await;
+    let first = runs
+        .iter()
+        .map(|run| run["run_id"].as_u64().unwrap())
+        .min()
+        .unwrap();
+    let run = wait_for_run(&api, "ticking", first, 30).await;
+    assert_eq!(run["status"], "successful", "{run}");
+    assert!(
+        run["initiator"]["user"]
+            .as_str()
+            .unwrap()
+            .contains("go-ticker"),
+        "{run}"
+    );
+    let tasks = tasks_of(&api, "ticking", first).await;
+    assert_eq!(tasks["echo"]["exit_code"], 0, "{tasks:?}");
+    assert_eq!(tasks["after"]["state"], "complete", "{tasks:?}");
+    let (_, log) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/ticking/runs/{first}/tasks/echo/logs"
+        ))
+        .await;
+    let log = log.as_str().unwrap_or_default();
+    for expected in [
+        "setting greeting=hello from go",
+        "env MY_VAR=from-config",
+        "env GOFER_TASK_ID=echo",
+        "env GOFER_TRIGGER_TICK=",
+        "go-echo done, exit code 0",
+    ] {
+        assert!(
+            log.contains(expected),
+            "{expected:?} is missing from the log:\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn go_task_exit_codes_errors_and_deadlines() {
+    let (server, _dir) = server_with(&["go-echo"], &[]).await;
+    let api = server.client();
+    deploy(&api, json!({"id": "outcomes", "name": "outcomes", "tasks": [
+        {"id": "exit-3", "plugin": "go-echo", "settings": {"exit_code": "3"}, "depends_on": {}, "variables": {}},
+        {"id": "refused", "plugin": "go-echo", "settings": {"exit_code": "many"}, "depends_on": {}, "variables": {}},
+        {"id": "slow", "plugin": "go-echo", "settings": {"sleep": "60s"}, "timeout": "1s", "depends_on": {}, "variables": {}}
+    ]}))
+    .await;
+    let run_id = crate::support::start_run(&api, "outcomes", json!({})).await;
+    let run = wait_for_run(&api, "outcomes", run_id, 30).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let tasks = tasks_of(&api, "outcomes", run_id).await;
+    assert_eq!(tasks["exit-3"]["exit_code"], 3, "{tasks:?}");
+    assert_eq!(tasks["exit-3"]["status"], "failed", "{tasks:?}");
+    let refused = tasks["refused"]["status_reason"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        refused.contains("'exit_code' must be a number"),
+        "{tasks:?}"
+    );
+    assert_eq!(
+        tasks["slow"]["status_reason"]["reason"], "timeout",
+        "{tasks:?}"
+    );
+    // The plugin is still there for the next run.
+    assert_eq!(plugin(&api, "go-echo").await["status"], "loaded");
+}
+
+#[tokio::test]
+async fn a_killed_plugin_is_restarted_and_keeps_firing() {
+    let (server, _dir) = server_with(&["go-ticker", "go-echo"], &[]).await;
+    let api = server.client();
+    deploy(&api, ticking_pipeline("restarts")).await;
+    wait_for_runs(&api, "restarts", 1, 15).await;
+    let before = plugin(&api, "go-ticker").await;
+    let old_pid = before["pid"].as_u64().unwrap();
+    signal(old_pid as u32, "KILL");
+
+    let restarted = wait_for_plugin(&api, "go-ticker", 15, |plugin| {
+        plugin["status"] == "loaded" && plugin["restarts"] == 1 && plugin["pid"] != old_pid
+    })
+    .await;
+    assert!(
+        restarted["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SIGKILL"),
+        "the last exit is shown: {restarted}"
+    );
+    assert!(!process_alive(old_pid));
+    // The subscription was renewed in the new process: runs keep coming.
+    let count = runs(&api, "restarts").await.len();
+    wait_for_runs(&api, "restarts", count + 2, 15).await;
+    assert!(
+        server.log().contains("plugin process down; restarting"),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn no_plugin_process_outlives_the_server() {
+    for kill in [true, false] {
+        let (mut server, _dir) = server_with(&["go-ticker", "go-echo"], &[]).await;
+        let api = server.client();
+        let mut pids = Vec::new();
+        for name in ["go-ticker", "go-echo"] {
+            pids.push(plugin(&api, name).await["pid"].as_u64().unwrap());
+        }
+        assert!(pids.iter().all(|pid| process_alive(*pid)));
+        if kill {
+            server.kill();
+        } else {
+            assert!(server.stop(), "{}", server.log());
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|pid| process_alive(*pid)) {
+            assert!(
+                Instant::now() < deadline,
+                "plugin processes {pids:?} outlived the server (killed: {kill})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn plugins_that_fail_to_start_are_reported_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("plugins");
+    std::fs::create_dir_all(&folder).unwrap();
+    write_file(
+        &folder,
+        "silent.toml",
+        "command = \"/bin/sleep\"\nargs = [\"600\"]\n",
+    );
+    write_file(
+        &folder,
+        "chatty.toml",
+        "command = \"/bin/echo\"\nargs = [\"hello there\"]\n",
+    );
+    write_file(
+        &folder,
+        "old.toml",
+        "command = \"/bin/echo\"\nargs = [\"1|7|unix|/x.sock|grpc\"]\n",
+    );
+    write_file(&folder, "missing.toml", "command = \"no-such-plugin\"\n");
+    write_file(&folder, "typo.toml", "comand = \"go-echo\"\n");
+    let folder_text = folder.display().to_string();
+    let server = TestServer::start_with_env(&[
+        ("GOFER_PLUGINS__DIR", &folder_text),
+        ("GOFER_PLUGINS__HANDSHAKE_TIMEOUT_MS", "1000"),
+    ])
+    .await;
+    let api = server.client();
+    for (name, reason) in [
+        ("silent", "did not print a handshake line"),
+        (
+            "chatty",
+            "printed \"hello there\" instead of a handshake line",
+        ),
+        ("old", "plugin protocol version \"7\""),
+        ("missing", "could not start"),
+        ("typo", "unknown field `comand`"),
+    ] {
+        let plugin = plugin(&api, name).await;
+        assert_eq!(plugin["status"], "failed", "{plugin}");
+        assert_eq!(plugin["runtime"], "grpc", "{plugin}");
+        let error = plugin["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(reason),
+            "{name}: {error:?} should say {reason:?}"
+        );
+    }
+    // The silent one was killed, not left behind.
+    let sleepers = std::process::Command::new("pgrep")
+        .args(["-f", "^/bin/sleep 600$"])
+        .output()
+        .unwrap();
+    assert!(
+        sleepers.stdout.is_empty(),
+        "a plugin that never handshook is still running"
+    );
+
+    // Fixing the manifest loads the plugin within the folder poll.
+    let command = go_plugins().join("go-echo");
+    write_file(
+        &folder,
+        "typo.toml",
+        &format!("command = {:?}\n", command.display().to_string()),
+    );
+    wait_for_plugin(&api, "go-echo", 10, |plugin| plugin["status"] == "loaded").await;
+}
