@@ -1,5 +1,7 @@
 //! Gofer's Rust SDK.
 //!
+//! With the `config` feature (default): describe a pipeline in a Rust program; see [`config`].
+//!
 //! With the `plugin` feature: write a trigger or a shared-task plugin as a plain trait
 //! implementation, and export it with one macro. Build with
 //! `cargo build --release --target wasm32-wasip2` and drop the `.wasm` into Gofer's plugins folder.
@@ -22,5 +24,7 @@
 //! gofer_sdk::export_task!(Hello);
 //! ```
 
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(feature = "plugin")]
 pub mod plugin;

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod output;
 mod plugins;
+mod program;
 mod runs;
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::config::{ConfigOverrides, DEFAULT_CONFIG_TOML, LogFormat, ServerConfig};
 use crate::models::{Deployment, Event, Namespace, PipelineConfig, PipelineMetadata};
-use client::{Client, field};
+use client::{Client, ClientError, field};
 use output::OutputFormat;
 
 /// Gofer runs short-lived jobs: pipelines of containers (and WebAssembly plugins) as DAGs.
@@ -186,6 +187,24 @@ enum PipelineCommand {
     Disable { id: String },
     /// Delete a pipeline with its configs, deployments and runs.
     Delete { id: String },
+    /// Register a new pipeline from a pipeline program (a Go module or Rust crate using a Gofer
+    /// SDK: built and run, its JSON output registered) or a JSON file.
+    Create {
+        /// Folder with a go.mod or Cargo.toml, or a .json file.
+        path: PathBuf,
+        /// Deploy the new config right away.
+        #[arg(long)]
+        deploy: bool,
+    },
+    /// Register a new config version of an existing pipeline from a pipeline program or a JSON
+    /// file (like `create`).
+    Update {
+        /// Folder with a go.mod or Cargo.toml, or a .json file.
+        path: PathBuf,
+        /// Deploy the new config right away.
+        #[arg(long)]
+        deploy: bool,
+    },
     /// Register, inspect and deploy config versions.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -497,6 +516,12 @@ async fn pipeline(ctx: &Session, command: PipelineCommand) -> anyhow::Result<()>
             println!("{}", output::pipeline(&metadata, live));
             Ok(())
         }
+        PipelineCommand::Create { path, deploy } => {
+            pipeline_from_program(ctx, path, deploy, false).await
+        }
+        PipelineCommand::Update { path, deploy } => {
+            pipeline_from_program(ctx, path, deploy, true).await
+        }
         PipelineCommand::Enable { id } => set_pipeline_state(ctx, &id, "active").await,
         PipelineCommand::Disable { id } => set_pipeline_state(ctx, &id, "disabled").await,
         PipelineCommand::Delete { id } => {
@@ -506,6 +531,79 @@ async fn pipeline(ctx: &Session, command: PipelineCommand) -> anyhow::Result<()>
         }
         PipelineCommand::Config(command) => config(ctx, command).await,
     }
+}
+
+/// `pipeline create|update PATH`: runs the program, checks the pipeline is (or is not) there yet,
+/// registers the config.
+async fn pipeline_from_program(
+    ctx: &Session,
+    path: PathBuf,
+    deploy: bool,
+    update: bool,
+) -> anyhow::Result<()> {
+    let config = tokio::task::spawn_blocking(move || {
+        program::config_from(&path, |progress| eprintln!("{progress}"))
+    })
+    .await
+    .context("the pipeline program's runner stopped")??;
+    let id = config
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let exists = match ctx.client.get(&ctx.pipeline_path(&id)).await {
+        Ok(_) => true,
+        Err(ClientError::Api { status: 404, .. }) => false,
+        Err(error) => return Err(error.into()),
+    };
+    let namespace = &ctx.global.namespace;
+    if exists && !update {
+        bail!(
+            "pipeline '{id}' already exists in namespace '{namespace}'; use `gofer pipeline update` to register a new version"
+        );
+    }
+    if !exists && update {
+        bail!(
+            "pipeline '{id}' does not exist in namespace '{namespace}'; use `gofer pipeline create` to register it"
+        );
+    }
+    register_config(ctx, config, deploy).await
+}
+
+/// Registers a config (and deploys it when asked), and says what happened.
+async fn register_config(ctx: &Session, config: Value, deploy: bool) -> anyhow::Result<()> {
+    let client = &ctx.client;
+    let id = config
+        .get("id")
+        .and_then(Value::as_str)
+        .context("the config has no string field \"id\"")?
+        .to_string();
+    let registered = client
+        .post(
+            &format!("{}/configs", ctx.pipeline_path(&id)),
+            json!({ "config": config }),
+        )
+        .await?;
+    let version: u64 = registered
+        .pointer("/pipeline/config/version")
+        .and_then(Value::as_u64)
+        .context("the server's answer has no config version")?;
+    if !deploy {
+        ctx.done(&registered, format!("Registered pipeline '{id}' config v{version} (not deployed; `gofer pipeline config deploy {id} {version}`)"));
+        return Ok(());
+    }
+    let deployed = client
+        .post(
+            &format!("{}/configs/{version}", ctx.pipeline_path(&id)),
+            Value::Null,
+        )
+        .await?;
+    let body = json!({ "pipeline": registered["pipeline"], "deployment": deployed["deployment"] });
+    ctx.done(
+        &body,
+        format!("Registered and deployed pipeline '{id}' config v{version}"),
+    );
+    Ok(())
 }
 
 async fn set_pipeline_state(ctx: &Session, id: &str, state: &str) -> anyhow::Result<()> {
@@ -530,40 +628,7 @@ async fn config(ctx: &Session, command: ConfigCommand) -> anyhow::Result<()> {
             };
             let config: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid JSON", file.display()))?;
-            let id = config
-                .get("id")
-                .and_then(Value::as_str)
-                .with_context(|| {
-                    format!("{}: the config has no string field \"id\"", file.display())
-                })?
-                .to_string();
-            let registered = client
-                .post(
-                    &format!("{}/configs", ctx.pipeline_path(&id)),
-                    json!({ "config": config }),
-                )
-                .await?;
-            let version: u64 = registered
-                .pointer("/pipeline/config/version")
-                .and_then(Value::as_u64)
-                .context("the server's answer has no config version")?;
-            if !deploy {
-                ctx.done(&registered, format!("Registered pipeline '{id}' config v{version} (not deployed; `gofer pipeline config deploy {id} {version}`)"));
-                return Ok(());
-            }
-            let deployed = client
-                .post(
-                    &format!("{}/configs/{version}", ctx.pipeline_path(&id)),
-                    Value::Null,
-                )
-                .await?;
-            let body =
-                json!({ "pipeline": registered["pipeline"], "deployment": deployed["deployment"] });
-            ctx.done(
-                &body,
-                format!("Registered and deployed pipeline '{id}' config v{version}"),
-            );
-            Ok(())
+            register_config(ctx, config, deploy).await
         }
         ConfigCommand::List { pipeline, list } => {
             let body = client

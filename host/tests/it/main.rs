@@ -8,6 +8,7 @@ mod grpc_plugins;
 mod logs;
 mod namespaces;
 mod openapi;
+mod pipelines_as_code;
 mod plugins;
 mod recovery;
 mod runs;

@@ -1,0 +1,3 @@
+module gofer.dev/sdk/config
+
+go 1.19
