@@ -1,11 +1,15 @@
 # Gofer's developer commands. `make help` lists them.
 SHELL := bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/gofer-target
+# No Go module proxy is reachable: Go builds use only local sources (see scripts/go-plugins.sh).
+export GOPROXY := off
+export GOTOOLCHAIN := local
+GO_SOURCES := sdk-go examples/pipeline-go
 HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release/gofer
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz
+.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,14 +30,24 @@ bench: ## Benchmark Gofer runs against raw `docker run --rm` (release build)
 
 test: lint unit release check-static ## Everything CI runs: lint, all tests, the static binary check
 
-lint: ## cargo fmt --check and clippy with warnings as errors
+lint: ## cargo fmt --check and clippy with warnings as errors; gofmt, go vet, fresh *.pb.go
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cd plugins && cargo fmt --all -- --check && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/plugins cargo clippy --release --target wasm32-wasip2 -- -D warnings
+	@unformatted=$$(gofmt -l $(GO_SOURCES)); [ -z "$$unformatted" ] || { echo "gofmt needed: $$unformatted"; exit 1; }
+	bash scripts/go-plugins.sh check
+	cd sdk-go/config && go vet ./...
+	cd examples/pipeline-go && go vet ./...
 
-unit: ## All unit and end-to-end tests (real server processes, Docker, SQLite files, loopback HTTP)
+unit: ## All unit and end-to-end tests (real server processes, Docker, Go plugins, SQLite, loopback HTTP)
 	bash scripts/build-busybox-image.sh
+	cd sdk-go/config && go test ./...
+	bash scripts/go-plugins.sh test
 	cargo test --workspace --all-targets
+	cargo test --doc -p gofer-sdk
+
+go-plugin-examples: ## Build the example Go plugins (go-ticker, go-echo) with manifests into target/plugins-go
+	bash scripts/go-plugins.sh build
 
 release: ## The single statically linked binary: $(STATIC_BIN)
 	GOFER_BUILD_COMMIT=$(COMMIT) RUSTFLAGS="-C target-feature=+crt-static" \

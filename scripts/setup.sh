@@ -4,7 +4,9 @@
 #
 #   Docker engine (docker.io) running at /var/run/docker.sock
 #   busybox-static           (tiny local images, FROM scratch; no registry needed)
-#   Go (golang-go)           (Go SDK and gRPC plugins)
+#   Go (golang-go)           (Go SDKs and gRPC plugins)
+#   grpc-go, protobuf-go     (Debian's Go sources: there is no Go module proxy; see scripts/go-plugins.sh)
+#   protoc + Go generators   (to check the committed *.pb.go are fresh)
 #   rustfmt, clippy and the wasm32-wasip2 target
 set -euo pipefail
 
@@ -15,6 +17,10 @@ missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
+for package in golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \
+               protobuf-compiler protoc-gen-go protoc-gen-go-grpc; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -13,7 +13,7 @@ import (
 func main() {
 	err := config.NewPipeline("sdk-example", "SDK example").
 		Description("Greets, then reports; written with a Gofer SDK.").
-		Timeout(5 * time.Minute).
+		Timeout(5*time.Minute).
 		Triggers(config.NewTrigger("interval", "hourly").Setting("every", "1h")).
 		Tasks(
 			config.NewTask("greet", "gofer-busybox:local").

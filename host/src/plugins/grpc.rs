@@ -23,7 +23,7 @@ use tokio::sync::{Notify, watch};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::{
-    ExternalOutcome, LoadedPlugin, PluginDescription, PluginError, TaskPlugin, TaskRequest,
+    ExternalOutcome, Fire, LoadedPlugin, PluginDescription, PluginError, TaskPlugin, TaskRequest,
     TaskResult, TriggerPlugin, WakeOutcome,
 };
 use crate::models::{PluginKind, PluginParameter};
@@ -761,7 +761,7 @@ struct TriggerShared {
     /// Live subscriptions, replayed into every new process.
     subscriptions: Mutex<BTreeMap<String, Vec<(String, String)>>>,
     /// Fires streamed by the plugin, handed over at the next wake.
-    pending: Mutex<Vec<(String, Vec<(String, String)>)>>,
+    pending: Mutex<Vec<Fire>>,
     pushed: Arc<Notify>,
 }
 

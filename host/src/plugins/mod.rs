@@ -52,11 +52,13 @@ pub struct PluginDescription {
     pub settings: Vec<PluginParameter>,
 }
 
+/// A request to start a run: (subscription handle, run variables).
+pub type Fire = (String, Vec<(String, String)>);
+
 /// What a trigger returns when woken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WakeOutcome {
-    /// (subscription handle, run variables).
-    pub fires: Vec<(String, Vec<(String, String)>)>,
+    pub fires: Vec<Fire>,
     pub next_wake: Option<u64>,
 }
 
@@ -65,7 +67,7 @@ pub struct WakeOutcome {
 pub struct ExternalOutcome {
     pub status: u16,
     pub message: String,
-    pub fires: Vec<(String, Vec<(String, String)>)>,
+    pub fires: Vec<Fire>,
 }
 
 /// A trigger, whatever runs it (WebAssembly or a gRPC process).
