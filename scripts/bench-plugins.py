@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark the WebAssembly plugin host through a real server (release build).
+"""Benchmark the plugin hosts (WebAssembly and gRPC processes) through a real server (release build).
 
-  - start to healthy with a cold plugin cache (4 built-ins compiled) and a warm one (loaded)
-  - a shared task's start -> complete inside a run, vs a container task's (medians)
-  - a 1-task run end to end (`gofer run start --follow`): shared task vs container task
+  - start to healthy with a cold plugin cache (5 built-ins compiled) and a warm one (loaded), with
+    the two example Go plugins (go-ticker, go-echo) launched and handshaken too
+  - a shared task's start -> complete inside a run: wasm (debug) vs gRPC (go-echo) vs a container
+  - a 1-task run end to end (`gofer run start --follow`) for each
+  - per-call overhead of a trigger call: creating subscriptions to `interval` (wasm) vs
+    `go-ticker` (gRPC); the API and SQLite cost is the same for both
   - 10,000 `interval` subscriptions (every 1h): memory per subscription, idle CPU
 
 Usage: scripts/bench-plugins.py [--gofer PATH] [--rounds N] [--subscriptions N]
@@ -40,11 +43,11 @@ def api(base, method, path, body=None):
 
 
 class Server:
-    def __init__(self, gofer, data, cache):
+    def __init__(self, gofer, data, cache, plugins):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOFER_")}
-        env.update({"GOFER_LOG__LEVEL": "warn", "GOFER_PLUGINS__CACHE_DIR": cache})
+        env.update({"GOFER_LOG__LEVEL": "warn", "GOFER_PLUGINS__CACHE_DIR": cache, "GOFER_PLUGINS__DIR": plugins})
         start = time.perf_counter()
         self.process = subprocess.Popen([gofer, "service", "start", "--bind", f"127.0.0.1:{self.port}", "--data-dir", data],
                                         env=env, stderr=subprocess.DEVNULL)
@@ -86,16 +89,20 @@ def main():
     subprocess.run(["bash", os.path.join(HERE, "build-busybox-image.sh")], check=True)
     work = tempfile.mkdtemp(prefix="gofer-bench-plugins-")
     cache = os.path.join(work, "cache")
+    plugins = os.path.join(work, "plugins")
+    subprocess.run(["bash", os.path.join(HERE, "go-plugins.sh"), "build", plugins], check=True, stdout=subprocess.DEVNULL)
     try:
-        cold = Server(gofer, os.path.join(work, "cold"), cache)
+        cold = Server(gofer, os.path.join(work, "cold"), cache, plugins)
         cold.stop()
-        server = Server(gofer, os.path.join(work, "data"), cache)
-        print(f"start to healthy: cold plugin cache {cold.ready_ms:.0f} ms, warm {server.ready_ms:.0f} ms")
+        server = Server(gofer, os.path.join(work, "data"), cache, plugins)
+        print(f"start to healthy (5 wasm built-ins + 2 Go plugin processes): cold plugin cache {cold.ready_ms:.0f} ms, warm {server.ready_ms:.0f} ms")
         base = server.base
         deploy(base, "wasm-one", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
+        deploy(base, "grpc-one", {"id": "only", "plugin": "go-echo", "depends_on": {}, "variables": {}})
         deploy(base, "box-one", {"id": "only", "image": IMAGE, "depends_on": {}, "variables": {}, "command": ["true"]})
         cli = [gofer, "--api-base-url", base]
-        inside, wall = {"wasm-one": [], "box-one": []}, {"wasm-one": [], "box-one": []}
+        inside = {"wasm-one": [], "grpc-one": [], "box-one": []}
+        wall = {name: [] for name in inside}
         for _ in range(args.rounds):
             for pipeline in inside:
                 start = time.perf_counter()
@@ -106,9 +113,23 @@ def main():
                 inside[pipeline].append(task["ended"] - task["started"])
         m = {name: statistics.median(values) for name, values in inside.items()}
         w = {name: statistics.median(values) for name, values in wall.items()}
-        print(f"task start -> complete inside a run: shared task {m['wasm-one']:.0f} ms, container {m['box-one']:.0f} ms")
-        print(f"1-task run, CLI wall time: shared task {w['wasm-one']:.0f} ms, container {w['box-one']:.0f} ms "
-              f"(ratio {w['wasm-one'] / w['box-one']:.2f})")
+        print(f"task start -> complete inside a run (median of {args.rounds}): wasm shared task {m['wasm-one']:.0f} ms, "
+              f"gRPC shared task {m['grpc-one']:.0f} ms, container {m['box-one']:.0f} ms")
+        print(f"1-task run, CLI wall time: wasm {w['wasm-one']:.0f} ms, gRPC {w['grpc-one']:.0f} ms, container {w['box-one']:.0f} ms "
+              f"(wasm/container {w['wasm-one'] / w['box-one']:.2f}, gRPC/container {w['grpc-one'] / w['box-one']:.2f})")
+
+        deploy(base, "calls", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
+        per_call = {}
+        for plugin, label in (("interval", "wasm"), ("go-ticker", "gRPC")):
+            times = []
+            for index in range(300):
+                start = time.perf_counter()
+                api(base, "POST", "/api/namespaces/default/pipelines/calls/subscriptions",
+                    {"extension_id": plugin, "subscription_id": f"{plugin}-{index}", "settings": {"every": "1h"}})
+                times.append((time.perf_counter() - start) * 1000)
+            per_call[label] = statistics.median(times)
+        print(f"create a subscription (API + SQLite + one trigger call), median of 300: wasm {per_call['wasm']:.2f} ms, "
+              f"gRPC {per_call['gRPC']:.2f} ms (gRPC call overhead ~{per_call['gRPC'] - per_call['wasm']:+.2f} ms)")
 
         deploy(base, "many", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
         before = server.rss_kib()
