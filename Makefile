@@ -5,6 +5,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/gofer-target
 export GOPROXY := off
 export GOTOOLCHAIN := local
 GO_SOURCES := sdk-go examples/pipeline-go
+BUF := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/gofer-buf/node_modules/.bin/buf
 HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release/gofer
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -36,6 +37,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors; gofmt, go vet, fr
 	cd plugins && cargo fmt --all -- --check && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/plugins cargo clippy --release --target wasm32-wasip2 -- -D warnings
 	@unformatted=$$(gofmt -l $(GO_SOURCES)); [ -z "$$unformatted" ] || { echo "gofmt needed: $$unformatted"; exit 1; }
 	bash scripts/go-plugins.sh check
+	cd proto && $(BUF) lint
 	cd sdk-go/config && go vet ./...
 	cd examples/pipeline-go && go vet ./...
 

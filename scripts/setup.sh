@@ -8,6 +8,7 @@
 #   grpc-go, protobuf-go     (Debian's Go sources: there is no Go module proxy; see scripts/go-plugins.sh)
 #   protoc + Go generators   (to check the committed *.pb.go are fresh)
 #   rustfmt, clippy and the wasm32-wasip2 target
+#   buf                      (lints proto/; from the npm registry into ~/.cache/gofer-buf)
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -32,6 +33,13 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
   rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+fi
+
+BUF_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/gofer-buf
+if [ ! -x "$BUF_DIR/node_modules/.bin/buf" ]; then
+  command -v npm >/dev/null 2>&1 || sudo_if_needed apt-get install -y -qq npm >/dev/null
+  log "installing buf into $BUF_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$BUF_DIR" @bufbuild/buf@1.75.0 >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then

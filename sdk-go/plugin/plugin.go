@@ -232,7 +232,7 @@ func watchParent(stop chan<- string) {
 type triggerServer struct {
 	pb.UnimplementedTriggerServiceServer
 	trigger Trigger
-	fires   chan *pb.Fire
+	fires   chan *pb.FiresResponse
 
 	mu            sync.Mutex
 	subscriptions map[string]bool
@@ -244,13 +244,13 @@ const firesBuffered = 4096
 func newTriggerServer(trigger Trigger) *triggerServer {
 	return &triggerServer{
 		trigger:       trigger,
-		fires:         make(chan *pb.Fire, firesBuffered),
+		fires:         make(chan *pb.FiresResponse, firesBuffered),
 		subscriptions: map[string]bool{},
 	}
 }
 
-func (s *triggerServer) Info(context.Context, *pb.InfoRequest) (*pb.InfoResponse, error) {
-	return infoResponse(s.trigger.Info(), pb.PluginKind_PLUGIN_KIND_TRIGGER), nil
+func (s *triggerServer) Info(context.Context, *pb.TriggerServiceInfoRequest) (*pb.TriggerServiceInfoResponse, error) {
+	return &pb.TriggerServiceInfoResponse{Info: pluginInfo(s.trigger.Info(), pb.PluginKind_PLUGIN_KIND_TRIGGER)}, nil
 }
 
 func (s *triggerServer) Subscribe(_ context.Context, request *pb.SubscribeRequest) (*pb.SubscribeResponse, error) {
@@ -263,7 +263,7 @@ func (s *triggerServer) Subscribe(_ context.Context, request *pb.SubscribeReques
 			return
 		}
 		select {
-		case s.fires <- &pb.Fire{Subscription: subscription, Variables: variables}:
+		case s.fires <- &pb.FiresResponse{Fire: &pb.Fire{Subscription: subscription, Variables: variables}}:
 		default:
 			fmt.Fprintf(os.Stderr, "dropped a fire for %s: %d fires are already waiting\n", subscription, firesBuffered)
 		}
@@ -335,8 +335,8 @@ type taskServer struct {
 	task Task
 }
 
-func (s *taskServer) Info(context.Context, *pb.InfoRequest) (*pb.InfoResponse, error) {
-	return infoResponse(s.task.Info(), pb.PluginKind_PLUGIN_KIND_TASK), nil
+func (s *taskServer) Info(context.Context, *pb.TaskServiceInfoRequest) (*pb.TaskServiceInfoResponse, error) {
+	return &pb.TaskServiceInfoResponse{Info: pluginInfo(s.task.Info(), pb.PluginKind_PLUGIN_KIND_TASK)}, nil
 }
 
 // streamWriter sends what is written as output chunks of one stream.
@@ -391,8 +391,8 @@ func runRecovering(ctx context.Context, task Task, request RunRequest) (code int
 	return task.Run(ctx, request)
 }
 
-func infoResponse(info Info, kind pb.PluginKind) *pb.InfoResponse {
-	response := &pb.InfoResponse{
+func pluginInfo(info Info, kind pb.PluginKind) *pb.PluginInfo {
+	response := &pb.PluginInfo{
 		Name:        info.Name,
 		Kind:        kind,
 		Version:     info.Version,

@@ -95,7 +95,8 @@ func TestTrigger(t *testing.T) {
 	conn := start(t, &testTrigger{fires: map[string]FireFunc{}})
 	client := pb.NewTriggerServiceClient(conn)
 	ctx := context.Background()
-	info, err := client.Info(ctx, &pb.InfoRequest{})
+	response, err := client.Info(ctx, &pb.TriggerServiceInfoRequest{})
+	info := response.GetInfo()
 	if err != nil || info.Name != "test-trigger" || info.Kind != pb.PluginKind_PLUGIN_KIND_TRIGGER {
 		t.Fatalf("info: %v %v", info, err)
 	}
@@ -111,7 +112,8 @@ func TestTrigger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fire, err := stream.Recv()
+	received, err := stream.Recv()
+	fire := received.GetFire()
 	if err != nil || fire.Subscription != "ns/p/s" || fire.Variables["FIRST"] != "yes" {
 		t.Fatalf("fire: %v %v", fire, err)
 	}
@@ -125,7 +127,8 @@ func TestTask(t *testing.T) {
 	conn := start(t, testTask{})
 	client := pb.NewTaskServiceClient(conn)
 	ctx := context.Background()
-	info, err := client.Info(ctx, &pb.InfoRequest{})
+	response, err := client.Info(ctx, &pb.TaskServiceInfoRequest{})
+	info := response.GetInfo()
 	if err != nil || info.Kind != pb.PluginKind_PLUGIN_KIND_TASK || !info.Settings[0].Required {
 		t.Fatalf("info: %v %v", info, err)
 	}

@@ -177,39 +177,43 @@ pub async fn load(
 
 /// Calls `Info` and checks the answer.
 async fn describe(channel: &Channel, timeout: Duration) -> Result<PluginDescription, PluginError> {
-    // Both services have the same `Info`; a trigger answers on one, a task on the other.
+    // Both services have an `Info`; a trigger answers on one, a task on the other.
     let trigger = tokio::time::timeout(
         timeout,
-        TriggerServiceClient::new(channel.clone()).info(proto::InfoRequest {}),
+        TriggerServiceClient::new(channel.clone()).info(proto::TriggerServiceInfoRequest {}),
     )
     .await;
-    let info = match trigger {
-        Ok(Ok(info)) => info.into_inner(),
-        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => tokio::time::timeout(
-            timeout,
-            TaskServiceClient::new(channel.clone()).info(proto::InfoRequest {}),
-        )
-        .await
-        .map_err(|_| PluginError::Load(format!("Info did not answer within {timeout:?}")))?
-        .map_err(|status| {
-            PluginError::Load(format!(
-                "the plugin serves neither gofer.plugin.v1.TriggerService nor TaskService: {}",
-                status.message()
-            ))
-        })?
-        .into_inner(),
-        Ok(Err(status)) => {
-            return Err(PluginError::Load(format!(
-                "Info failed: {}",
-                status.message()
-            )));
-        }
-        Err(_) => {
-            return Err(PluginError::Load(format!(
-                "Info did not answer within {timeout:?}"
-            )));
-        }
-    };
+    let info =
+        match trigger {
+            Ok(Ok(response)) => response.into_inner().info,
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => tokio::time::timeout(
+                timeout,
+                TaskServiceClient::new(channel.clone()).info(proto::TaskServiceInfoRequest {}),
+            )
+            .await
+            .map_err(|_| PluginError::Load(format!("Info did not answer within {timeout:?}")))?
+            .map_err(|status| {
+                PluginError::Load(format!(
+                    "the plugin serves neither gofer.plugin.v1.TriggerService nor TaskService: {}",
+                    status.message()
+                ))
+            })?
+            .into_inner()
+            .info,
+            Ok(Err(status)) => {
+                return Err(PluginError::Load(format!(
+                    "Info failed: {}",
+                    status.message()
+                )));
+            }
+            Err(_) => {
+                return Err(PluginError::Load(format!(
+                    "Info did not answer within {timeout:?}"
+                )));
+            }
+        };
+    let info =
+        info.ok_or_else(|| PluginError::Load("Info answered without a description".into()))?;
     let kind = match proto::PluginKind::try_from(info.kind) {
         Ok(proto::PluginKind::Trigger) => PluginKind::Trigger,
         Ok(proto::PluginKind::Task) => PluginKind::Task,
@@ -814,7 +818,8 @@ impl TriggerShared {
                     return;
                 }
             };
-            while let Ok(Some(fire)) = stream.message().await {
+            while let Ok(Some(response)) = stream.message().await {
+                let Some(fire) = response.fire else { continue };
                 self.pending
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())

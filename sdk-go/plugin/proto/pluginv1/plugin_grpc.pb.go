@@ -18,7 +18,7 @@ const _ = grpc.SupportPackageIsVersion7
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type TriggerServiceClient interface {
 	// Describes the plugin. Called after every (re)start.
-	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error)
+	Info(ctx context.Context, in *TriggerServiceInfoRequest, opts ...grpc.CallOption) (*TriggerServiceInfoResponse, error)
 	// Starts watching for a subscription. A refusal (e.g. a bad setting) is answered with status
 	// INVALID_ARGUMENT and a message for the user; the API answers 400 with it.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (*SubscribeResponse, error)
@@ -38,8 +38,8 @@ func NewTriggerServiceClient(cc grpc.ClientConnInterface) TriggerServiceClient {
 	return &triggerServiceClient{cc}
 }
 
-func (c *triggerServiceClient) Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error) {
-	out := new(InfoResponse)
+func (c *triggerServiceClient) Info(ctx context.Context, in *TriggerServiceInfoRequest, opts ...grpc.CallOption) (*TriggerServiceInfoResponse, error) {
+	out := new(TriggerServiceInfoResponse)
 	err := c.cc.Invoke(ctx, "/gofer.plugin.v1.TriggerService/Info", in, out, opts...)
 	if err != nil {
 		return nil, err
@@ -81,7 +81,7 @@ func (c *triggerServiceClient) Fires(ctx context.Context, in *FiresRequest, opts
 }
 
 type TriggerService_FiresClient interface {
-	Recv() (*Fire, error)
+	Recv() (*FiresResponse, error)
 	grpc.ClientStream
 }
 
@@ -89,8 +89,8 @@ type triggerServiceFiresClient struct {
 	grpc.ClientStream
 }
 
-func (x *triggerServiceFiresClient) Recv() (*Fire, error) {
-	m := new(Fire)
+func (x *triggerServiceFiresClient) Recv() (*FiresResponse, error) {
+	m := new(FiresResponse)
 	if err := x.ClientStream.RecvMsg(m); err != nil {
 		return nil, err
 	}
@@ -111,7 +111,7 @@ func (c *triggerServiceClient) ExternalEvent(ctx context.Context, in *ExternalEv
 // for forward compatibility
 type TriggerServiceServer interface {
 	// Describes the plugin. Called after every (re)start.
-	Info(context.Context, *InfoRequest) (*InfoResponse, error)
+	Info(context.Context, *TriggerServiceInfoRequest) (*TriggerServiceInfoResponse, error)
 	// Starts watching for a subscription. A refusal (e.g. a bad setting) is answered with status
 	// INVALID_ARGUMENT and a message for the user; the API answers 400 with it.
 	Subscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error)
@@ -128,7 +128,7 @@ type TriggerServiceServer interface {
 type UnimplementedTriggerServiceServer struct {
 }
 
-func (UnimplementedTriggerServiceServer) Info(context.Context, *InfoRequest) (*InfoResponse, error) {
+func (UnimplementedTriggerServiceServer) Info(context.Context, *TriggerServiceInfoRequest) (*TriggerServiceInfoResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Info not implemented")
 }
 func (UnimplementedTriggerServiceServer) Subscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error) {
@@ -157,7 +157,7 @@ func RegisterTriggerServiceServer(s *grpc.Server, srv TriggerServiceServer) {
 }
 
 func _TriggerService_Info_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(InfoRequest)
+	in := new(TriggerServiceInfoRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func _TriggerService_Info_Handler(srv interface{}, ctx context.Context, dec func
 		FullMethod: "/gofer.plugin.v1.TriggerService/Info",
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TriggerServiceServer).Info(ctx, req.(*InfoRequest))
+		return srv.(TriggerServiceServer).Info(ctx, req.(*TriggerServiceInfoRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -219,7 +219,7 @@ func _TriggerService_Fires_Handler(srv interface{}, stream grpc.ServerStream) er
 }
 
 type TriggerService_FiresServer interface {
-	Send(*Fire) error
+	Send(*FiresResponse) error
 	grpc.ServerStream
 }
 
@@ -227,7 +227,7 @@ type triggerServiceFiresServer struct {
 	grpc.ServerStream
 }
 
-func (x *triggerServiceFiresServer) Send(m *Fire) error {
+func (x *triggerServiceFiresServer) Send(m *FiresResponse) error {
 	return x.ServerStream.SendMsg(m)
 }
 
@@ -285,7 +285,7 @@ var _TriggerService_serviceDesc = grpc.ServiceDesc{
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type TaskServiceClient interface {
 	// Describes the plugin. Called after every (re)start.
-	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error)
+	Info(ctx context.Context, in *TaskServiceInfoRequest, opts ...grpc.CallOption) (*TaskServiceInfoResponse, error)
 	// Runs the task: the plugin streams its output, then exactly one exit. The server cancels the
 	// call when the task is cancelled or passes its deadline.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (TaskService_RunClient, error)
@@ -299,8 +299,8 @@ func NewTaskServiceClient(cc grpc.ClientConnInterface) TaskServiceClient {
 	return &taskServiceClient{cc}
 }
 
-func (c *taskServiceClient) Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error) {
-	out := new(InfoResponse)
+func (c *taskServiceClient) Info(ctx context.Context, in *TaskServiceInfoRequest, opts ...grpc.CallOption) (*TaskServiceInfoResponse, error) {
+	out := new(TaskServiceInfoResponse)
 	err := c.cc.Invoke(ctx, "/gofer.plugin.v1.TaskService/Info", in, out, opts...)
 	if err != nil {
 		return nil, err
@@ -345,7 +345,7 @@ func (x *taskServiceRunClient) Recv() (*RunResponse, error) {
 // for forward compatibility
 type TaskServiceServer interface {
 	// Describes the plugin. Called after every (re)start.
-	Info(context.Context, *InfoRequest) (*InfoResponse, error)
+	Info(context.Context, *TaskServiceInfoRequest) (*TaskServiceInfoResponse, error)
 	// Runs the task: the plugin streams its output, then exactly one exit. The server cancels the
 	// call when the task is cancelled or passes its deadline.
 	Run(*RunRequest, TaskService_RunServer) error
@@ -356,7 +356,7 @@ type TaskServiceServer interface {
 type UnimplementedTaskServiceServer struct {
 }
 
-func (UnimplementedTaskServiceServer) Info(context.Context, *InfoRequest) (*InfoResponse, error) {
+func (UnimplementedTaskServiceServer) Info(context.Context, *TaskServiceInfoRequest) (*TaskServiceInfoResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Info not implemented")
 }
 func (UnimplementedTaskServiceServer) Run(*RunRequest, TaskService_RunServer) error {
@@ -376,7 +376,7 @@ func RegisterTaskServiceServer(s *grpc.Server, srv TaskServiceServer) {
 }
 
 func _TaskService_Info_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(InfoRequest)
+	in := new(TaskServiceInfoRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -388,7 +388,7 @@ func _TaskService_Info_Handler(srv interface{}, ctx context.Context, dec func(in
 		FullMethod: "/gofer.plugin.v1.TaskService/Info",
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TaskServiceServer).Info(ctx, req.(*InfoRequest))
+		return srv.(TaskServiceServer).Info(ctx, req.(*TaskServiceInfoRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
