@@ -367,6 +367,11 @@ func (s *taskServer) Run(request *pb.RunRequest, stream pb.TaskService_RunServer
 		Stdout:   stdout,
 		Stderr:   stderr,
 	})
+	if ctxErr := stream.Context().Err(); ctxErr != nil {
+		// The server cancelled the task (or it passed its deadline); nobody reads the exit.
+		fmt.Fprintf(os.Stderr, "run cancelled by the server: %v\n", ctxErr)
+		return ctxErr
+	}
 	exit := &pb.Exit{}
 	switch {
 	case err != nil:

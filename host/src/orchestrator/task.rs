@@ -74,6 +74,13 @@ fn attempt_environment(task: &TaskExecution) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Appends a shared task's output to its log.
+async fn write_output(writer: &mut LogWriter, chunk: &[u8]) {
+    if let Err(error) = writer.write(chunk).await {
+        tracing::warn!(%error, "could not write shared task output");
+    }
+}
+
 pub(super) fn log_key(task: &TaskExecution) -> LogKey {
     LogKey {
         namespace_id: task.namespace_id.clone(),
@@ -364,10 +371,12 @@ impl Orchestrator {
             let limit = self.inner.settings.shared_task_timeout;
             (limit, format!("{}s", limit.as_secs()))
         });
+        let (output, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
         let request = TaskRequest {
             settings: task.task.settings.clone().into_iter().collect(),
             env: attempt_environment(task),
             deadline,
+            output,
         };
         let stopped = async {
             let request = stop.wait_for(Option::is_some).await.map(|request| *request);
@@ -376,14 +385,26 @@ impl Orchestrator {
                 Err(_) => std::future::pending().await,
             }
         };
-        let result = tokio::select! {
-            result = plugin.run(request) => result,
-            () = stopped => return (Outcome::Cancelled, Some(writer)),
+        tokio::pin!(stopped);
+        let run = plugin.run(request);
+        tokio::pin!(run);
+        // The output goes to the log as it comes, so followers see it while the task runs.
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                Some(chunk) = chunks.recv() => write_output(&mut writer, &chunk).await,
+                () = &mut stopped => {
+                    while let Ok(chunk) = chunks.try_recv() {
+                        write_output(&mut writer, &chunk).await;
+                    }
+                    return (Outcome::Cancelled, Some(writer));
+                }
+            }
         };
-        if let Err(error) = writer.write(&result.output).await {
-            tracing::warn!(%error, "could not write shared task output");
+        while let Ok(chunk) = chunks.try_recv() {
+            write_output(&mut writer, &chunk).await;
         }
-        let outcome = match result.outcome {
+        let outcome = match result {
             Ok(code) => Outcome::Exited(i64::from(code)),
             Err(PluginError::Deadline) => Outcome::TimedOut(deadline_text),
             Err(error) => {

@@ -24,7 +24,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::{
     ExternalOutcome, Fire, LoadedPlugin, PluginDescription, PluginError, TaskPlugin, TaskRequest,
-    TaskResult, TriggerPlugin, WakeOutcome,
+    TriggerPlugin, WakeOutcome,
 };
 use crate::models::{PluginKind, PluginParameter};
 
@@ -957,10 +957,10 @@ impl Drop for GrpcTask {
 
 #[async_trait::async_trait]
 impl TaskPlugin for GrpcTask {
-    async fn run(&self, request: TaskRequest) -> TaskResult {
+    async fn run(&self, request: TaskRequest) -> Result<u8, PluginError> {
         let deadline = tokio::time::Instant::now() + request.deadline;
-        let mut output = Vec::new();
-        let outcome = tokio::time::timeout_at(deadline, async {
+        let output = request.output;
+        tokio::time::timeout_at(deadline, async {
             let channel = self.supervisor.channel(request.deadline).await?;
             let mut stream = TaskServiceClient::new(channel)
                 .run(proto::RunRequest {
@@ -974,7 +974,8 @@ impl TaskPlugin for GrpcTask {
                 let message = stream.message().await.map_err(call_error)?;
                 match message.and_then(|message| message.event) {
                     Some(proto::run_response::Event::Output(chunk)) => {
-                        output.extend_from_slice(&chunk.data);
+                        // Waits while the log writer catches up (backpressure to the plugin).
+                        let _ = output.send(chunk.data).await;
                     }
                     Some(proto::run_response::Event::Exit(exit)) if !exit.error.is_empty() => {
                         return Err(PluginError::Refused(exit.error));
@@ -996,8 +997,7 @@ impl TaskPlugin for GrpcTask {
             }
         })
         .await
-        .unwrap_or(Err(PluginError::Deadline));
-        TaskResult { outcome, output }
+        .unwrap_or(Err(PluginError::Deadline))
     }
 }
 

@@ -100,19 +100,17 @@ pub struct TaskRequest {
     pub settings: Vec<(String, String)>,
     pub env: Vec<(String, String)>,
     pub deadline: Duration,
-}
-
-/// How a shared task ended, and what it printed.
-#[derive(Debug, Clone)]
-pub struct TaskResult {
-    pub outcome: Result<u8, PluginError>,
-    pub output: Vec<u8>,
+    /// The task's output (its log): chunks sent as the plugin writes them (gRPC plugins), or all
+    /// of it when the task ends (WebAssembly plugins).
+    pub output: tokio::sync::mpsc::Sender<Vec<u8>>,
 }
 
 /// A shared task, whatever runs it.
 #[async_trait::async_trait]
 pub trait TaskPlugin: Send + Sync {
-    async fn run(&self, request: TaskRequest) -> TaskResult;
+    /// Runs the task to its exit code. Dropping the future cancels the task (a gRPC plugin sees
+    /// its context cancelled).
+    async fn run(&self, request: TaskRequest) -> Result<u8, PluginError>;
 }
 
 /// A loaded plugin.

@@ -19,7 +19,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{
     ExternalOutcome, LoadedPlugin, PluginDescription, PluginError, TaskPlugin, TaskRequest,
-    TaskResult, TriggerPlugin, WakeOutcome,
+    TriggerPlugin, WakeOutcome,
 };
 use crate::models::{PluginKind, PluginParameter};
 
@@ -688,9 +688,10 @@ impl WasmTask {
 
 #[async_trait::async_trait]
 impl TaskPlugin for Arc<WasmTask> {
-    async fn run(&self, request: TaskRequest) -> TaskResult {
+    async fn run(&self, request: TaskRequest) -> Result<u8, PluginError> {
         let task = Arc::clone(self);
         let limits = self.runtime.limits.clone();
+        let sink = request.output.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let (mut store, output) = task.store(&request.env);
             store.set_epoch_deadline(ticks(request.deadline));
@@ -703,15 +704,14 @@ impl TaskPlugin for Arc<WasmTask> {
                 Err(error) => Err(PluginError::Crashed(format!("{error:#}"))),
             };
             drop(store);
-            TaskResult {
-                outcome,
-                output: output.contents().to_vec(),
-            }
+            (outcome, output.contents().to_vec())
         })
         .await;
-        joined.unwrap_or_else(|error| TaskResult {
-            outcome: Err(PluginError::Crashed(error.to_string())),
-            output: Vec::new(),
-        })
+        let (outcome, output) = joined
+            .unwrap_or_else(|error| (Err(PluginError::Crashed(error.to_string())), Vec::new()));
+        if !output.is_empty() {
+            let _ = sink.send(output).await;
+        }
+        outcome
     }
 }

@@ -355,3 +355,50 @@ async fn plugins_that_fail_to_start_are_reported_with_the_reason() {
     );
     wait_for_plugin(&api, "go-echo", 10, |plugin| plugin["status"] == "loaded").await;
 }
+
+#[tokio::test]
+async fn go_task_output_is_live_and_cancel_stops_it() {
+    let (server, _dir) = server_with(&["go-echo"], &[]).await;
+    let api = server.client();
+    deploy(&api, json!({"id": "live", "name": "live", "tasks": [
+        {"id": "slow", "plugin": "go-echo", "settings": {"sleep": "60s"}, "depends_on": {}, "variables": {}}
+    ]}))
+    .await;
+    let run_id = crate::support::start_run(&api, "live", json!({})).await;
+    let path = format!("/api/namespaces/default/pipelines/live/runs/{run_id}/tasks/slow/logs");
+    // What the task printed before its sleep is in the log while it still runs.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, log) = api.get(&path).await;
+        if log
+            .as_str()
+            .unwrap_or_default()
+            .contains("setting sleep=60s")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no live output: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        tasks_of(&api, "live", run_id).await["slow"]["state"],
+        "running"
+    );
+
+    let cancelled = Instant::now();
+    let (status, body) = api
+        .delete(&format!(
+            "/api/namespaces/default/pipelines/live/runs/{run_id}"
+        ))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let run = wait_for_run(&api, "live", run_id, 20).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert!(cancelled.elapsed() < Duration::from_secs(10));
+    // The plugin saw the cancellation (its context ended) and said so on stderr.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("run cancelled by the server") {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
