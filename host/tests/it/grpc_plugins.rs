@@ -402,3 +402,46 @@ async fn go_task_output_is_live_and_cancel_stops_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_rebuilt_plugin_executable_is_restarted_with_its_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("plugins");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(go_plugins().join("go-ticker"), folder.join("go-ticker")).unwrap();
+    write_file(&folder, "go-ticker.toml", "command = \"go-ticker\"\n");
+    let folder_text = folder.display().to_string();
+    let server = TestServer::start_with_env(&[("GOFER_PLUGINS__DIR", &folder_text)]).await;
+    let api = server.client();
+    deploy(
+        &api,
+        json!({"id": "rebuilt", "name": "rebuilt",
+        "triggers": [{"plugin": "go-ticker", "id": "every-second", "settings": {"every": "1s"}}],
+        "tasks": [{"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}}]}),
+    )
+    .await;
+    wait_for_runs(&api, "rebuilt", 1, 15).await;
+    let old_pid = plugin(&api, "go-ticker").await["pid"].as_u64().unwrap();
+
+    // A rebuild writes a new file and renames it over the old one, as `go build -o` does.
+    std::fs::copy(go_plugins().join("go-ticker"), folder.join("go-ticker.new")).unwrap();
+    std::fs::rename(folder.join("go-ticker.new"), folder.join("go-ticker")).unwrap();
+    let reloaded = wait_for_plugin(&api, "go-ticker", 10, |plugin| {
+        plugin["status"] == "loaded" && plugin["pid"].as_u64().is_some_and(|pid| pid != old_pid)
+    })
+    .await;
+    assert_eq!(
+        reloaded["restarts"], 0,
+        "a reload is a new plugin, not a crash: {reloaded}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(old_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the old process {old_pid} is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let count = runs(&api, "rebuilt").await.len();
+    wait_for_runs(&api, "rebuilt", count + 2, 15).await;
+}
