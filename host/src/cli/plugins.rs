@@ -63,10 +63,25 @@ fn plugins_table(plugins: &[Plugin]) -> String {
         "name", "kind", "version", "runtime", "source", "status",
     ]);
     for plugin in plugins {
-        let status = match &plugin.error {
-            Some(error) => format!("{}: {error}", plugin.status),
-            None => plugin.status.clone(),
-        };
+        let mut status = plugin.status.clone();
+        // A gRPC plugin's process: its pid and how often it was restarted.
+        let process: Vec<String> = plugin
+            .pid
+            .map(|pid| format!("pid {pid}"))
+            .into_iter()
+            .chain(plugin.restarts.filter(|restarts| *restarts > 0).map(
+                |restarts| match restarts {
+                    1 => "1 restart".to_string(),
+                    _ => format!("{restarts} restarts"),
+                },
+            ))
+            .collect();
+        if !process.is_empty() {
+            status.push_str(&format!(" ({})", process.join(", ")));
+        }
+        if let Some(error) = &plugin.error {
+            status.push_str(&format!(": {error}"));
+        }
         table.add_row(vec![
             plugin.name.clone(),
             plugin.kind.as_ref().map(spelling).unwrap_or_default(),

@@ -252,6 +252,13 @@ async fn a_killed_plugin_is_restarted_and_keeps_firing() {
         "the last exit is shown: {restarted}"
     );
     assert!(!process_alive(old_pid));
+    let shown = server.cli(&["plugin", "get", "go-ticker"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let new_pid = restarted["pid"].as_u64().unwrap();
+    assert!(
+        shown.contains(&format!("loaded (pid {new_pid}, 1 restart)")),
+        "{shown}"
+    );
     // The subscription was renewed in the new process: runs keep coming.
     let count = runs(&api, "restarts").await.len();
     wait_for_runs(&api, "restarts", count + 2, 15).await;
