@@ -39,8 +39,29 @@ pub struct ServerConfig {
     pub api: ApiSection,
     pub runs: RunsSection,
     pub plugins: PluginsSection,
+    pub secrets: SecretsSection,
+    pub objects: ObjectsSection,
     pub log: LogSection,
     pub development: DevelopmentSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// The AES-256-GCM key secret values are encrypted with: exactly 32 bytes. The default is
+    /// refused outside development mode.
+    pub encryption_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsSection {
+    /// Most objects a pipeline keeps; storing one more evicts the oldest.
+    pub pipeline_object_limit: u64,
+    /// A run's objects are deleted when this many newer runs of its pipeline have started.
+    pub run_object_expiry: u64,
+    /// Largest object accepted, in MiB.
+    pub max_object_size_mb: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +198,14 @@ impl Default for ServerConfig {
                 level: "info".into(),
                 format: LogFormat::Pretty,
             },
+            secrets: SecretsSection {
+                encryption_key: crate::secrets::DEFAULT_ENCRYPTION_KEY.into(),
+            },
+            objects: ObjectsSection {
+                pipeline_object_limit: 50,
+                run_object_expiry: 2,
+                max_object_size_mb: 1024,
+            },
             development: DevelopmentSection { bypass_auth: true },
         }
     }
@@ -273,6 +302,25 @@ impl ServerConfig {
                 }
             }
         }
+        if self.secrets.encryption_key.len() != 32 {
+            return invalid(format!(
+                "secrets.encryption_key: must be exactly 32 bytes, got {}",
+                self.secrets.encryption_key.len()
+            ));
+        }
+        if !self.development.bypass_auth
+            && self.secrets.encryption_key == crate::secrets::DEFAULT_ENCRYPTION_KEY
+        {
+            return invalid(
+                "secrets.encryption_key: still the shipped default, which anyone can read; set your own 32-byte key (e.g. GOFER_SECRETS__ENCRYPTION_KEY) before turning development mode off".into(),
+            );
+        }
+        if self.objects.pipeline_object_limit == 0
+            || self.objects.run_object_expiry == 0
+            || self.objects.max_object_size_mb == 0
+        {
+            return invalid("objects: pipeline_object_limit, run_object_expiry and max_object_size_mb must be above 0".into());
+        }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid(format!(
                 "log.level: '{}' is not a log level or filter: {error}",
@@ -317,6 +365,16 @@ impl ServerConfig {
     /// Path of the SQLite database.
     pub fn database_path(&self) -> PathBuf {
         self.server.data_dir.join("gofer.db")
+    }
+
+    /// The encrypted secret values.
+    pub fn secrets_path(&self) -> PathBuf {
+        self.server.data_dir.join("secrets.db")
+    }
+
+    /// The object store's folder.
+    pub fn objects_dir(&self) -> PathBuf {
+        self.server.data_dir.join("objects")
     }
 }
 

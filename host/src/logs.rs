@@ -100,6 +100,8 @@ impl LogStore {
             file,
             written,
             sender,
+            masks: Vec::new(),
+            pending: Vec::new(),
         })
     }
 
@@ -221,18 +223,79 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
+/// What a masked secret value is replaced with in logs.
+pub const MASK: &str = "********";
+
 /// Appends to one log and tells followers.
-#[derive(Debug)]
 pub struct LogWriter {
     store: LogStore,
     path: PathBuf,
     file: tokio::fs::File,
     written: u64,
     sender: watch::Sender<u64>,
+    /// Values never written as they are (secrets), longest first.
+    masks: Vec<Vec<u8>>,
+    /// With masks: the end of the output after its last newline, held back so that a value split
+    /// between two writes is still masked.
+    pending: Vec<u8>,
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the masks: they are secrets.
+        f.debug_struct("LogWriter")
+            .field("path", &self.path)
+            .field("masks", &self.masks.len())
+            .finish()
+    }
+}
+
+/// Replaces every occurrence of each mask with [`MASK`].
+fn mask(bytes: &[u8], masks: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    'scan: while at < bytes.len() {
+        for value in masks {
+            if bytes[at..].starts_with(value) {
+                out.extend_from_slice(MASK.as_bytes());
+                at += value.len();
+                continue 'scan;
+            }
+        }
+        out.push(bytes[at]);
+        at += 1;
+    }
+    out
 }
 
 impl LogWriter {
+    /// From now on, these values are written as [`MASK`] (empty values are ignored; a value is
+    /// masked within each line, so one containing a newline is masked line by line).
+    pub fn mask_values(&mut self, values: impl IntoIterator<Item = String>) {
+        for value in values {
+            for line in value.split('\n').map(|line| line.trim_end_matches('\r')) {
+                if !line.is_empty() && !self.masks.iter().any(|mask| mask == line.as_bytes()) {
+                    self.masks.push(line.as_bytes().to_vec());
+                }
+            }
+        }
+        self.masks.sort_by_key(|mask| std::cmp::Reverse(mask.len()));
+    }
+
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        if self.masks.is_empty() {
+            return self.write_raw(bytes).await;
+        }
+        self.pending.extend_from_slice(bytes);
+        let Some(end) = self.pending.iter().rposition(|byte| *byte == b'\n') else {
+            return Ok(());
+        };
+        let complete: Vec<u8> = self.pending.drain(..=end).collect();
+        let masked = mask(&complete, &self.masks);
+        self.write_raw(&masked).await
+    }
+
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), LogError> {
         self.file
             .write_all(bytes)
             .await
@@ -251,7 +314,12 @@ impl LogWriter {
 
     /// Writes the end marker and closes the log.
     pub async fn finish(mut self) -> Result<(), LogError> {
-        let outcome = self.write(EOF_MARKER.as_bytes()).await;
+        let rest = std::mem::take(&mut self.pending);
+        let rest = mask(&rest, &self.masks);
+        let outcome = match self.write_raw(&rest).await {
+            Ok(()) => self.write_raw(EOF_MARKER.as_bytes()).await,
+            Err(error) => Err(error),
+        };
         let flushed = self.file.flush().await;
         self.store
             .live
@@ -306,5 +374,30 @@ mod tests {
             store.read_all(&key()).await.unwrap(),
             "first\nsecond\nlast without newline"
         );
+    }
+
+    #[tokio::test]
+    async fn secret_values_are_masked_even_when_split_between_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::new(dir.path().to_path_buf());
+        let mut writer = store.writer(&key(), true).await.unwrap();
+        writer.mask_values([
+            "hunter2".to_string(),
+            "multi\nline".to_string(),
+            String::new(),
+        ]);
+        writer.write(b"token=hun").await.unwrap();
+        writer
+            .write(b"ter2 ok\nmulti and line\nlast hunter2")
+            .await
+            .unwrap();
+        writer.finish().await.unwrap();
+        let log = store.read_all(&key()).await.unwrap();
+        assert_eq!(
+            log,
+            "token=******** ok\n******** and ********\nlast ********"
+        );
+        let raw = std::fs::read_to_string(store.path(&key())).unwrap();
+        assert!(!raw.contains("hunter2"), "{raw}");
     }
 }

@@ -567,6 +567,27 @@ pub struct Plugin {
     pub pid: Option<u32>,
 }
 
+/// An object's metadata; its bytes come from the object endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Object {
+    /// The object's name, as used in `pipeline_object{{key}}` / `run_object{{key}}`.
+    pub key: String,
+    /// When it was stored (epoch ms).
+    pub created: u64,
+}
+
+/// A secret's metadata; its value is only returned by an explicit get with `include_secret=true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Secret {
+    /// The secret's name, as used in `pipeline_secret{{key}}` / `global_secret{{key}}`.
+    pub key: String,
+    /// Pipeline secrets: the pipeline's namespace. Global secrets: the namespaces (regexes,
+    /// matched against the whole namespace id) whose pipelines may use it.
+    pub namespaces: Vec<String>,
+    /// When it was stored (epoch ms).
+    pub created: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[schema(as = subscription_status)]

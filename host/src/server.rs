@@ -16,12 +16,14 @@ use crate::config::ServerConfig;
 use crate::events::EventBus;
 use crate::logs::LogStore;
 use crate::models::{EventKind, Namespace, now_millis};
+use crate::objects::{FsObjectStore, ObjectStore};
 use crate::orchestrator::{Orchestrator, OrchestratorError, RunSettings};
 use crate::plugins::PluginRegistry;
 use crate::plugins::grpc::GrpcSettings;
 use crate::plugins::triggers::TriggerManager;
 use crate::plugins::wasm::{Limits, WasmRuntime};
 use crate::scheduler::docker::DockerScheduler;
+use crate::secrets::{EncryptedSqliteStore, SecretStore};
 use crate::storage::{Storage, StorageError};
 
 /// Why the server could not start or stopped abnormally.
@@ -34,6 +36,12 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(
+        "development.bypass_auth = false asks for authentication, which this version of Gofer does not have yet; it refuses to start rather than serve everyone as an administrator"
+    )]
+    AuthUnavailable,
+    #[error("could not open the secret store: {0}")]
+    Secrets(#[from] crate::secrets::SecretError),
     #[error("could not start the plugin runtime: {0}")]
     Plugins(#[from] crate::plugins::PluginError),
     #[error("could not resume runs: {0}")]
@@ -57,7 +65,15 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         path: data_dir.clone(),
         source,
     })?;
+    if !config.development.bypass_auth {
+        return Err(ServerError::AuthUnavailable);
+    }
     let storage = Storage::open(&config.database_path())?;
+    let secrets: Arc<dyn SecretStore> = Arc::new(EncryptedSqliteStore::open(
+        &config.secrets_path(),
+        &config.secrets.encryption_key,
+    )?);
+    let objects: Arc<dyn ObjectStore> = Arc::new(FsObjectStore::new(config.objects_dir()));
     let events = EventBus::default();
     ensure_default_namespace(&storage, &events).await?;
     let scheduler = Arc::new(DockerScheduler::from_environment());
@@ -98,6 +114,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         scheduler,
         registry.clone(),
         LogStore::new(config.logs_dir()),
+        (Arc::clone(&secrets), Arc::clone(&objects)),
         RunSettings::from_config(&config),
     );
     orchestrator.start().await?;
@@ -130,6 +147,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         orchestrator,
         triggers,
         config: Arc::new(config),
+        secrets,
+        objects,
         shutdown,
     };
     let app = api::router(state);

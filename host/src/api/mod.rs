@@ -7,9 +7,11 @@
 
 mod events;
 mod namespaces;
+mod objects;
 mod pipelines;
 mod plugins;
 mod runs;
+mod secrets;
 mod system;
 
 use std::sync::Arc;
@@ -44,6 +46,10 @@ pub struct ApiState {
     pub orchestrator: crate::orchestrator::Orchestrator,
     pub triggers: crate::plugins::triggers::TriggerManager,
     pub config: Arc<ServerConfig>,
+    /// Where secret values live.
+    pub secrets: Arc<dyn crate::secrets::SecretStore>,
+    /// Where object contents live.
+    pub objects: Arc<dyn crate::objects::ObjectStore>,
     /// Flips to `true` when the server starts shutting down; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -275,6 +281,8 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .merge(runs::routes())
         .merge(plugins::routes())
         .merge(events::routes())
+        .merge(secrets::routes())
+        .merge(objects::routes())
         .merge(system::routes())
 }
 

@@ -8,9 +8,12 @@
 //! Must not run SQL itself (it calls `storage`) nor talk to Docker except through `scheduler`.
 
 mod dag;
+mod interpolation;
 mod run;
 mod task;
 
+use crate::objects::ObjectStore;
+use crate::secrets::SecretStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -76,6 +79,8 @@ pub struct RunSettings {
     pub default_parallelism: u64,
     pub stop_timeout: Duration,
     pub log_retention_runs: u64,
+    /// Runs whose objects are kept (the newest ones).
+    pub run_object_expiry: u64,
     pub remove_containers: bool,
     pub api_base_url: String,
     /// Deadline of a shared task without its own timeout.
@@ -91,6 +96,7 @@ impl RunSettings {
             default_parallelism: config.runs.default_parallelism,
             stop_timeout: Duration::from_secs(config.runs.stop_timeout_secs),
             log_retention_runs: config.runs.log_retention_runs,
+            run_object_expiry: config.objects.run_object_expiry,
             remove_containers: config.runs.remove_containers,
             api_base_url: config.task_api_base_url(),
             shared_task_timeout: Duration::from_secs(config.plugins.task_timeout_secs),
@@ -131,6 +137,8 @@ struct Inner {
     scheduler: Arc<dyn Scheduler>,
     plugins: PluginRegistry,
     logs: LogStore,
+    secrets: Arc<dyn SecretStore>,
+    objects: Arc<dyn ObjectStore>,
     settings: RunSettings,
     dispatch: Notify,
     active: Mutex<HashMap<RunKey, mpsc::UnboundedSender<Control>>>,
@@ -151,8 +159,10 @@ impl Orchestrator {
         scheduler: Arc<dyn Scheduler>,
         plugins: PluginRegistry,
         logs: LogStore,
+        stores: (Arc<dyn SecretStore>, Arc<dyn ObjectStore>),
         settings: RunSettings,
     ) -> Self {
+        let (secrets, objects) = stores;
         Self {
             inner: Arc::new(Inner {
                 storage,
@@ -160,6 +170,8 @@ impl Orchestrator {
                 scheduler,
                 plugins,
                 logs,
+                secrets,
+                objects,
                 settings,
                 dispatch: Notify::new(),
                 active: Mutex::new(HashMap::new()),
@@ -496,7 +508,36 @@ impl Orchestrator {
                 .remove(&key);
             orchestrator.inner.dispatch.notify_one();
             orchestrator.expire_logs(&key).await;
+            orchestrator.expire_run_objects(&key).await;
         });
+    }
+
+    /// Deletes the objects of runs older than the newest `objects.run_object_expiry` of the
+    /// pipeline.
+    async fn expire_run_objects(&self, key: &RunKey) {
+        let keep = self.inner.settings.run_object_expiry;
+        let (namespace_id, pipeline_id) = (key.namespace_id.clone(), key.pipeline_id.clone());
+        let expired = match self
+            .write(move |db| db.expire_run_objects(&namespace_id, &pipeline_id, keep))
+            .await
+        {
+            Ok(expired) => expired,
+            Err(error) => {
+                tracing::warn!(%error, "could not expire run objects");
+                return;
+            }
+        };
+        for (run, object) in expired {
+            let object_key = crate::objects::ObjectKey::Run {
+                namespace: key.namespace_id.clone(),
+                pipeline: key.pipeline_id.clone(),
+                run,
+                key: object,
+            };
+            if let Err(error) = self.inner.objects.delete(&object_key).await {
+                tracing::warn!(%error, "could not delete an expired run object");
+            }
+        }
     }
 
     /// Deletes the logs of runs older than the newest `runs.log_retention_runs` of the pipeline.

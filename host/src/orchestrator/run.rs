@@ -546,11 +546,27 @@ impl Orchestrator {
                 }
             },
         };
+        let mut writer = writer;
+        let (env, secrets) = match self.interpolated_environment(&task).await {
+            Ok(resolved) => resolved,
+            Err(message) => {
+                let _ = writer
+                    .write(format!("[gofer] the task cannot start: {message}\n").as_bytes())
+                    .await;
+                return (
+                    Outcome::Failed(TaskExecutionStatusReasonType::FailedPrecondition, message),
+                    Some(writer),
+                );
+            }
+        };
+        writer.mask_values(secrets);
         if let Some(plugin) = task.task.plugin.clone() {
-            return self.run_shared_task(&task, &plugin, writer, stop).await;
+            return self
+                .run_shared_task(&task, &plugin, env, writer, stop)
+                .await;
         }
         let timeout = task_timeout(&task);
-        self.run_container(&task, writer, stop, timeout).await
+        self.run_container(&task, env, writer, stop, timeout).await
     }
 
     /// Records that an attempt's container is running.

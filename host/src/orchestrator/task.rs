@@ -65,7 +65,8 @@ pub(super) fn environment(settings: &RunSettings, run: &Run, task: &Task) -> Vec
     merged
 }
 
-/// What an attempt runs with: the task's variables plus `GOFER_TASK_ATTEMPT`.
+/// What an attempt runs with (before interpolation): the task's variables plus
+/// `GOFER_TASK_ATTEMPT`.
 fn attempt_environment(task: &TaskExecution) -> Vec<(String, String)> {
     task.variables
         .iter()
@@ -103,7 +104,12 @@ pub(super) fn container_name(settings: &RunSettings, task: &TaskExecution) -> St
     )
 }
 
-fn spec(settings: &RunSettings, task: &TaskExecution, name: &str) -> ContainerSpec {
+fn spec(
+    settings: &RunSettings,
+    task: &TaskExecution,
+    name: &str,
+    env: Vec<(String, String)>,
+) -> ContainerSpec {
     let labels = BTreeMap::from([
         (MANAGED_LABEL.to_string(), "true".to_string()),
         ("dev.gofer.instance".to_string(), settings.instance.clone()),
@@ -122,7 +128,7 @@ fn spec(settings: &RunSettings, task: &TaskExecution, name: &str) -> ContainerSp
             .as_ref()
             .map(|auth| (auth.user.clone(), auth.pass.clone())),
         always_pull: task.task.always_pull_newest_image,
-        env: attempt_environment(task),
+        env,
         entrypoint: task.task.entrypoint.clone(),
         command: task.task.command.clone(),
         labels,
@@ -130,11 +136,26 @@ fn spec(settings: &RunSettings, task: &TaskExecution, name: &str) -> ContainerSp
 }
 
 impl Orchestrator {
+    /// The attempt's environment with secrets and objects filled in, and the secret values used;
+    /// or why the task cannot start.
+    pub(super) async fn interpolated_environment(
+        &self,
+        task: &TaskExecution,
+    ) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+        let sources = super::interpolation::Sources {
+            storage: &self.inner.storage,
+            secrets: self.inner.secrets.as_ref(),
+            objects: self.inner.objects.as_ref(),
+        };
+        super::interpolation::resolve(&sources, task, attempt_environment(task)).await
+    }
+
     /// Creates and starts the attempt's container, then follows it to its end.
     /// `on_started` records the `running` state once the container runs.
     pub(super) async fn run_container(
         &self,
         task: &TaskExecution,
+        env: Vec<(String, String)>,
         writer: LogWriter,
         stop: watch::Receiver<Option<StopRequest>>,
         timeout: Option<(Duration, String)>,
@@ -142,7 +163,7 @@ impl Orchestrator {
         let name = container_name(&self.inner.settings, task);
         let scheduler = &self.inner.scheduler;
         if let Err(error) = scheduler
-            .start(&spec(&self.inner.settings, task, &name))
+            .start(&spec(&self.inner.settings, task, &name, env))
             .await
         {
             // A container created but not started (bad entrypoint, say) is not left behind.
@@ -349,6 +370,7 @@ impl Orchestrator {
         &self,
         task: &TaskExecution,
         plugin_name: &str,
+        env: Vec<(String, String)>,
         mut writer: LogWriter,
         mut stop: watch::Receiver<Option<StopRequest>>,
     ) -> (Outcome, Option<LogWriter>) {
@@ -374,7 +396,7 @@ impl Orchestrator {
         let (output, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
         let request = TaskRequest {
             settings: task.task.settings.clone().into_iter().collect(),
-            env: attempt_environment(task),
+            env,
             deadline,
             output,
         };

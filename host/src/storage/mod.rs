@@ -7,9 +7,13 @@
 //! in a write are returned only once that write has committed, so nothing is announced that was not
 //! stored. Must not know about HTTP, Docker or plugins.
 
+mod objects;
 mod queries;
 mod runs;
+mod secrets;
 mod subscriptions;
+
+pub use objects::ObjectScope;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

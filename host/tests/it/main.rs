@@ -12,5 +12,6 @@ mod pipelines_as_code;
 mod plugins;
 mod recovery;
 mod runs;
+mod secrets_objects;
 mod startup;
 mod support;

@@ -1,0 +1,394 @@
+//! Object endpoints: pipeline objects (kept until deleted, at most `objects.pipeline_object_limit`
+//! per pipeline, oldest evicted), run objects (expire `objects.run_object_expiry` runs later) and
+//! plugin objects (`/api/extensions/{plugin}/objects`, v0's path). Uploads and downloads are
+//! streamed. Must not hold SQL (storage) or file handling (`crate::objects`).
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
+use crate::models::{Object, now_millis};
+use crate::objects::{ObjectError, ObjectKey};
+use crate::storage::{ObjectScope, StorageError};
+
+pub(super) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_pipeline_objects))
+        .routes(routes!(
+            get_pipeline_object,
+            put_pipeline_object,
+            delete_pipeline_object
+        ))
+        .routes(routes!(list_run_objects))
+        .routes(routes!(get_run_object, put_run_object, delete_run_object))
+        .routes(routes!(list_extension_objects))
+        .routes(routes!(
+            get_extension_object,
+            put_extension_object,
+            delete_extension_object
+        ))
+}
+
+impl From<ObjectError> for ApiError {
+    fn from(error: ObjectError) -> Self {
+        match error {
+            ObjectError::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+            }
+            ObjectError::Upload(_) => ApiError::bad_request(error.to_string()),
+            ObjectError::Io { .. } => {
+                tracing::error!(%error, "object store");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = ListPipelineObjectsResponse)]
+pub struct ListObjectsResponse {
+    /// Oldest first.
+    pub objects: Vec<Object>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = PutPipelineObjectResponse)]
+pub struct PutObjectResponse {
+    pub object: Object,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ForceQuery {
+    /// Replace the object if it exists (otherwise that is a 409).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// An object's scope (for metadata) and key (for bytes).
+struct Target {
+    scope: ObjectScope,
+    key: ObjectKey,
+    name: String,
+    /// Most objects the scope keeps.
+    limit: Option<u64>,
+}
+
+fn pipeline_target(state: &ApiState, namespace: String, pipeline: String, key: String) -> Target {
+    Target {
+        scope: ObjectScope::Pipeline {
+            namespace_id: namespace.clone(),
+            pipeline_id: pipeline.clone(),
+        },
+        key: ObjectKey::Pipeline {
+            namespace,
+            pipeline,
+            key: key.clone(),
+        },
+        name: key,
+        limit: Some(state.config.objects.pipeline_object_limit),
+    }
+}
+
+fn run_target(namespace: String, pipeline: String, run: u64, key: String) -> Target {
+    Target {
+        scope: ObjectScope::Run {
+            namespace_id: namespace.clone(),
+            pipeline_id: pipeline.clone(),
+            run_id: run,
+        },
+        key: ObjectKey::Run {
+            namespace,
+            pipeline,
+            run,
+            key: key.clone(),
+        },
+        name: key,
+        limit: None,
+    }
+}
+
+fn plugin_target(plugin: String, key: String) -> Target {
+    Target {
+        scope: ObjectScope::Plugin {
+            plugin_id: plugin.clone(),
+        },
+        key: ObjectKey::Plugin {
+            plugin,
+            key: key.clone(),
+        },
+        name: key,
+        limit: None,
+    }
+}
+
+fn validate_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "invalid object key {key:?}: use 1 to 256 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+async fn list(
+    state: &ApiState,
+    scope: ObjectScope,
+    query: &PageQuery,
+) -> Result<ApiJson<ListObjectsResponse>, ApiError> {
+    let page = state.page(query)?;
+    let objects = state.read(move |db| db.list_objects(&scope, page)).await?;
+    Ok(ApiJson(ListObjectsResponse { objects }))
+}
+
+async fn download(state: &ApiState, target: Target) -> Result<Response, ApiError> {
+    let (scope, name) = (target.scope.clone(), target.name.clone());
+    state.read(move |db| db.get_object(&scope, &name)).await?;
+    let stream = state.objects.get(&target.key).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "object '{}': its contents are missing",
+            target.name
+        ))
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn upload(
+    state: &ApiState,
+    target: Target,
+    force: bool,
+    body: Body,
+) -> Result<(StatusCode, ApiJson<PutObjectResponse>), ApiError> {
+    validate_key(&target.name)?;
+    // Refuse an existing object without `force` before reading the body.
+    let (scope, name) = (target.scope.clone(), target.name.clone());
+    state
+        .read(move |db| match db.get_object(&scope, &name) {
+            Ok(_) if !force => Err(StorageError::Conflict(format!(
+                "object '{name}' already exists; add ?force=true to replace it"
+            ))),
+            Ok(_) => Ok(()),
+            Err(StorageError::NotFound(message)) if message.starts_with("object ") => Ok(()),
+            Err(error) => Err(error),
+        })
+        .await?;
+    let max_bytes = state.config.objects.max_object_size_mb << 20;
+    let stream = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed();
+    // The bytes replace the old ones only when the whole upload arrived.
+    state.objects.put(&target.key, stream, max_bytes).await?;
+    let (scope, name, limit) = (target.scope.clone(), target.name.clone(), target.limit);
+    let (object, evicted) = state
+        .write(move |db| db.put_object(&scope, &name, now_millis(), true, limit))
+        .await?;
+    for key in evicted {
+        let evicted_key = match &target.key {
+            ObjectKey::Pipeline {
+                namespace,
+                pipeline,
+                ..
+            } => ObjectKey::Pipeline {
+                namespace: namespace.clone(),
+                pipeline: pipeline.clone(),
+                key,
+            },
+            other => other.clone(),
+        };
+        state.objects.delete(&evicted_key).await?;
+    }
+    Ok((StatusCode::CREATED, ApiJson(PutObjectResponse { object })))
+}
+
+async fn remove(state: &ApiState, target: Target) -> Result<StatusCode, ApiError> {
+    let (scope, name) = (target.scope.clone(), target.name.clone());
+    state
+        .write(move |db| db.delete_object(&scope, &name))
+        .await?;
+    state.objects.delete(&target.key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+type PipelinePath = (String, String);
+type PipelineKeyPath = (String, String, String);
+type RunPath = (String, String, u64);
+type RunKeyPath = (String, String, u64, String);
+
+/// List a pipeline's objects, oldest first.
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/objects", tag = "Objects",
+    operation_id = "list_pipeline_objects",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), PageQuery),
+    responses((status = 200, body = ListObjectsResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn list_pipeline_objects(
+    state: AppState,
+    ApiPath((namespace_id, pipeline_id)): ApiPath<PipelinePath>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<ApiJson<ListObjectsResponse>, ApiError> {
+    let scope = ObjectScope::Pipeline {
+        namespace_id,
+        pipeline_id,
+    };
+    list(&state, scope, &query).await
+}
+
+/// Download a pipeline object (streamed, `application/octet-stream`).
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/objects/{key}", tag = "Objects",
+    operation_id = "get_pipeline_object",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("key" = String, Path)),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", body = super::ErrorBody)))]
+async fn get_pipeline_object(
+    state: AppState,
+    ApiPath((namespace_id, pipeline_id, key)): ApiPath<PipelineKeyPath>,
+) -> Result<Response, ApiError> {
+    let target = pipeline_target(&state, namespace_id, pipeline_id, key);
+    download(&state, target).await
+}
+
+/// Upload a pipeline object (the raw body, streamed); the oldest is evicted past the limit.
+#[utoipa::path(post, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/objects/{key}", tag = "Objects",
+    operation_id = "put_pipeline_object",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("key" = String, Path), ForceQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = PutObjectResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn put_pipeline_object(
+    state: AppState,
+    ApiPath((namespace_id, pipeline_id, key)): ApiPath<PipelineKeyPath>,
+    ApiQuery(query): ApiQuery<ForceQuery>,
+    body: Body,
+) -> Result<(StatusCode, ApiJson<PutObjectResponse>), ApiError> {
+    let target = pipeline_target(&state, namespace_id, pipeline_id, key);
+    upload(&state, target, query.force, body).await
+}
+
+/// Delete a pipeline object.
+#[utoipa::path(delete, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/objects/{key}", tag = "Objects",
+    operation_id = "delete_pipeline_object",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("key" = String, Path)),
+    responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
+async fn delete_pipeline_object(
+    state: AppState,
+    ApiPath((namespace_id, pipeline_id, key)): ApiPath<PipelineKeyPath>,
+) -> Result<StatusCode, ApiError> {
+    let target = pipeline_target(&state, namespace_id, pipeline_id, key);
+    remove(&state, target).await
+}
+
+/// List a run's objects, oldest first.
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/objects", tag = "Objects",
+    operation_id = "list_run_objects",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), PageQuery),
+    responses((status = 200, body = ListObjectsResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn list_run_objects(
+    state: AppState,
+    ApiPath((namespace_id, pipeline_id, run_id)): ApiPath<RunPath>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<ApiJson<ListObjectsResponse>, ApiError> {
+    let scope = ObjectScope::Run {
+        namespace_id,
+        pipeline_id,
+        run_id,
+    };
+    list(&state, scope, &query).await
+}
+
+/// Download a run object.
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/objects/{key}", tag = "Objects",
+    operation_id = "get_run_object",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), ("key" = String, Path)),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", body = super::ErrorBody)))]
+async fn get_run_object(
+    state: AppState,
+    ApiPath((namespace_id, pipeline_id, run_id, key)): ApiPath<RunKeyPath>,
+) -> Result<Response, ApiError> {
+    download(&state, run_target(namespace_id, pipeline_id, run_id, key)).await
+}
+
+/// Upload a run object (the raw body, streamed).
+#[utoipa::path(post, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/objects/{key}", tag = "Objects",
+    operation_id = "put_run_object",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), ("key" = String, Path), ForceQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = PutObjectResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn put_run_object(
+    state: AppState,
+    ApiPath((namespace_id, pipeline_id, run_id, key)): ApiPath<RunKeyPath>,
+    ApiQuery(query): ApiQuery<ForceQuery>,
+    body: Body,
+) -> Result<(StatusCode, ApiJson<PutObjectResponse>), ApiError> {
+    let target = run_target(namespace_id, pipeline_id, run_id, key);
+    upload(&state, target, query.force, body).await
+}
+
+/// Delete a run object.
+#[utoipa::path(delete, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/objects/{key}", tag = "Objects",
+    operation_id = "delete_run_object",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), ("key" = String, Path)),
+    responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
+async fn delete_run_object(
+    state: AppState,
+    ApiPath((namespace_id, pipeline_id, run_id, key)): ApiPath<RunKeyPath>,
+) -> Result<StatusCode, ApiError> {
+    remove(&state, run_target(namespace_id, pipeline_id, run_id, key)).await
+}
+
+/// List a plugin's objects (its key-value store), oldest first.
+#[utoipa::path(get, path = "/api/extensions/{extension_id}/objects", tag = "Objects",
+    operation_id = "list_extension_objects",
+    params(("extension_id" = String, Path, description = "The plugin's name"), PageQuery),
+    responses((status = 200, body = ListObjectsResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn list_extension_objects(
+    state: AppState,
+    ApiPath(plugin_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<ApiJson<ListObjectsResponse>, ApiError> {
+    list(&state, ObjectScope::Plugin { plugin_id }, &query).await
+}
+
+/// Download a plugin object.
+#[utoipa::path(get, path = "/api/extensions/{extension_id}/objects/{key}", tag = "Objects",
+    operation_id = "get_extension_object",
+    params(("extension_id" = String, Path, description = "The plugin's name"), ("key" = String, Path)),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", body = super::ErrorBody)))]
+async fn get_extension_object(
+    state: AppState,
+    ApiPath((plugin_id, key)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    download(&state, plugin_target(plugin_id, key)).await
+}
+
+/// Upload a plugin object (the raw body, streamed).
+#[utoipa::path(post, path = "/api/extensions/{extension_id}/objects/{key}", tag = "Objects",
+    operation_id = "put_extension_object",
+    params(("extension_id" = String, Path, description = "The plugin's name"), ("key" = String, Path), ForceQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = PutObjectResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn put_extension_object(
+    state: AppState,
+    ApiPath((plugin_id, key)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<ForceQuery>,
+    body: Body,
+) -> Result<(StatusCode, ApiJson<PutObjectResponse>), ApiError> {
+    upload(&state, plugin_target(plugin_id, key), query.force, body).await
+}
+
+/// Delete a plugin object.
+#[utoipa::path(delete, path = "/api/extensions/{extension_id}/objects/{key}", tag = "Objects",
+    operation_id = "delete_extension_object",
+    params(("extension_id" = String, Path, description = "The plugin's name"), ("key" = String, Path)),
+    responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
+async fn delete_extension_object(
+    state: AppState,
+    ApiPath((plugin_id, key)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    remove(&state, plugin_target(plugin_id, key)).await
+}

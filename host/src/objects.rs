@@ -1,0 +1,252 @@
+//! Object contents, behind the [`ObjectStore`] trait (so another backend, e.g. S3, can replace the
+//! default), and the default: files under `<data_dir>/objects`, written to a temporary file and
+//! renamed into place, so a reader never sees half an object.
+//!
+//! Owns the bytes and where they are kept ([`ObjectKey`]). Must not know which objects exist,
+//! their limits or expiry: that metadata lives in the main database (`storage`).
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use tokio::io::AsyncWriteExt;
+
+/// A stream of object bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// Why an object could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("the object is larger than the limit of {0} bytes (objects.max_object_size_mb)")]
+    TooLarge(u64),
+    #[error("the object store failed at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the upload failed: {0}")]
+    Upload(std::io::Error),
+}
+
+/// Where an object is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectKey {
+    Pipeline {
+        namespace: String,
+        pipeline: String,
+        key: String,
+    },
+    Run {
+        namespace: String,
+        pipeline: String,
+        run: u64,
+        key: String,
+    },
+    Plugin {
+        plugin: String,
+        key: String,
+    },
+}
+
+/// Where object contents live.
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Stores (or replaces) an object from a stream, refusing more than `max_bytes`; returns its
+    /// size.
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: ByteStream,
+        max_bytes: u64,
+    ) -> Result<u64, ObjectError>;
+    /// The object's bytes as a stream, if it exists.
+    async fn get(&self, key: &ObjectKey) -> Result<Option<ByteStream>, ObjectError>;
+    /// Removes an object; a missing one is not an error.
+    async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectError>;
+}
+
+/// The default store: one file per object.
+#[derive(Debug, Clone)]
+pub struct FsObjectStore {
+    root: PathBuf,
+}
+
+impl FsObjectStore {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// The object's file. Keys are hex-encoded, so any key is a safe file name.
+    fn path(&self, key: &ObjectKey) -> PathBuf {
+        let hex = |text: &str| {
+            text.bytes()
+                .map(|byte| format!("{byte:02x}"))
+                .collect::<String>()
+        };
+        match key {
+            ObjectKey::Pipeline {
+                namespace,
+                pipeline,
+                key,
+            } => self
+                .root
+                .join("pipeline")
+                .join(namespace)
+                .join(pipeline)
+                .join(hex(key)),
+            ObjectKey::Run {
+                namespace,
+                pipeline,
+                run,
+                key,
+            } => self
+                .root
+                .join("run")
+                .join(namespace)
+                .join(pipeline)
+                .join(run.to_string())
+                .join(hex(key)),
+            ObjectKey::Plugin { plugin, key } => {
+                self.root.join("plugin").join(plugin).join(hex(key))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FsObjectStore {
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        mut body: ByteStream,
+        max_bytes: u64,
+    ) -> Result<u64, ObjectError> {
+        let path = self.path(key);
+        let io = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| ObjectError::Io { path, source }
+        };
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io(&path))?;
+        }
+        let partial = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
+        let mut file = tokio::fs::File::create(&partial)
+            .await
+            .map_err(io(&partial))?;
+        let mut size = 0u64;
+        let written: Result<(), ObjectError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(ObjectError::Upload)?;
+                size += chunk.len() as u64;
+                if size > max_bytes {
+                    return Err(ObjectError::TooLarge(max_bytes));
+                }
+                file.write_all(&chunk).await.map_err(io(&partial))?;
+            }
+            file.flush().await.map_err(io(&partial))?;
+            file.sync_all().await.map_err(io(&partial))
+        }
+        .await;
+        drop(file);
+        if let Err(error) = written {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(error);
+        }
+        tokio::fs::rename(&partial, &path)
+            .await
+            .map_err(io(&path))?;
+        Ok(size)
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Option<ByteStream>, ObjectError> {
+        let path = self.path(key);
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => Ok(Some(tokio_util::io::ReaderStream::new(file).boxed())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ObjectError::Io { path, source }),
+        }
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectError> {
+        let path = self.path(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(ObjectError::Io { path, source }),
+        }
+    }
+}
+
+/// Reads a whole object, up to `max_bytes` (for interpolating it into a variable).
+pub async fn read_to_vec(
+    store: &dyn ObjectStore,
+    key: &ObjectKey,
+    max_bytes: usize,
+) -> Result<Option<Vec<u8>>, ObjectError> {
+    let Some(mut stream) = store.get(key).await? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ObjectError::Upload)?;
+        if bytes.len() + chunk.len() > max_bytes {
+            return Err(ObjectError::TooLarge(max_bytes as u64));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&'static [u8]]) -> ByteStream {
+        futures_util::stream::iter(
+            parts
+                .iter()
+                .map(|part| Ok(Bytes::from_static(part)))
+                .collect::<Vec<_>>(),
+        )
+        .boxed()
+    }
+
+    #[tokio::test]
+    async fn objects_round_trip_and_oversized_uploads_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsObjectStore::new(dir.path().to_path_buf());
+        let key = ObjectKey::Run {
+            namespace: "default".into(),
+            pipeline: "p".into(),
+            run: 3,
+            key: "../../etc/passwd".into(),
+        };
+        assert_eq!(
+            store
+                .put(&key, body(&[b"hello ", b"world"]), 100)
+                .await
+                .unwrap(),
+            11
+        );
+        assert_eq!(
+            read_to_vec(&store, &key, 100).await.unwrap().unwrap(),
+            b"hello world"
+        );
+        // The key is only a file name: nothing was written outside the store.
+        assert!(store.path(&key).starts_with(dir.path()));
+        let error = store
+            .put(&key, body(&[b"0123456789"]), 5)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ObjectError::TooLarge(5)));
+        // The refused upload did not replace (or damage) the stored object.
+        assert_eq!(
+            read_to_vec(&store, &key, 100).await.unwrap().unwrap(),
+            b"hello world"
+        );
+        store.delete(&key).await.unwrap();
+        assert!(store.get(&key).await.unwrap().is_none());
+        store.delete(&key).await.unwrap();
+    }
+}
