@@ -81,24 +81,11 @@ impl Client {
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base_url);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .header(API_VERSION_HEADER, API_VERSION);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let mut request = self.builder(method, path);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Connect {
-                url: self.base_url.clone(),
-                source,
-            })?;
-        let status = response.status();
+        let response = self.send(request).await?;
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -112,7 +99,65 @@ impl Client {
                 url: self.base_url.clone(),
                 source,
             })?;
-        if !status.is_success() {
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        if !content_type.contains("json") {
+            return Ok(Value::String(text));
+        }
+        serde_json::from_str(&text).map_err(|error| ClientError::Decode {
+            url,
+            detail: error.to_string(),
+        })
+    }
+
+    /// POSTs raw bytes (streamed); returns the JSON answer.
+    pub async fn upload(&self, path: &str, body: reqwest::Body) -> Result<Value, ClientError> {
+        let request = self
+            .builder(Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        let response = self.send(request).await?;
+        response.json().await.map_err(|error| ClientError::Decode {
+            url: path.to_string(),
+            detail: error.to_string(),
+        })
+    }
+
+    /// GETs raw bytes; the response streams them.
+    pub async fn download(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        self.send(self.builder(Method::GET, path)).await
+    }
+
+    fn builder(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .header(API_VERSION_HEADER, API_VERSION);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    /// Sends a request; an error status becomes the server's message.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: self.base_url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        {
             let message = serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|body| {
@@ -127,21 +172,11 @@ impl Client {
                         text
                     }
                 });
-            return Err(ClientError::Api {
+            Err(ClientError::Api {
                 status: status.as_u16(),
                 message,
-            });
+            })
         }
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        if !content_type.contains("json") {
-            return Ok(Value::String(text));
-        }
-        serde_json::from_str(&text).map_err(|error| ClientError::Decode {
-            url,
-            detail: error.to_string(),
-        })
     }
 
     /// The websocket URL and headers for a streaming endpoint.

@@ -9,6 +9,7 @@ pub mod output;
 mod plugins;
 mod program;
 mod runs;
+mod stores;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,12 @@ enum Command {
     /// Subscribe pipelines to trigger plugins.
     #[command(subcommand)]
     Subscription(plugins::SubscriptionCommand),
+    /// Store secrets for pipelines' tasks: pipeline and global secrets.
+    #[command(subcommand)]
+    Secret(stores::SecretCommand),
+    /// Store files for tasks: pipeline and run objects.
+    #[command(subcommand)]
+    Object(stores::ObjectCommand),
     /// Read the event log.
     #[command(subcommand)]
     Event(EventCommand),
@@ -326,6 +333,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task(command) => runs::task(&ctx, command).await,
         Command::Plugin(command) => plugins::plugin(&ctx, command).await,
         Command::Subscription(command) => plugins::subscription(&ctx, command).await,
+        Command::Secret(command) => stores::secret(&ctx, command).await,
+        Command::Object(command) => stores::object(&ctx, command).await,
         Command::Event(command) => event(&ctx, command).await,
         Command::System(command) => system(&ctx, command).await,
     }

@@ -404,3 +404,143 @@ async fn pipeline_objects_persist_within_their_limit_and_run_objects_expire() {
     let (_, listed) = api.get("/api/extensions/interval/objects").await;
     assert_eq!(listed["objects"][0]["key"], "state");
 }
+
+#[tokio::test]
+async fn the_cli_manages_secrets_and_objects() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    deploy(
+        &api,
+        json!({"id": "clied", "name": "clied", "tasks": [shell_task("only", "true", json!({}))]}),
+    )
+    .await;
+    let gofer = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut command = crate::support::gofer_command();
+        command
+            .env("GOFER_API_BASE_URL", server.base_url())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            if let Some(bytes) = stdin {
+                input.write_all(bytes).unwrap();
+            }
+        }
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    // The value comes from stdin, so it is not in the command line.
+    let (ok, stdout, stderr) = gofer(
+        &["secret", "pipeline", "put", "clied", "db_password"],
+        Some(b"from-stdin-771\n"),
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("Stored secret 'db_password'"), "{stdout}");
+    let (ok, stdout, _) = gofer(&["secret", "pipeline", "list", "clied"], None);
+    assert!(
+        ok && stdout.contains("db_password") && !stdout.contains("from-stdin"),
+        "{stdout}"
+    );
+    let (_, hidden, _) = gofer(&["secret", "pipeline", "get", "clied", "db_password"], None);
+    assert!(!hidden.contains("from-stdin-771"), "{hidden}");
+    let (_, shown, _) = gofer(
+        &[
+            "secret",
+            "pipeline",
+            "get",
+            "clied",
+            "db_password",
+            "--show",
+        ],
+        None,
+    );
+    assert!(shown.contains("from-stdin-771"), "{shown}");
+    let (ok, _, stderr) = gofer(
+        &[
+            "secret",
+            "pipeline",
+            "put",
+            "clied",
+            "db_password",
+            "--value",
+            "x",
+        ],
+        None,
+    );
+    assert!(
+        !ok && stderr.contains("--force") || stderr.contains("force"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = gofer(
+        &[
+            "secret",
+            "global",
+            "put",
+            "registry",
+            "--value",
+            "r",
+            "--allow",
+            "default",
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    let (_, stdout, _) = gofer(&["secret", "global", "list"], None);
+    assert!(
+        stdout.contains("registry") && stdout.contains("default"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("in.bin");
+    std::fs::write(&source, b"object bytes \x00\x01\x02").unwrap();
+    let (ok, _, stderr) = gofer(
+        &[
+            "object",
+            "pipeline",
+            "put",
+            "clied",
+            "blob",
+            source.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = gofer(
+        &["object", "run", "put", "clied", "1", "blob", "-"],
+        Some(b"x"),
+    );
+    assert!(!ok && stderr.contains("run 1"), "no run 1 yet: {stderr}");
+    let target = dir.path().join("out.bin");
+    let (ok, _, stderr) = gofer(
+        &[
+            "object",
+            "pipeline",
+            "get",
+            "clied",
+            "blob",
+            "--output-file",
+            target.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        b"object bytes \x00\x01\x02"
+    );
+    let (_, stdout, _) = gofer(&["object", "pipeline", "list", "clied"], None);
+    assert!(stdout.contains("blob"), "{stdout}");
+    let (ok, _, _) = gofer(&["object", "pipeline", "delete", "clied", "blob"], None);
+    assert!(ok);
+    let (ok, _, stderr) = gofer(&["object", "pipeline", "get", "clied", "blob"], None);
+    assert!(!ok && stderr.contains("object 'blob'"), "{stderr}");
+}
