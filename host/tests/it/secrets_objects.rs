@@ -481,14 +481,7 @@ async fn the_cli_manages_secrets_and_objects() {
     );
     let (ok, _, stderr) = gofer(
         &[
-            "secret",
-            "global",
-            "put",
-            "registry",
-            "--value",
-            "r",
-            "--allow",
-            "default",
+            "secret", "global", "put", "registry", "--value", "r", "--allow", "default",
         ],
         None,
     );
