@@ -3,6 +3,7 @@
 //! The library behind the `gofer` binary (server and CLI). See `docs/ARCHITECTURE.md` for the map.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod events;

@@ -567,6 +567,52 @@ pub struct Plugin {
     pub pid: Option<u32>,
 }
 
+/// An API token (its secret is shown once, at creation; only its SHA-256 is stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    /// UUIDv7.
+    pub id: String,
+    pub created: u64,
+    /// Free labels; the server sets e.g. `bootstrap_token: "true"`.
+    pub metadata: BTreeMap<String, String>,
+    /// When it stops working (epoch ms); 0: never.
+    pub expires: u64,
+    pub disabled: bool,
+    /// Who it is for.
+    pub user: String,
+    /// Role ids.
+    pub roles: Vec<String>,
+}
+
+/// What a permission allows doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Read,
+    Write,
+    Delete,
+}
+
+/// Actions on resources: `all`, `configs`, `deployments`, `events`, `namespaces:<regex>`,
+/// `objects`, `permissions`, `pipelines:<regex>`, `extensions:<regex>` (plugins), `runs`,
+/// `secrets`, `subscriptions`, `system`, `task_executions`, `tokens`. A regex must match the whole
+/// id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Permission {
+    pub resources: Vec<String>,
+    pub actions: Vec<Action>,
+}
+
+/// A named set of permissions; tokens hold roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Role {
+    pub id: String,
+    pub description: String,
+    pub permissions: Vec<Permission>,
+    /// Built in; cannot be changed or deleted.
+    pub system_role: bool,
+}
+
 /// An object's metadata; its bytes come from the object endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Object {

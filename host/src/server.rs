@@ -36,10 +36,6 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error(
-        "development.bypass_auth = false asks for authentication, which this version of Gofer does not have yet; it refuses to start rather than serve everyone as an administrator"
-    )]
-    AuthUnavailable,
     #[error("could not open the secret store: {0}")]
     Secrets(#[from] crate::secrets::SecretError),
     #[error("could not start the plugin runtime: {0}")]
@@ -65,9 +61,6 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         path: data_dir.clone(),
         source,
     })?;
-    if !config.development.bypass_auth {
-        return Err(ServerError::AuthUnavailable);
-    }
     let storage = Storage::open(&config.database_path())?;
     let secrets: Arc<dyn SecretStore> = Arc::new(EncryptedSqliteStore::open(
         &config.secrets_path(),
@@ -76,6 +69,14 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     let objects: Arc<dyn ObjectStore> = Arc::new(FsObjectStore::new(config.objects_dir()));
     let events = EventBus::default();
     ensure_default_namespace(&storage, &events).await?;
+    storage
+        .write(|db| {
+            for role in crate::auth::system_roles() {
+                db.put_role(&role, true)?;
+            }
+            Ok(())
+        })
+        .await?;
     let scheduler = Arc::new(DockerScheduler::from_environment());
     let runtime = WasmRuntime::new(
         config.plugin_cache_dir(),

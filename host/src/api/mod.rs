@@ -5,6 +5,7 @@
 //! generated from the handlers. Handlers validate input and call storage (and, later, the
 //! orchestrator); they must never talk to Docker, wasmtime or tonic directly.
 
+mod auth;
 mod events;
 mod namespaces;
 mod objects;
@@ -283,6 +284,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .merge(events::routes())
         .merge(secrets::routes())
         .merge(objects::routes())
+        .merge(auth::routes())
         .merge(system::routes())
 }
 
@@ -315,6 +317,10 @@ pub fn router(state: ApiState) -> axum::Router {
             )
         }),
     )
+    .route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ))
     .fallback(no_such_route)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(axum::middleware::from_fn(require_api_version))

@@ -4,6 +4,7 @@
 //! with `output`. Errors end the process with a one-line message and exit code 1. This is an edge
 //! of the program, so it uses `anyhow`.
 
+mod access;
 pub mod client;
 pub mod output;
 mod plugins;
@@ -94,6 +95,12 @@ enum Command {
     /// Subscribe pipelines to trigger plugins.
     #[command(subcommand)]
     Subscription(plugins::SubscriptionCommand),
+    /// API tokens: bootstrap, create, disable, whoami.
+    #[command(subcommand)]
+    Token(access::TokenCommand),
+    /// Roles: what tokens may do.
+    #[command(subcommand)]
+    Role(access::RoleCommand),
     /// Store secrets for pipelines' tasks: pipeline and global secrets.
     #[command(subcommand)]
     Secret(stores::SecretCommand),
@@ -334,6 +341,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(command) => plugins::plugin(&ctx, command).await,
         Command::Subscription(command) => plugins::subscription(&ctx, command).await,
         Command::Secret(command) => stores::secret(&ctx, command).await,
+        Command::Token(command) => access::token(&ctx, command).await,
+        Command::Role(command) => access::role(&ctx, command).await,
         Command::Object(command) => stores::object(&ctx, command).await,
         Command::Event(command) => event(&ctx, command).await,
         Command::System(command) => system(&ctx, command).await,

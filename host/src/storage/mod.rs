@@ -7,6 +7,7 @@
 //! in a write are returned only once that write has committed, so nothing is announced that was not
 //! stored. Must not know about HTTP, Docker or plugins.
 
+mod auth;
 mod objects;
 mod queries;
 mod runs;

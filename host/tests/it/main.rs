@@ -1,6 +1,7 @@
 //! End-to-end tests: a real `gofer` binary, real SQLite files, real HTTP over loopback.
 
 mod api_conventions;
+mod auth;
 mod cli;
 mod configs;
 mod events;

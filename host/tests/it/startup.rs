@@ -271,17 +271,4 @@ fn outside_development_mode_the_default_secret_key_is_refused() {
         stderr.contains("secrets.encryption_key: must be exactly 32 bytes, got 9"),
         "{stderr}"
     );
-    // With a key of its own, development mode off is refused until authentication exists
-    // (rather than serving everyone as an administrator).
-    let stderr = start_fails(
-        &[],
-        &[
-            ("GOFER_DEVELOPMENT__BYPASS_AUTH", "false"),
-            (
-                "GOFER_SECRETS__ENCRYPTION_KEY",
-                "0123456789abcdef0123456789abcdef",
-            ),
-        ],
-    );
-    assert!(stderr.contains("does not have yet"), "{stderr}");
 }

@@ -221,6 +221,7 @@ pub fn signal(pid: u32, name: &str) {
 pub struct Api {
     http: reqwest::Client,
     base_url: String,
+    token: Option<String>,
 }
 
 impl Api {
@@ -228,6 +229,16 @@ impl Api {
         Self {
             http: reqwest::Client::new(),
             base_url: base_url.to_string(),
+            token: None,
+        }
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>`.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            http: self.http.clone(),
+            base_url: self.base_url.clone(),
+            token: Some(token.to_string()),
         }
     }
 
@@ -243,6 +254,9 @@ impl Api {
             .request(method, format!("{}{path}", self.base_url));
         if let Some(version) = version {
             request = request.header("gofer-api-version", version);
+        }
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
         }
         if let Some(body) = body {
             request = request.json(&body);

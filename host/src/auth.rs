@@ -1,0 +1,525 @@
+//! Authentication and authorization: token secrets and their hashes, the system roles, what
+//! each API route requires (resources and an action, derived from its path template and method),
+//! and whether a token's roles allow it.
+//!
+//! Pure decisions: must not do I/O or know HTTP beyond a method and a path; the API's middleware
+//! looks tokens and roles up and turns a [`Denied`] into 401 or 403.
+
+use std::collections::BTreeMap;
+
+use sha2::Digest;
+
+use crate::models::{Action, Permission, Role, Token};
+
+/// Roles that may do anything (the bootstrap token's and administrators').
+pub const ADMIN_ROLES: &[&str] = &["admin", "bootstrap"];
+
+/// A new token secret: 32 random characters of `[A-Za-z0-9]`.
+pub fn new_secret() -> String {
+    use aes_gcm::aead::rand_core::RngCore;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = aes_gcm::aead::OsRng;
+    (0..32)
+        .map(|_| {
+            // Rejection sampling keeps the characters uniform.
+            loop {
+                let byte = (rng.next_u32() & 0xff) as usize;
+                if byte < 248 {
+                    return ALPHABET[byte % ALPHABET.len()] as char;
+                }
+            }
+        })
+        .collect()
+}
+
+/// How a secret is stored and looked up: lowercase hex SHA-256 (secrets are random, so no salt is
+/// needed).
+pub fn hash_secret(secret: &str) -> String {
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The kinds of resource permissions name.
+const RESOURCE_NAMES: &[&str] = &[
+    "all",
+    "configs",
+    "deployments",
+    "events",
+    "extensions",
+    "namespaces",
+    "objects",
+    "permissions",
+    "pipelines",
+    "plugins",
+    "runs",
+    "secrets",
+    "subscriptions",
+    "system",
+    "task_executions",
+    "tokens",
+];
+
+/// Resources that take a target (`namespaces:<regex>`).
+const TARGETED: &[&str] = &["namespaces", "pipelines", "extensions", "plugins"];
+
+/// Checks a permission's resource strings; the error says which one is wrong and why.
+pub fn validate_resource(resource: &str) -> Result<(), String> {
+    let (name, target) = match resource.split_once(':') {
+        Some((name, target)) => (name, Some(target)),
+        None => (resource, None),
+    };
+    if !RESOURCE_NAMES.contains(&name) {
+        return Err(format!(
+            "unknown resource '{resource}'; use one of {}",
+            RESOURCE_NAMES.join(", ")
+        ));
+    }
+    match target {
+        Some(_) if !TARGETED.contains(&name) => Err(format!(
+            "resource '{name}' takes no target (only {} do)",
+            TARGETED.join(", ")
+        )),
+        Some(target) => full_match(target)
+            .map(|_| ())
+            .map_err(|error| format!("resource '{resource}': the target is not a regex: {error}")),
+        None => Ok(()),
+    }
+}
+
+fn full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
+
+/// One resource a route needs, e.g. `namespaces` with target `default`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needed {
+    pub name: &'static str,
+    pub target: Option<String>,
+}
+
+impl std::fmt::Display for Needed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Some(target) => write!(f, "{}:{target}", self.name),
+            None => f.write_str(self.name),
+        }
+    }
+}
+
+/// What a route requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// Anyone, no token needed.
+    Public,
+    /// Any valid token.
+    Authenticated,
+    /// A token with an administrator role.
+    Admin,
+    /// A role allowing `action` on every resource.
+    Permissions {
+        resources: Vec<Needed>,
+        action: Action,
+    },
+}
+
+/// What a request to `path` (matched against the route `template`) with `method` requires.
+pub fn requirement(method: &str, template: &str, path: &str) -> Requirement {
+    let action = match method {
+        "GET" | "HEAD" | "OPTIONS" => Action::Read,
+        "DELETE" => Action::Delete,
+        _ => Action::Write,
+    };
+    // Path parameters by name, from aligning the template with the path.
+    let mut parameters = BTreeMap::new();
+    for (pattern, value) in template.split('/').zip(path.split('/')) {
+        if let Some(name) = pattern.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            parameters.insert(name, value.to_string());
+        }
+    }
+    let segments: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+    let under = |prefix: &[&str]| segments.starts_with(prefix);
+    match () {
+        _ if template == "/api/openapi.json"
+            || template == "/api/system/metadata"
+            || template == "/api/tokens/bootstrap"
+            || under(&["api", "external"]) =>
+        {
+            return Requirement::Public;
+        }
+        _ if template == "/api/tokens/whoami" => return Requirement::Authenticated,
+        _ if template == "/api/system" || under(&["api", "secrets", "global"]) => {
+            return Requirement::Admin;
+        }
+        _ if under(&["api", "tokens"]) && !(method == "GET" && parameters.contains_key("id")) => {
+            return Requirement::Admin;
+        }
+        _ if under(&["api", "roles"]) && action != Action::Read => return Requirement::Admin,
+        _ if under(&["api", "events"]) && action == Action::Delete => return Requirement::Admin,
+        _ => {}
+    }
+    let mut resources = Vec::new();
+    let mut add = |name: &'static str, target: Option<&String>| {
+        if !resources.iter().any(|needed: &Needed| needed.name == name) {
+            resources.push(Needed {
+                name,
+                target: target.cloned(),
+            });
+        }
+    };
+    for segment in &segments {
+        match *segment {
+            "namespaces" => add("namespaces", parameters.get("namespace_id")),
+            "pipelines" => add("pipelines", parameters.get("pipeline_id")),
+            "configs" => add("configs", None),
+            "deployments" => add("deployments", None),
+            "runs" => add("runs", None),
+            "tasks" => add("task_executions", None),
+            "objects" => add("objects", None),
+            "secrets" => add("secrets", None),
+            "subscriptions" => add("subscriptions", None),
+            "events" => add("events", None),
+            "roles" => add("permissions", None),
+            "tokens" => add("tokens", None),
+            "plugins" => add("plugins", parameters.get("name")),
+            "extensions" => add("plugins", parameters.get("extension_id")),
+            _ => {}
+        }
+    }
+    if resources.is_empty() {
+        return Requirement::Admin;
+    }
+    Requirement::Permissions { resources, action }
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// 401: no usable token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403: a valid token without the permission.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// Whether a token may use a resource: a valid (known, enabled, unexpired) token whose roles
+/// allow what the route requires.
+pub fn authorize(
+    token: &Token,
+    roles: &[Role],
+    requirement: &Requirement,
+    now: u64,
+) -> Result<(), Denied> {
+    if token.disabled {
+        return Err(Denied::Unauthenticated("the token is disabled".into()));
+    }
+    if token.expires != 0 && token.expires <= now {
+        return Err(Denied::Unauthenticated("the token has expired".into()));
+    }
+    if token
+        .roles
+        .iter()
+        .any(|role| ADMIN_ROLES.contains(&role.as_str()))
+    {
+        return Ok(());
+    }
+    match requirement {
+        Requirement::Public | Requirement::Authenticated => Ok(()),
+        Requirement::Admin => Err(Denied::Forbidden(format!(
+            "only administrators may do this; token '{}' ({}) has roles {:?}",
+            token.id, token.user, token.roles
+        ))),
+        Requirement::Permissions { resources, action } => {
+            // One role must allow everything the route needs.
+            let allowed = roles.iter().any(|role| {
+                resources
+                    .iter()
+                    .all(|needed| role_allows(role, needed, *action))
+            });
+            if allowed {
+                Ok(())
+            } else {
+                let needed: Vec<String> = resources.iter().map(ToString::to_string).collect();
+                Err(Denied::Forbidden(format!(
+                    "token '{}' ({}) may not {} {}: none of its roles {:?} allows it",
+                    token.id,
+                    token.user,
+                    action_word(*action),
+                    needed.join(", "),
+                    token.roles
+                )))
+            }
+        }
+    }
+}
+
+fn action_word(action: Action) -> &'static str {
+    match action {
+        Action::Read => "read",
+        Action::Write => "write",
+        Action::Delete => "delete",
+    }
+}
+
+fn role_allows(role: &Role, needed: &Needed, action: Action) -> bool {
+    role.permissions.iter().any(|permission| {
+        permission.actions.contains(&action)
+            && permission
+                .resources
+                .iter()
+                .any(|resource| resource_matches(resource, needed))
+    })
+}
+
+fn resource_matches(resource: &str, needed: &Needed) -> bool {
+    if resource == "all" {
+        return true;
+    }
+    let (name, target) = match resource.split_once(':') {
+        Some((name, target)) => (name, Some(target)),
+        None => (resource, None),
+    };
+    // `extensions` is v0's name for plugins.
+    let name = if name == "extensions" {
+        "plugins"
+    } else {
+        name
+    };
+    if name != needed.name {
+        return false;
+    }
+    match (&needed.target, target) {
+        // Lists and creates carry no target: any permission of the kind will do.
+        (None, _) | (Some(_), None) => true,
+        (Some(wanted), Some(pattern)) => {
+            full_match(pattern).is_ok_and(|regex| regex.is_match(wanted))
+        }
+    }
+}
+
+fn permission(resources: &[&str], actions: &[Action]) -> Permission {
+    Permission {
+        resources: resources.iter().map(ToString::to_string).collect(),
+        actions: actions.to_vec(),
+    }
+}
+
+/// The built-in roles, created (and kept up to date) at every start.
+pub fn system_roles() -> Vec<Role> {
+    use Action::{Delete, Read, Write};
+    let all = [Read, Write, Delete];
+    vec![
+        Role {
+            id: "bootstrap".into(),
+            description: "The first token's role: everything. Use it to create administrators.".into(),
+            permissions: vec![permission(&["all"], &all)],
+            system_role: true,
+        },
+        Role {
+            id: "admin".into(),
+            description: "Everything, including tokens, roles, global secrets and system settings.".into(),
+            permissions: vec![permission(&["all"], &all)],
+            system_role: true,
+        },
+        Role {
+            id: "user".into(),
+            description: "Pipelines, runs, tasks, objects, secrets and subscriptions in the default namespace.".into(),
+            permissions: vec![permission(
+                &[
+                    "namespaces:default",
+                    "pipelines:.*",
+                    "configs",
+                    "deployments",
+                    "events",
+                    "objects",
+                    "runs",
+                    "task_executions",
+                    "secrets",
+                    "subscriptions",
+                    "plugins",
+                ],
+                &all,
+            )],
+            system_role: true,
+        },
+        Role {
+            id: "anonymous".into(),
+            description: "Read pipelines and runs in the default namespace.".into(),
+            permissions: vec![permission(
+                &["namespaces:default", "pipelines:.*", "runs"],
+                &[Read],
+            )],
+            system_role: true,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(roles: &[&str]) -> Token {
+        Token {
+            id: "t1".into(),
+            created: 0,
+            metadata: Default::default(),
+            expires: 0,
+            disabled: false,
+            user: "ops".into(),
+            roles: roles.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn devops() -> Role {
+        Role {
+            id: "devops".into(),
+            description: String::new(),
+            permissions: vec![permission(
+                &["namespaces:^devops.*", "pipelines:.*", "runs"],
+                &[Action::Read],
+            )],
+            system_role: false,
+        }
+    }
+
+    #[test]
+    fn routes_need_the_resources_in_their_path() {
+        let pipelines = requirement(
+            "GET",
+            "/api/namespaces/{namespace_id}/pipelines",
+            "/api/namespaces/devops-a/pipelines",
+        );
+        assert_eq!(
+            pipelines,
+            Requirement::Permissions {
+                resources: vec![
+                    Needed {
+                        name: "namespaces",
+                        target: Some("devops-a".into())
+                    },
+                    Needed {
+                        name: "pipelines",
+                        target: None
+                    },
+                ],
+                action: Action::Read
+            }
+        );
+        let logs = requirement(
+            "GET",
+            "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}/logs",
+            "/api/namespaces/a/pipelines/b/runs/1/tasks/c/logs",
+        );
+        let Requirement::Permissions { resources, .. } = logs else {
+            panic!("{logs:?}")
+        };
+        let names: Vec<String> = resources.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            ["namespaces:a", "pipelines:b", "runs", "task_executions"]
+        );
+        assert_eq!(
+            requirement("POST", "/api/tokens/bootstrap", "/api/tokens/bootstrap"),
+            Requirement::Public
+        );
+        assert_eq!(
+            requirement("GET", "/api/tokens/whoami", "/api/tokens/whoami"),
+            Requirement::Authenticated
+        );
+        assert_eq!(
+            requirement("POST", "/api/tokens", "/api/tokens"),
+            Requirement::Admin
+        );
+        assert_eq!(
+            requirement("GET", "/api/secrets/global", "/api/secrets/global"),
+            Requirement::Admin
+        );
+        assert!(matches!(
+            requirement(
+                "DELETE",
+                "/api/namespaces/{namespace_id}",
+                "/api/namespaces/x"
+            ),
+            Requirement::Permissions {
+                action: Action::Delete,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn anchored_targets_and_one_role_for_everything() {
+        let role = devops();
+        let needs = |namespace: &str| {
+            requirement(
+                "GET",
+                "/api/namespaces/{namespace_id}/pipelines",
+                &format!("/api/namespaces/{namespace}/pipelines"),
+            )
+        };
+        let holder = token(&["devops"]);
+        for allowed in ["devops-a", "devops-b"] {
+            assert_eq!(
+                authorize(&holder, std::slice::from_ref(&role), &needs(allowed), 1),
+                Ok(())
+            );
+        }
+        for refused in ["default", "my-devops"] {
+            let denied =
+                authorize(&holder, std::slice::from_ref(&role), &needs(refused), 1).unwrap_err();
+            assert!(matches!(denied, Denied::Forbidden(_)), "{denied:?}");
+        }
+        // Reading is not writing.
+        let write = requirement(
+            "POST",
+            "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs",
+            "/api/namespaces/devops-a/pipelines/p/runs",
+        );
+        assert!(authorize(&holder, std::slice::from_ref(&role), &write, 1).is_err());
+        // Admin roles pass everything; disabled and expired tokens nothing.
+        assert_eq!(
+            authorize(&token(&["admin"]), &[], &Requirement::Admin, 1),
+            Ok(())
+        );
+        let mut disabled = token(&["admin"]);
+        disabled.disabled = true;
+        assert!(matches!(
+            authorize(&disabled, &[], &Requirement::Authenticated, 1),
+            Err(Denied::Unauthenticated(_))
+        ));
+        let mut expired = token(&["admin"]);
+        expired.expires = 10;
+        assert!(matches!(
+            authorize(&expired, &[], &Requirement::Authenticated, 11),
+            Err(Denied::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn resources_are_checked_and_secrets_are_random() {
+        assert!(validate_resource("namespaces:^devops.*").is_ok());
+        assert!(validate_resource("all").is_ok());
+        assert!(
+            validate_resource("namespace")
+                .unwrap_err()
+                .contains("unknown resource")
+        );
+        assert!(
+            validate_resource("runs:x")
+                .unwrap_err()
+                .contains("takes no target")
+        );
+        assert!(
+            validate_resource("pipelines:(")
+                .unwrap_err()
+                .contains("not a regex")
+        );
+        let (a, b) = (new_secret(), new_secret());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+        assert_eq!(hash_secret("x").len(), 64);
+    }
+}

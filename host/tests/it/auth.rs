@@ -1,0 +1,255 @@
+//! Authentication and authorization on a real server with development mode off: the bootstrap
+//! token, tokens with roles, 401 and 403, expiry and disabling, system roles.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Api, TestServer, assert_error, sdk_config, sdk_task};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+async fn secured() -> TestServer {
+    TestServer::start_with_env(&[
+        ("GOFER_DEVELOPMENT__BYPASS_AUTH", "false"),
+        ("GOFER_SECRETS__ENCRYPTION_KEY", KEY),
+    ])
+    .await
+}
+
+async fn new_token(admin: &Api, user: &str, roles: &[&str], expires: u64) -> (String, String) {
+    let (status, body) = admin
+        .post(
+            "/api/tokens",
+            json!({"user": user, "roles": roles, "expires": expires}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(!body.to_string().contains("hash"), "{body}");
+    (
+        body["secret"].as_str().unwrap().to_string(),
+        body["token_details"]["id"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn tokens_and_roles_decide_who_may_do_what() {
+    let server = secured().await;
+    let anonymous = server.client();
+    assert!(
+        !server.log().contains("DEVELOPMENT MODE"),
+        "{}",
+        server.log()
+    );
+
+    // No token: 401; public routes still answer.
+    assert_error(
+        &anonymous.get("/api/namespaces").await,
+        StatusCode::UNAUTHORIZED,
+        "this server needs a token",
+    );
+    assert_eq!(
+        anonymous.get("/api/system/metadata").await.0,
+        StatusCode::OK
+    );
+    assert_error(
+        &anonymous
+            .with_token("not-a-token")
+            .get("/api/namespaces")
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unknown token",
+    );
+
+    // The bootstrap token, once.
+    let (status, body) = anonymous.post_empty("/api/tokens/bootstrap").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let root = anonymous.with_token(body["secret"].as_str().unwrap());
+    assert_eq!(body["token_details"]["roles"], json!(["bootstrap"]));
+    assert_error(
+        &anonymous.post_empty("/api/tokens/bootstrap").await,
+        StatusCode::CONFLICT,
+        "already created",
+    );
+    let (_, system) = root.get("/api/system").await;
+    assert_eq!(system["bootstrap_token_created"], true);
+
+    // Three namespaces with a pipeline each.
+    for namespace in ["devops-a", "devops-b"] {
+        let (status, body) = root
+            .post(
+                "/api/namespaces",
+                json!({"id": namespace, "name": namespace, "description": ""}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    for namespace in ["devops-a", "devops-b", "default"] {
+        let config = sdk_config("app", json!([sdk_task("build", json!({}))]));
+        let (status, body) = root
+            .post(
+                &format!("/api/namespaces/{namespace}/pipelines/app/configs"),
+                json!({"config": config}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    // A role for the devops namespaces, read-only.
+    assert_error(
+        &root
+            .post(
+                "/api/roles",
+                json!({"id": "bad", "description": "", "permissions": [{"resources": ["namespace:x"], "actions": ["read"]}]}),
+            )
+            .await,
+        StatusCode::BAD_REQUEST,
+        "unknown resource 'namespace:x'",
+    );
+    let (status, body) = root
+        .post(
+            "/api/roles",
+            json!({"id": "devops", "description": "devops teams",
+                   "permissions": [{"resources": ["namespaces:^devops.*", "pipelines:.*", "runs"], "actions": ["read"]}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["role"]["permissions"][0]["resources"][0], "namespaces:^devops.*",
+        "targets are kept (v0 lost them)"
+    );
+    assert_error(
+        &root
+            .post("/api/tokens", json!({"user": "x", "roles": ["nope"]}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "role 'nope'",
+    );
+    let (secret, ops_id) = new_token(&root, "ops", &["devops"], 0).await;
+    let ops = anonymous.with_token(&secret);
+
+    for namespace in ["devops-a", "devops-b"] {
+        let (status, body) = ops
+            .get(&format!("/api/namespaces/{namespace}/pipelines"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{namespace}: {body}");
+        assert_eq!(body["pipelines"][0]["pipeline_id"], "app", "{body}");
+    }
+    assert_error(
+        &ops.get("/api/namespaces/default/pipelines").await,
+        StatusCode::FORBIDDEN,
+        "may not read namespaces:default",
+    );
+    // Read-only: no runs, no tokens, no roles.
+    assert_eq!(
+        ops.post("/api/namespaces/devops-a/pipelines/app/runs", json!({}))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        ops.post("/api/tokens", json!({"user": "me", "roles": ["admin"]}))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, me) = ops.get("/api/tokens/whoami").await;
+    assert_eq!(me["token"]["user"], "ops", "{me}");
+    assert_eq!(me["token"]["id"], ops_id.as_str());
+
+    // Disabled, then enabled again; a token cannot disable itself.
+    let (status, _) = root
+        .patch(&format!("/api/tokens/{ops_id}"), json!({"disabled": true}))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_error(
+        &ops.get("/api/namespaces/devops-a/pipelines").await,
+        StatusCode::UNAUTHORIZED,
+        "disabled",
+    );
+    root.patch(&format!("/api/tokens/{ops_id}"), json!({"disabled": false}))
+        .await;
+    assert_eq!(
+        ops.get("/api/namespaces/devops-a/pipelines").await.0,
+        StatusCode::OK
+    );
+    let (_, whoami) = root.get("/api/tokens/whoami").await;
+    let root_id = whoami["token"]["id"].as_str().unwrap().to_string();
+    assert_error(
+        &root
+            .patch(&format!("/api/tokens/{root_id}"), json!({"disabled": true}))
+            .await,
+        StatusCode::CONFLICT,
+        "cannot disable or enable itself",
+    );
+
+    // Expired.
+    let (short, _) = new_token(&root, "brief", &["admin"], 1).await;
+    let brief = anonymous.with_token(&short);
+    assert_eq!(brief.get("/api/namespaces").await.0, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_error(
+        &brief.get("/api/namespaces").await,
+        StatusCode::UNAUTHORIZED,
+        "expired",
+    );
+
+    // System roles stay as they are.
+    assert_eq!(
+        root.delete("/api/roles/admin").await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, roles) = root.get("/api/roles").await;
+    let ids: Vec<&str> = roles["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|role| role["id"].as_str().unwrap())
+        .collect();
+    for id in ["admin", "anonymous", "bootstrap", "devops", "user"] {
+        assert!(ids.contains(&id), "{ids:?}");
+    }
+
+    // Tokens are stored as hashes: no secret on disk.
+    for file in ["gofer.db", "gofer.db-wal"] {
+        let bytes = std::fs::read(server.data_dir.join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the token secret is in {file}"
+        );
+    }
+    let (_, listed) = root.get("/api/tokens").await;
+    assert!(!listed.to_string().contains(&secret));
+    let _: Value = listed;
+}
+
+#[tokio::test]
+async fn the_cli_works_with_a_token() {
+    let server = secured().await;
+    let bootstrap = server.cli(&["token", "bootstrap", "--output", "json"]);
+    assert!(
+        bootstrap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bootstrap.stderr)
+    );
+    let body: Value = serde_json::from_slice(&bootstrap.stdout).unwrap();
+    let secret = body["secret"].as_str().unwrap();
+    let denied = server.cli(&["namespace", "list"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("needs a token"));
+    let listed = server.cli(&["--token", secret, "namespace", "list"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let created = server.cli(&[
+        "--token", secret, "token", "create", "--user", "ci", "--role", "user",
+    ]);
+    let created_text = String::from_utf8_lossy(&created.stdout);
+    assert!(
+        created.status.success() && created_text.contains("secret"),
+        "{created_text}"
+    );
+    let whoami = server.cli(&["--token", secret, "token", "whoami"]);
+    assert!(String::from_utf8_lossy(&whoami.stdout).contains("bootstrap"));
+}
