@@ -73,6 +73,12 @@ pub struct ServerSection {
     pub data_dir: PathBuf,
     /// Seconds to let open requests and streams finish on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// PEM certificate chain for HTTPS; with `tls_key`. Empty: plain HTTP.
+    #[serde(default)]
+    pub tls_cert: PathBuf,
+    /// PEM private key for HTTPS; with `tls_cert`.
+    #[serde(default)]
+    pub tls_key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +177,8 @@ impl Default for ServerConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 data_dir: PathBuf::new(),
                 shutdown_timeout_secs: 10,
+                tls_cert: PathBuf::new(),
+                tls_key: PathBuf::new(),
             },
             api: ApiSection {
                 default_page_limit: 100,
@@ -301,6 +309,12 @@ impl ServerConfig {
                     ));
                 }
             }
+        }
+        if self.server.tls_cert.as_os_str().is_empty() != self.server.tls_key.as_os_str().is_empty()
+        {
+            return invalid(
+                "server.tls_cert and server.tls_key: give both (HTTPS) or neither (HTTP)".into(),
+            );
         }
         if self.secrets.encryption_key.len() != 32 {
             return invalid(format!(

@@ -17,3 +17,4 @@ pub mod scheduler;
 pub mod secrets;
 pub mod server;
 pub mod storage;
+pub mod tls;

@@ -36,6 +36,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("could not open the secret store: {0}")]
     Secrets(#[from] crate::secrets::SecretError),
     #[error("could not start the plugin runtime: {0}")]
@@ -121,6 +123,14 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     orchestrator.start().await?;
     let triggers = TriggerManager::start(storage.clone(), orchestrator.clone(), registry).await;
 
+    let tls = if config.server.tls_cert.as_os_str().is_empty() {
+        None
+    } else {
+        Some(crate::tls::acceptor(
+            &config.server.tls_cert,
+            &config.server.tls_key,
+        )?)
+    };
     let address = config.server.bind;
     let listener = TcpListener::bind(address)
         .await
@@ -137,6 +147,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         address = %local_address,
         data_dir = %data_dir.display(),
         schema_version = Storage::schema_version(),
+        https = tls.is_some(),
         "gofer server listening"
     );
 
@@ -154,13 +165,29 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     };
     let app = api::router(state);
     let (stopped_sender, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let stop_signal = async move {
         wait_for_stop_signal().await;
         tracing::info!("shutting down: no new connections; open requests get {shutdown_timeout:?}");
         let _ = shutdown_sender.send(true);
         let _ = stopped_sender.send(());
-    });
-    let serving = tokio::spawn(async move { serving.await });
+    };
+    let serving: futures_util::future::BoxFuture<'static, std::io::Result<()>> = match tls {
+        Some(acceptor) => {
+            let listener =
+                crate::tls::TlsListener::new(listener, acceptor).map_err(ServerError::Serve)?;
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop_signal)
+                    .into_future(),
+            )
+        }
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop_signal)
+                .into_future(),
+        ),
+    };
+    let serving = tokio::spawn(serving);
     let outcome = tokio::select! {
         outcome = serving => outcome,
         _ = async {

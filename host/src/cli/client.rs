@@ -24,6 +24,8 @@ pub enum ClientError {
     BadBaseUrl(String),
     #[error("event stream: {0}")]
     Stream(String),
+    #[error("could not use the CA certificate {path}: {problem}")]
+    CaCertificate { path: String, problem: String },
 }
 
 /// A client of one Gofer server.
@@ -35,13 +37,39 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base_url: &str, token: Option<String>) -> Result<Self, ClientError> {
+    /// A client of the server at `base_url`; `ca_certificate` (PEM) is trusted for HTTPS on top
+    /// of the system's roots (e.g. a server's self-signed certificate).
+    pub fn new(
+        base_url: &str,
+        token: Option<String>,
+        ca_certificate: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
         let base_url = base_url.trim_end_matches('/').to_string();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(ClientError::BadBaseUrl(base_url));
         }
+        crate::tls::install_crypto_provider();
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca_certificate {
+            let problem = |problem: String| ClientError::CaCertificate {
+                path: path.display().to_string(),
+                problem,
+            };
+            let pem = std::fs::read(path).map_err(|error| problem(error.to_string()))?;
+            let certificate =
+                reqwest::Certificate::from_pem(&pem).map_err(|error| problem(error.to_string()))?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder
+            .build()
+            .map_err(|error| ClientError::CaCertificate {
+                path: ca_certificate
+                    .map(|path| path.display().to_string())
+                    .unwrap_or_default(),
+                problem: error.to_string(),
+            })?;
         Ok(Self {
-            http: reqwest::Client::new(),
+            http,
             base_url,
             token: token.filter(|token| !token.is_empty()),
         })

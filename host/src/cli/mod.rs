@@ -45,6 +45,9 @@ struct GlobalArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     api_base_url: String,
+    /// A CA certificate (PEM) to trust for an HTTPS server, e.g. its self-signed certificate.
+    #[arg(long, global = true, env = "GOFER_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// API token (not needed against a development server).
     #[arg(long, global = true, env = "GOFER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -329,7 +332,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Service(command) = cli.command {
         return service(command).await;
     }
-    let client = Client::new(&global.api_base_url, global.token.clone())?;
+    let client = Client::new(
+        &global.api_base_url,
+        global.token.clone(),
+        global.ca_cert.as_deref(),
+    )?;
     let ctx = Session { client, global };
     match cli.command {
         Command::Service(_) => unreachable!("handled above"),
@@ -397,6 +404,7 @@ impl Session {
             client: self.client.clone(),
             global: GlobalArgs {
                 api_base_url: self.global.api_base_url.clone(),
+                ca_cert: self.global.ca_cert.clone(),
                 token: self.global.token.clone(),
                 namespace: self.global.namespace.clone(),
                 output: self.global.output,

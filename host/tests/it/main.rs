@@ -16,3 +16,4 @@ mod runs;
 mod secrets_objects;
 mod startup;
 mod support;
+mod tls;
