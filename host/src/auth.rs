@@ -306,6 +306,43 @@ fn permission(resources: &[&str], actions: &[Action]) -> Permission {
     }
 }
 
+/// Metadata keys that make a token a run's token (`inject_api_token`).
+pub const RUN_NAMESPACE: &str = "run_namespace";
+pub const RUN_PIPELINE: &str = "run_pipeline";
+pub const RUN_ID: &str = "run_id";
+
+/// What a run's token may do: read and write its own pipeline's runs, tasks and objects, and
+/// read its configs, deployments, events and subscriptions. Not secrets, not other pipelines.
+pub fn run_token_role(token: &Token) -> Option<Role> {
+    let namespace = token.metadata.get(RUN_NAMESPACE)?;
+    let pipeline = token.metadata.get(RUN_PIPELINE)?;
+    let own = [
+        format!("namespaces:{}", regex::escape(namespace)),
+        format!("pipelines:{}", regex::escape(pipeline)),
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        own.iter()
+            .cloned()
+            .chain(extra.iter().map(ToString::to_string))
+            .collect()
+    };
+    Some(Role {
+        id: format!("run-token-{}", token.id),
+        description: "a run's own token".into(),
+        permissions: vec![
+            Permission {
+                resources: with(&["runs", "task_executions", "objects"]),
+                actions: vec![Action::Read, Action::Write],
+            },
+            Permission {
+                resources: with(&["configs", "deployments", "events", "subscriptions"]),
+                actions: vec![Action::Read],
+            },
+        ],
+        system_role: true,
+    })
+}
+
 /// The built-in roles, created (and kept up to date) at every start.
 pub fn system_roles() -> Vec<Role> {
     use Action::{Delete, Read, Write};

@@ -73,7 +73,7 @@ pub(super) async fn authenticate(
         Err(error) => return error.into_response(),
     };
     let role_ids = token.roles.clone();
-    let roles = match state
+    let mut roles = match state
         .read(move |db| {
             Ok(role_ids
                 .iter()
@@ -85,6 +85,7 @@ pub(super) async fn authenticate(
         Ok(roles) => roles,
         Err(error) => return error.into_response(),
     };
+    roles.extend(auth::run_token_role(&token));
     match auth::authorize(&token, &roles, &requirement, now_millis()) {
         Ok(()) => {}
         Err(Denied::Unauthenticated(message)) => return unauthorized(message),

@@ -142,6 +142,8 @@ struct Inner {
     settings: RunSettings,
     dispatch: Notify,
     active: Mutex<HashMap<RunKey, mpsc::UnboundedSender<Control>>>,
+    /// The secret of each running run's token (`inject_api_token`), made on first use.
+    run_tokens: tokio::sync::Mutex<HashMap<RunKey, String>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -175,6 +177,7 @@ impl Orchestrator {
                 settings,
                 dispatch: Notify::new(),
                 active: Mutex::new(HashMap::new()),
+                run_tokens: tokio::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -507,9 +510,67 @@ impl Orchestrator {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .remove(&key);
             orchestrator.inner.dispatch.notify_one();
+            orchestrator.revoke_run_token(&key).await;
             orchestrator.expire_logs(&key).await;
             orchestrator.expire_run_objects(&key).await;
         });
+    }
+
+    /// The run's API token for tasks with `inject_api_token`, made on first use: it may act on
+    /// its own pipeline only (see `auth::run_token_role`) and is deleted when the run ends.
+    pub(super) async fn run_token(&self, key: &RunKey) -> Result<String, String> {
+        let mut tokens = self.inner.run_tokens.lock().await;
+        if let Some(secret) = tokens.get(key) {
+            return Ok(secret.clone());
+        }
+        let secret = crate::auth::new_secret();
+        let hash = crate::auth::hash_secret(&secret);
+        let now = crate::models::now_millis();
+        let token = crate::models::Token {
+            id: uuid::Uuid::now_v7().to_string(),
+            created: now,
+            metadata: [
+                (
+                    crate::auth::RUN_NAMESPACE.to_string(),
+                    key.namespace_id.clone(),
+                ),
+                (
+                    crate::auth::RUN_PIPELINE.to_string(),
+                    key.pipeline_id.clone(),
+                ),
+                (crate::auth::RUN_ID.to_string(), key.run_id.to_string()),
+            ]
+            .into(),
+            // A backstop: the token is deleted when the run ends.
+            expires: now + 7 * 24 * 3600 * 1000,
+            disabled: false,
+            user: format!(
+                "run {} of {}/{}",
+                key.run_id, key.namespace_id, key.pipeline_id
+            ),
+            roles: Vec::new(),
+        };
+        self.write(move |db| db.insert_token(&token, &hash))
+            .await
+            .map_err(|error| format!("could not make the run's API token: {error}"))?;
+        tokens.insert(key.clone(), secret.clone());
+        Ok(secret)
+    }
+
+    /// Deletes a finished run's tokens.
+    async fn revoke_run_token(&self, key: &RunKey) {
+        self.inner.run_tokens.lock().await.remove(key);
+        let (namespace_id, pipeline_id, run_id) = (
+            key.namespace_id.clone(),
+            key.pipeline_id.clone(),
+            key.run_id,
+        );
+        if let Err(error) = self
+            .write(move |db| db.delete_run_tokens(&namespace_id, &pipeline_id, run_id))
+            .await
+        {
+            tracing::warn!(%error, "could not delete a finished run's API token");
+        }
     }
 
     /// Deletes the objects of runs older than the newest `objects.run_object_expiry` of the

@@ -547,7 +547,23 @@ impl Orchestrator {
             },
         };
         let mut writer = writer;
-        let (env, secrets) = match self.interpolated_environment(&task).await {
+        let resolved = match self.interpolated_environment(&task).await {
+            Ok((mut env, mut secrets)) if task.task.inject_api_token => {
+                let key = RunKey {
+                    namespace_id: task.namespace_id.clone(),
+                    pipeline_id: task.pipeline_id.clone(),
+                    run_id: task.run_id,
+                };
+                self.run_token(&key).await.map(|secret| {
+                    env.retain(|(name, _)| name != "GOFER_TOKEN");
+                    env.push(("GOFER_TOKEN".to_string(), secret.clone()));
+                    secrets.push(secret);
+                    (env, secrets)
+                })
+            }
+            other => other,
+        };
+        let (env, secrets) = match resolved {
             Ok(resolved) => resolved,
             Err(message) => {
                 let _ = writer

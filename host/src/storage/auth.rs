@@ -109,6 +109,23 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// Deletes the tokens made for a run (`inject_api_token`); returns how many.
+    pub fn delete_run_tokens(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+        run_id: u64,
+    ) -> Result<usize> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "DELETE FROM tokens WHERE json_extract(metadata, '$.run_namespace') = ?1
+                 AND json_extract(metadata, '$.run_pipeline') = ?2
+                 AND json_extract(metadata, '$.run_id') = ?3",
+            )?
+            .execute(params![namespace_id, pipeline_id, run_id.to_string()])?)
+    }
+
     pub fn list_roles(&self, page: Page) -> Result<Vec<Role>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT id, description, permissions, system_role FROM roles ORDER BY id LIMIT ?1 OFFSET ?2",

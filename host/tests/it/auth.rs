@@ -253,3 +253,80 @@ async fn the_cli_works_with_a_token() {
     let whoami = server.cli(&["--token", secret, "token", "whoami"]);
     assert!(String::from_utf8_lossy(&whoami.stdout).contains("bootstrap"));
 }
+
+#[tokio::test]
+async fn a_run_token_works_during_its_run_and_is_rejected_after() {
+    let server = TestServer::start_for_containers(&[
+        ("GOFER_DEVELOPMENT__BYPASS_AUTH", "false"),
+        ("GOFER_SECRETS__ENCRYPTION_KEY", KEY),
+    ])
+    .await;
+    let anonymous = server.client();
+    let (_, body) = anonymous.post_empty("/api/tokens/bootstrap").await;
+    let root = anonymous.with_token(body["secret"].as_str().unwrap());
+    let script = r#"
+        H1="gofer-api-version: v0"; H2="Authorization: Bearer $GOFER_TOKEN"
+        OWN="$GOFER_API_BASE_URL/api/namespaces/$GOFER_NAMESPACE_ID/pipelines/$GOFER_PIPELINE_ID"
+        wget -q -O- --header "$H1" --header "$H2" "$OWN/runs/$GOFER_RUN_ID" >/dev/null && echo own-run-ok
+        wget -q -O- --header "$H1" --header "$H2" "$GOFER_API_BASE_URL/api/namespaces/default/pipelines/other/runs" >/dev/null 2>&1 || echo other-denied
+        wget -q -O- --header "$H1" "$OWN/runs/$GOFER_RUN_ID" >/dev/null 2>&1 || echo no-token-denied
+        printf %s "$GOFER_TOKEN" > /token
+        wget -q -O- --header "$H1" --header "$H2" --post-file /token "$OWN/runs/$GOFER_RUN_ID/objects/token" >/dev/null && echo stored
+        echo "token=$GOFER_TOKEN"
+    "#;
+    let mut task = crate::support::shell_task("call", script, json!({}));
+    task["inject_api_token"] = json!(true);
+    crate::support::deploy(
+        &root,
+        json!({"id": "injected", "name": "injected", "tasks": [task]}),
+    )
+    .await;
+    let run_id = crate::support::start_run(&root, "injected", json!({})).await;
+    let run = crate::support::wait_for_run(&root, "injected", run_id, 60).await;
+    let (_, log) = root
+        .get(&format!(
+            "/api/namespaces/default/pipelines/injected/runs/{run_id}/tasks/call/logs"
+        ))
+        .await;
+    let log = log.as_str().unwrap_or_default().to_string();
+    assert_eq!(run["status"], "successful", "{run}\n{log}");
+    for expected in [
+        "own-run-ok",
+        "other-denied",
+        "no-token-denied",
+        "stored",
+        "token=********",
+    ] {
+        assert!(log.contains(expected), "{expected} missing:\n{log}");
+    }
+    // The token the task had no longer works once the run is over.
+    let response = crate::support::http_client()
+        .get(format!(
+            "{}/api/namespaces/default/pipelines/injected/runs/{run_id}/objects/token",
+            server.base_url()
+        ))
+        .header("gofer-api-version", "v0")
+        .bearer_auth(body["secret"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let run_secret = response.text().await.unwrap();
+    assert_eq!(run_secret.len(), 32, "{run_secret}");
+    let former = anonymous.with_token(&run_secret);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, _) = former
+            .get(&format!(
+                "/api/namespaces/default/pipelines/injected/runs/{run_id}"
+            ))
+            .await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run token still works: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

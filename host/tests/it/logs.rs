@@ -218,7 +218,7 @@ async fn attach_runs_a_command_inside_a_running_task() {
     .await;
     wait_for_run(&api, "attachable", run_id, 60).await;
     // Attaching to a task that is not running is refused with a reason.
-    let refused = reqwest::Client::new()
+    let refused = crate::support::http_client()
         .get(format!("{}/api/namespaces/default/pipelines/attachable/runs/{run_id}/tasks/box/attach?command=sh", server.base_url()))
         .header("gofer-api-version", "v0")
         .header("connection", "upgrade")

@@ -23,7 +23,9 @@ fn the_committed_openapi_document_is_fresh() {
 #[tokio::test]
 async fn the_server_serves_its_openapi_document_with_the_v0_operations() {
     let server = TestServer::start().await;
-    let response = reqwest::get(format!("{}/api/openapi.json", server.base_url()))
+    let response = crate::support::http_client()
+        .get(format!("{}/api/openapi.json", server.base_url()))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);

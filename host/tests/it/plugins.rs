@@ -226,7 +226,7 @@ async fn a_signed_webhook_starts_a_run_and_a_bad_signature_is_rejected() {
         .post(&subscriptions("hooked"), json!({"extension_id": "webhook", "subscription_id": "pushes", "settings": {"secret": "s3cret", "events": "push"}}))
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let http = reqwest::Client::new();
+    let http = crate::support::http_client();
     let url = format!("{}/api/external/webhook", server.base_url());
     let body = r#"{"ref":"refs/heads/main"}"#;
     let forged = http

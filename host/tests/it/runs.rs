@@ -71,7 +71,7 @@ async fn a_one_task_run_succeeds_and_a_failing_one_records_its_exit_code() {
             "{expected:?} missing from {variables:?}"
         );
     }
-    let logs = reqwest::Client::new()
+    let logs = crate::support::http_client()
         .get(format!(
             "{}{}/runs/{run_id}/tasks/hello/logs",
             server.base_url(),
@@ -377,7 +377,7 @@ async fn timeouts_fail_tasks_and_runs_and_retries_try_again() {
     assert_eq!(tasks["hopeless"]["attempt"], 2);
     assert_eq!(tasks["hopeless"]["exit_code"], 4);
     assert_eq!(run["status"], "failed");
-    let logs = reqwest::Client::new()
+    let logs = crate::support::http_client()
         .get(format!(
             "{}{}/runs/{run_id}/tasks/flaky/logs",
             server.base_url(),

@@ -217,6 +217,12 @@ pub fn signal(pid: u32, name: &str) {
 }
 
 /// A v0 API client: every request carries `gofer-api-version: v0`.
+/// An HTTP client for tests (the crate's reqwest uses rustls with the provider Gofer installs).
+pub fn http_client() -> reqwest::Client {
+    gofer::tls::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
@@ -227,7 +233,7 @@ pub struct Api {
 impl Api {
     pub fn new(base_url: &str) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http: http_client(),
             base_url: base_url.to_string(),
             token: None,
         }
