@@ -4,6 +4,7 @@
 #
 #   Docker engine (docker.io) running at /var/run/docker.sock
 #   busybox-static           (tiny local images, FROM scratch; no registry needed)
+#   openssl                  (test certificates for the HTTPS tests)
 #   Go (golang-go)           (Go SDKs and gRPC plugins)
 #   grpc-go, protobuf-go     (Debian's Go sources: there is no Go module proxy; see scripts/go-plugins.sh)
 #   protoc + Go generators   (to check the committed *.pb.go are fresh)
@@ -17,6 +18,7 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 for package in golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \
                protobuf-compiler protoc-gen-go protoc-gen-go-grpc; do
