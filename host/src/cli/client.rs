@@ -34,6 +34,8 @@ pub struct Client {
     http: reqwest::Client,
     base_url: String,
     token: Option<String>,
+    /// Extra CA certificate (PEM) trusted for HTTPS and WSS.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Client {
@@ -50,6 +52,7 @@ impl Client {
         }
         crate::tls::install_crypto_provider();
         let mut builder = reqwest::Client::builder();
+        let mut ca_pem = None;
         if let Some(path) = ca_certificate {
             let problem = |problem: String| ClientError::CaCertificate {
                 path: path.display().to_string(),
@@ -59,6 +62,7 @@ impl Client {
             let certificate =
                 reqwest::Certificate::from_pem(&pem).map_err(|error| problem(error.to_string()))?;
             builder = builder.add_root_certificate(certificate);
+            ca_pem = Some(pem);
         }
         let http = builder
             .build()
@@ -69,6 +73,7 @@ impl Client {
                 problem: error.to_string(),
             })?;
         Ok(Self {
+            ca_pem,
             http,
             base_url,
             token: token.filter(|token| !token.is_empty()),
@@ -205,6 +210,41 @@ impl Client {
                 message,
             })
         }
+    }
+
+    /// Opens a websocket (`wss://` when the server is HTTPS, trusting `--ca-cert` too).
+    pub async fn connect_websocket(
+        &self,
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<
+        (
+            tokio_tungstenite::WebSocketStream<
+                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+            >,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        ),
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let connector = if self.base_url.starts_with("https://") {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            if let Some(pem) = &self.ca_pem {
+                use rustls::pki_types::pem::PemObject;
+                for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(pem).flatten()
+                {
+                    let _ = roots.add(certificate);
+                }
+            }
+            let config = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+                config,
+            )))
+        } else {
+            None
+        };
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await
     }
 
     /// The websocket URL and headers for a streaming endpoint.

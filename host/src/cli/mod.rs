@@ -774,7 +774,9 @@ async fn stream_events(ctx: &Session, history: bool) -> anyhow::Result<()> {
     let request = ctx
         .client
         .websocket_request(&format!("/api/events?history={history}"))?;
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+    let (mut socket, _) = ctx
+        .client
+        .connect_websocket(request)
         .await
         .with_context(|| {
             format!(

@@ -244,7 +244,7 @@ async fn connect(
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 > {
     let request = ctx.client.websocket_request(path)?;
-    match tokio_tungstenite::connect_async(request).await {
+    match ctx.client.connect_websocket(request).await {
         Ok((socket, _)) => Ok(socket),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let body = response
@@ -329,7 +329,9 @@ async fn start_and_follow(
 ) -> anyhow::Result<()> {
     // Listen before starting, so that no event of the run can be missed.
     let request = ctx.client.websocket_request("/api/events")?;
-    let (mut events, _) = tokio_tungstenite::connect_async(request)
+    let (mut events, _) = ctx
+        .client
+        .connect_websocket(request)
         .await
         .with_context(|| {
             format!(

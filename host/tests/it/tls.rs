@@ -134,6 +134,35 @@ async fn the_cli_talks_to_an_https_server() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(String::from_utf8_lossy(&listed.stdout).contains("default"));
+    // Streams (run events and task logs) go over wss:// with the same trust.
+    let config = crate::support::write_file(
+        dir.path(),
+        "pipeline.json",
+        r#"{"id": "secure", "name": "secure", "tasks": [
+            {"id": "report", "plugin": "debug", "settings": {"note": "over-tls"}, "depends_on": {}, "variables": {}}]}"#,
+    );
+    let registered = cli(&[
+        "--ca-cert",
+        &ca,
+        "pipeline",
+        "config",
+        "register",
+        "--file",
+        config.to_str().unwrap(),
+        "--deploy",
+    ]);
+    assert!(
+        registered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    let followed = cli(&["--ca-cert", &ca, "run", "start", "secure", "--follow"]);
+    let output = String::from_utf8_lossy(&followed.stdout);
+    assert!(
+        followed.status.success() && output.contains("over-tls"),
+        "{output}\n{}",
+        String::from_utf8_lossy(&followed.stderr)
+    );
 
     // Without trusting the certificate, the CLI refuses the server.
     let untrusted = cli(&["namespace", "list"]);
