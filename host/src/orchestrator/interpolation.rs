@@ -49,6 +49,13 @@ pub(super) struct Sources<'a> {
     pub objects: &'a dyn ObjectStore,
 }
 
+/// Where a value is used: a task of a run, or (no run) a subscription's settings.
+pub(super) struct Scope<'a> {
+    pub namespace: &'a str,
+    pub pipeline: &'a str,
+    pub run: Option<u64>,
+}
+
 /// The environment with every reference replaced, and the secret values used (to mask in logs).
 /// An error is the reason the task cannot start, naming the variable and the key.
 pub(super) async fn resolve(
@@ -56,61 +63,83 @@ pub(super) async fn resolve(
     task: &TaskExecution,
     env: Vec<(String, String)>,
 ) -> Result<(Vec<(String, String)>, Vec<String>), String> {
-    let mut resolved = Vec::with_capacity(env.len());
+    let scope = Scope {
+        namespace: &task.namespace_id,
+        pipeline: &task.pipeline_id,
+        run: Some(task.run_id),
+    };
+    resolve_pairs(sources, &scope, env, "variable").await
+}
+
+/// Replaces the references in `pairs`; `what` names them in errors ("variable", "setting").
+pub(super) async fn resolve_pairs(
+    sources: &Sources<'_>,
+    scope: &Scope<'_>,
+    pairs: Vec<(String, String)>,
+    what: &str,
+) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+    let mut resolved = Vec::with_capacity(pairs.len());
     let mut secrets = Vec::new();
-    for (name, value) in env {
+    for (name, value) in pairs {
         let Some((kind, key)) = parse(&value) else {
             resolved.push((name, value));
             continue;
         };
+        let label = format!("{what} {name}");
         let value = match kind {
             Kind::PipelineSecret => {
                 let secret = sources
                     .secrets
                     .get(&SecretKey::Pipeline {
-                        namespace: task.namespace_id.clone(),
-                        pipeline: task.pipeline_id.clone(),
+                        namespace: scope.namespace.to_string(),
+                        pipeline: scope.pipeline.to_string(),
                         key: key.to_string(),
                     })
                     .await
-                    .map_err(|error| format!("variable {name}: {error}"))?
+                    .map_err(|error| format!("{label}: {error}"))?
                     .ok_or_else(|| {
                         format!(
-                            "variable {name}: pipeline secret '{key}' does not exist in pipeline '{}'",
-                            task.pipeline_id
+                            "{label}: pipeline secret '{key}' does not exist in pipeline '{}'",
+                            scope.pipeline
                         )
                     })?;
                 secrets.push(secret.clone());
                 secret
             }
             Kind::GlobalSecret => {
-                let secret = global_secret(sources, task, &name, key).await?;
+                let secret = global_secret(sources, scope.namespace, &label, key).await?;
                 secrets.push(secret.clone());
                 secret
             }
             Kind::PipelineObject | Kind::RunObject => {
-                let object_key = match kind {
-                    Kind::PipelineObject => ObjectKey::Pipeline {
-                        namespace: task.namespace_id.clone(),
-                        pipeline: task.pipeline_id.clone(),
-                        key: key.to_string(),
-                    },
-                    _ => ObjectKey::Run {
-                        namespace: task.namespace_id.clone(),
-                        pipeline: task.pipeline_id.clone(),
-                        run: task.run_id,
-                        key: key.to_string(),
-                    },
-                };
-                let what = if kind == Kind::PipelineObject {
-                    format!("pipeline object '{key}'")
-                } else {
-                    format!("run object '{key}' of run {}", task.run_id)
+                let (object_key, object) = match (kind, scope.run) {
+                    (Kind::PipelineObject, _) => (
+                        ObjectKey::Pipeline {
+                            namespace: scope.namespace.to_string(),
+                            pipeline: scope.pipeline.to_string(),
+                            key: key.to_string(),
+                        },
+                        format!("pipeline object '{key}'"),
+                    ),
+                    (_, Some(run)) => (
+                        ObjectKey::Run {
+                            namespace: scope.namespace.to_string(),
+                            pipeline: scope.pipeline.to_string(),
+                            run,
+                            key: key.to_string(),
+                        },
+                        format!("run object '{key}' of run {run}"),
+                    ),
+                    (_, None) => {
+                        return Err(format!(
+                            "{label}: run_object{{{{{key}}}}} needs a run; it cannot be used here"
+                        ));
+                    }
                 };
                 let bytes = read_to_vec(sources.objects, &object_key, MAX_OBJECT_VARIABLE_BYTES)
                     .await
-                    .map_err(|error| format!("variable {name}: {what}: {error}"))?
-                    .ok_or_else(|| format!("variable {name}: {what} does not exist"))?;
+                    .map_err(|error| format!("{label}: {object}: {error}"))?
+                    .ok_or_else(|| format!("{label}: {object} does not exist"))?;
                 String::from_utf8_lossy(&bytes).into_owned()
             }
         };
@@ -122,7 +151,7 @@ pub(super) async fn resolve(
 /// A global secret, if the run's namespace may use it.
 async fn global_secret(
     sources: &Sources<'_>,
-    task: &TaskExecution,
+    namespace: &str,
     name: &str,
     key: &str,
 ) -> Result<String, String> {
@@ -131,18 +160,14 @@ async fn global_secret(
         .storage
         .read(move |db| db.get_global_secret(&lookup))
         .await
-        .map_err(|_| format!("variable {name}: global secret '{key}' does not exist"))?;
+        .map_err(|_| format!("{name}: global secret '{key}' does not exist"))?;
     let allowed = crate::secrets::namespace_patterns(&metadata.namespaces)
-        .map(|patterns| {
-            patterns
-                .iter()
-                .any(|pattern| pattern.is_match(&task.namespace_id))
-        })
+        .map(|patterns| patterns.iter().any(|pattern| pattern.is_match(namespace)))
         .unwrap_or(false);
     if !allowed {
         return Err(format!(
-            "variable {name}: global secret '{key}' may not be used in namespace '{}' (it is limited to {:?})",
-            task.namespace_id, metadata.namespaces
+            "{name}: global secret '{key}' may not be used in namespace '{namespace}' (it is limited to {:?})",
+            metadata.namespaces
         ));
     }
     sources
@@ -151,8 +176,8 @@ async fn global_secret(
             key: key.to_string(),
         })
         .await
-        .map_err(|error| format!("variable {name}: {error}"))?
-        .ok_or_else(|| format!("variable {name}: global secret '{key}' has no value"))
+        .map_err(|error| format!("{name}: {error}"))?
+        .ok_or_else(|| format!("{name}: global secret '{key}' has no value"))
 }
 
 #[cfg(test)]

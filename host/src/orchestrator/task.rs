@@ -150,6 +150,29 @@ impl Orchestrator {
         super::interpolation::resolve(&sources, task, attempt_environment(task)).await
     }
 
+    /// A subscription's settings with secrets and pipeline objects filled in (before they go to
+    /// the trigger plugin); or why they cannot be.
+    pub async fn resolve_settings(
+        &self,
+        namespace: &str,
+        pipeline: &str,
+        settings: Vec<(String, String)>,
+    ) -> Result<Vec<(String, String)>, String> {
+        let sources = super::interpolation::Sources {
+            storage: &self.inner.storage,
+            secrets: self.inner.secrets.as_ref(),
+            objects: self.inner.objects.as_ref(),
+        };
+        let scope = super::interpolation::Scope {
+            namespace,
+            pipeline,
+            run: None,
+        };
+        super::interpolation::resolve_pairs(&sources, &scope, settings, "setting")
+            .await
+            .map(|(settings, _)| settings)
+    }
+
     /// Creates and starts the attempt's container, then follows it to its end.
     /// `on_started` records the `running` state once the container runs.
     pub(super) async fn run_container(

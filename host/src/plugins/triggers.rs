@@ -235,6 +235,18 @@ impl TriggerManager {
             PluginError::Load(format!("no trigger plugin named '{name}' is loaded"))
         })?;
         let settings: Vec<(String, String)> = subscription.settings.clone().into_iter().collect();
+        // Secrets in settings (e.g. a webhook's shared secret) are filled in for the plugin only;
+        // the stored subscription keeps the reference.
+        let settings = self
+            .inner
+            .orchestrator
+            .resolve_settings(
+                &subscription.namespace_id,
+                &subscription.pipeline_id,
+                settings,
+            )
+            .await
+            .map_err(PluginError::Refused)?;
         let next = plugin
             .subscribe(&handle(subscription), &settings, now_millis())
             .await?;

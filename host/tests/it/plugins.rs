@@ -721,3 +721,60 @@ async fn a_granted_directory_is_readable_and_nothing_else() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("plugins.grants.misbehave.read_dirs"));
 }
+
+#[tokio::test]
+async fn a_webhook_secret_can_come_from_the_secret_store() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    deploy(&api, debug_pipeline("stored")).await;
+    let missing = api
+        .post(
+            &subscriptions("stored"),
+            json!({"extension_id": "webhook", "subscription_id": "pushes",
+            "settings": {"secret": "pipeline_secret{{hook_secret}}", "events": "push"}}),
+        )
+        .await;
+    assert_error(
+        &missing,
+        StatusCode::BAD_REQUEST,
+        "setting secret: pipeline secret 'hook_secret' does not exist",
+    );
+    let (status, _) = api
+        .post(
+            "/api/namespaces/default/pipelines/stored/secrets",
+            json!({"key": "hook_secret", "content": "from-the-store-42"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = api
+        .post(
+            &subscriptions("stored"),
+            json!({"extension_id": "webhook", "subscription_id": "pushes",
+            "settings": {"secret": "pipeline_secret{{hook_secret}}", "events": "push"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // The subscription keeps the reference, never the value.
+    let (_, listed) = api.get(&subscriptions("stored")).await;
+    assert!(
+        !listed.to_string().contains("from-the-store-42"),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .to_string()
+            .contains("pipeline_secret{{hook_secret}}"),
+        "{listed}"
+    );
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let signed = crate::support::http_client()
+        .post(format!("{}/api/external/webhook", server.base_url()))
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", sign("from-the-store-42", body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::ACCEPTED);
+    assert_eq!(runs(&api, "stored").await.len(), 1);
+}
