@@ -49,6 +49,19 @@ pub enum ObjectKey {
     },
 }
 
+impl ObjectKey {
+    /// Another object of the same scope.
+    pub fn sibling(&self, key: String) -> Self {
+        let mut sibling = self.clone();
+        match &mut sibling {
+            Self::Pipeline { key: own, .. }
+            | Self::Run { key: own, .. }
+            | Self::Plugin { key: own, .. } => *own = key,
+        }
+        sibling
+    }
+}
+
 /// Where object contents live.
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync {

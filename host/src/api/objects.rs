@@ -193,19 +193,7 @@ async fn upload(
         .write(move |db| db.put_object(&scope, &name, now_millis(), true, limit))
         .await?;
     for key in evicted {
-        let evicted_key = match &target.key {
-            ObjectKey::Pipeline {
-                namespace,
-                pipeline,
-                ..
-            } => ObjectKey::Pipeline {
-                namespace: namespace.clone(),
-                pipeline: pipeline.clone(),
-                key,
-            },
-            other => other.clone(),
-        };
-        state.objects.delete(&evicted_key).await?;
+        state.objects.delete(&target.key.sibling(key)).await?;
     }
     Ok((StatusCode::CREATED, ApiJson(PutObjectResponse { object })))
 }
