@@ -28,6 +28,7 @@ bench: ## Benchmark Gofer runs against raw `docker run --rm` (release build)
 	cargo build --release -p gofer
 	python3 scripts/bench-runs.py
 	python3 scripts/bench-plugins.py
+	python3 scripts/bench-auth.py
 
 test: lint unit release check-static ## Everything CI runs: lint, all tests, the static binary check
 

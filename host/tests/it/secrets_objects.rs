@@ -320,7 +320,12 @@ async fn pipeline_objects_persist_within_their_limit_and_run_objects_expire() {
     assert_eq!(downloaded.bytes().await.unwrap().to_vec(), big);
     // Too large: 413 (or, when the server answers before the client finished sending, a closed
     // connection), and the stored object is untouched.
-    let oversized = http
+    // Its own connection: the server closes it after refusing, and it must not go back to the
+    // pool the other requests use.
+    let oversized = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
         .post(format!(
             "{}{}/settings?force=true",
             server.base_url(),
