@@ -224,6 +224,8 @@ impl Default for ServerConfig {
 pub struct ConfigOverrides {
     pub bind: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// `--auth`: development mode off (tokens required), whatever the lower layers say.
+    pub auth: bool,
 }
 
 impl ServerConfig {
@@ -251,6 +253,9 @@ impl ServerConfig {
         }
         if let Some(data_dir) = &overrides.data_dir {
             figment = figment.merge(Serialized::default("server.data_dir", data_dir));
+        }
+        if overrides.auth {
+            figment = figment.merge(Serialized::default("development.bypass_auth", false));
         }
         let mut config: ServerConfig = figment
             .extract()

@@ -131,6 +131,10 @@ enum ServiceCommand {
         /// Data directory (overrides server.data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Require tokens (development.bypass_auth = false); needs your own
+        /// secrets.encryption_key.
+        #[arg(long)]
+        auth: bool,
     },
     /// Print a commented default config file.
     InitConfig,
@@ -370,8 +374,13 @@ async fn service(command: ServiceCommand) -> anyhow::Result<()> {
             config,
             bind,
             data_dir,
+            auth,
         } => {
-            let overrides = ConfigOverrides { bind, data_dir };
+            let overrides = ConfigOverrides {
+                bind,
+                data_dir,
+                auth,
+            };
             let config = ServerConfig::load(config.as_deref(), &overrides)?;
             init_logging(&config);
             crate::server::serve(config).await?;

@@ -8,12 +8,9 @@ use crate::support::{Api, TestServer, assert_error, sdk_config, sdk_task};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 
+/// A server with authentication on (through `--auth`).
 async fn secured() -> TestServer {
-    TestServer::start_with_env(&[
-        ("GOFER_DEVELOPMENT__BYPASS_AUTH", "false"),
-        ("GOFER_SECRETS__ENCRYPTION_KEY", KEY),
-    ])
-    .await
+    TestServer::start_with(&[("GOFER_SECRETS__ENCRYPTION_KEY", KEY)], &["--auth"]).await
 }
 
 async fn new_token(admin: &Api, user: &str, roles: &[&str], expires: u64) -> (String, String) {

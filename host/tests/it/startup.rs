@@ -266,6 +266,11 @@ fn outside_development_mode_the_default_secret_key_is_refused() {
         stderr.contains("secrets.encryption_key: still the shipped default"),
         "{stderr}"
     );
+    let stderr = start_fails(&["--auth"], &[]);
+    assert!(
+        stderr.contains("secrets.encryption_key: still the shipped default"),
+        "--auth turns development mode off too: {stderr}"
+    );
     let stderr = start_fails(&[], &[("GOFER_SECRETS__ENCRYPTION_KEY", "too-short")]);
     assert!(
         stderr.contains("secrets.encryption_key: must be exactly 32 bytes, got 9"),
