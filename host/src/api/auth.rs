@@ -66,23 +66,23 @@ pub(super) async fn authenticate(
         return unauthorized("the Authorization header must be `Bearer <token>`");
     };
     let hash = auth::hash_secret(secret);
-    let found = state.read(move |db| db.token_by_hash(&hash)).await;
-    let token = match found {
-        Ok(Some(token)) => token,
-        Ok(None) => return unauthorized("unknown token"),
-        Err(error) => return error.into_response(),
-    };
-    let role_ids = token.roles.clone();
-    let mut roles = match state
+    // One read for the token and its roles (unknown role ids are skipped).
+    let found = state
         .read(move |db| {
-            Ok(role_ids
+            let Some(token) = db.token_by_hash(&hash)? else {
+                return Ok(None);
+            };
+            let roles: Vec<Role> = token
+                .roles
                 .iter()
                 .filter_map(|id| db.get_role(id).ok())
-                .collect::<Vec<Role>>())
+                .collect();
+            Ok(Some((token, roles)))
         })
-        .await
-    {
-        Ok(roles) => roles,
+        .await;
+    let (token, mut roles) = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return unauthorized("unknown token"),
         Err(error) => return error.into_response(),
     };
     roles.extend(auth::run_token_role(&token));
