@@ -311,6 +311,62 @@ pub const RUN_NAMESPACE: &str = "run_namespace";
 pub const RUN_PIPELINE: &str = "run_pipeline";
 pub const RUN_ID: &str = "run_id";
 
+/// Metadata keys that make a token a plugin's own token (v0 named plugins extensions).
+pub const PLUGIN_ID: &str = "extension_id";
+pub const PLUGIN_KIND: &str = "plugin_kind";
+
+/// Metadata keys only Gofer sets (they give a token powers): refused in `POST /api/tokens`.
+pub const RESERVED_METADATA: &[&str] = &[
+    RUN_NAMESPACE,
+    RUN_PIPELINE,
+    RUN_ID,
+    PLUGIN_ID,
+    PLUGIN_KIND,
+    "bootstrap_token",
+];
+
+/// What a plugin's own token may do (the identity a gRPC plugin calls the API with).
+///
+/// Every plugin: read, write and delete its own objects (`/api/extensions/{name}/objects`; v0's
+/// extension role forgot `objects`), and read its own subscriptions. A trigger also: start and
+/// read runs of any pipeline and read what it needs to decide (pipelines, configs, deployments,
+/// events, subscriptions, task executions). Never secrets, tokens, roles or other plugins.
+pub fn plugin_token_role(token: &Token) -> Option<Role> {
+    let plugin = token.metadata.get(PLUGIN_ID)?;
+    let own = format!("plugins:{}", regex::escape(plugin));
+    let mut permissions = vec![
+        permission(
+            &[&own, "objects"],
+            &[Action::Read, Action::Write, Action::Delete],
+        ),
+        permission(&[&own, "subscriptions"], &[Action::Read]),
+    ];
+    if token.metadata.get(PLUGIN_KIND).map(String::as_str) == Some("trigger") {
+        permissions.push(permission(
+            &["namespaces:.*", "pipelines:.*", "runs"],
+            &[Action::Read, Action::Write],
+        ));
+        permissions.push(permission(
+            &[
+                "namespaces:.*",
+                "pipelines:.*",
+                "configs",
+                "deployments",
+                "events",
+                "subscriptions",
+                "task_executions",
+            ],
+            &[Action::Read],
+        ));
+    }
+    Some(Role {
+        id: format!("plugin_{plugin}"),
+        description: format!("plugin {plugin}'s own token"),
+        permissions,
+        system_role: true,
+    })
+}
+
 /// What a run's token may do: read and write its own pipeline's runs, tasks and objects, and
 /// read its configs, deployments, events and subscriptions. Not secrets, not other pipelines.
 pub fn run_token_role(token: &Token) -> Option<Role> {
@@ -532,6 +588,71 @@ mod tests {
             authorize(&expired, &[], &Requirement::Authenticated, 11),
             Err(Denied::Unauthenticated(_))
         ));
+    }
+
+    #[test]
+    fn a_plugin_token_reaches_its_own_objects_only() {
+        let mut holder = token(&[]);
+        holder.metadata = [
+            (PLUGIN_ID.to_string(), "go-echo".to_string()),
+            (PLUGIN_KIND.to_string(), "task".to_string()),
+        ]
+        .into();
+        let role = plugin_token_role(&holder).expect("a plugin token");
+        let objects = |plugin: &str, method: &str| {
+            requirement(
+                method,
+                "/api/extensions/{extension_id}/objects/{key}",
+                &format!("/api/extensions/{plugin}/objects/k"),
+            )
+        };
+        for method in ["GET", "POST", "DELETE"] {
+            assert_eq!(
+                authorize(
+                    &holder,
+                    std::slice::from_ref(&role),
+                    &objects("go-echo", method),
+                    1
+                ),
+                Ok(())
+            );
+        }
+        // Not another plugin's objects (the target is anchored: no prefix matches), no secrets,
+        // and a task plugin starts no runs.
+        for other in ["go-ticker", "go-echo2", "go"] {
+            assert!(
+                authorize(
+                    &holder,
+                    std::slice::from_ref(&role),
+                    &objects(other, "GET"),
+                    1
+                )
+                .is_err()
+            );
+        }
+        let secrets = requirement(
+            "GET",
+            "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/secrets",
+            "/api/namespaces/default/pipelines/p/secrets",
+        );
+        let start_run = requirement(
+            "POST",
+            "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs",
+            "/api/namespaces/default/pipelines/p/runs",
+        );
+        assert!(authorize(&holder, std::slice::from_ref(&role), &secrets, 1).is_err());
+        assert!(authorize(&holder, std::slice::from_ref(&role), &start_run, 1).is_err());
+        // A trigger starts runs anywhere, still without secrets.
+        holder
+            .metadata
+            .insert(PLUGIN_KIND.to_string(), "trigger".to_string());
+        let role = plugin_token_role(&holder).expect("a plugin token");
+        assert_eq!(
+            authorize(&holder, std::slice::from_ref(&role), &start_run, 1),
+            Ok(())
+        );
+        assert!(authorize(&holder, std::slice::from_ref(&role), &secrets, 1).is_err());
+        assert!(plugin_token_role(&token(&[])).is_none());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::objects::{FsObjectStore, ObjectStore};
 use crate::orchestrator::{Orchestrator, OrchestratorError, RunSettings};
 use crate::plugins::PluginRegistry;
 use crate::plugins::grpc::GrpcSettings;
+use crate::plugins::identity::PluginIdentities;
 use crate::plugins::triggers::TriggerManager;
 use crate::plugins::wasm::{Limits, WasmRuntime};
 use crate::scheduler::docker::DockerScheduler;
@@ -103,11 +104,33 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
                 .collect(),
         },
     )?;
+    // Listening before plugins start, so that they are told the real port (`--bind :0`).
+    let tls = if config.server.tls_cert.as_os_str().is_empty() {
+        None
+    } else {
+        Some(crate::tls::acceptor(
+            &config.server.tls_cert,
+            &config.server.tls_key,
+        )?)
+    };
+    let address = config.server.bind;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind { address, source })?;
+    let local_address = listener.local_addr().map_err(ServerError::Serve)?;
+
     crate::plugins::grpc::remove_stale_socket_dirs();
+    let identities = PluginIdentities::start(
+        storage.clone(),
+        loopback_url(local_address, tls.is_some()),
+        tls.is_some().then(|| config.server.tls_cert.clone()),
+    )
+    .await?;
     let grpc = GrpcSettings {
         handshake_timeout: Duration::from_millis(config.plugins.handshake_timeout_ms),
         call_timeout: Duration::from_millis(config.plugins.trigger_call_timeout_ms),
         stop_grace: Duration::from_millis(config.plugins.stop_grace_ms),
+        identities: Some(Arc::new(identities)),
     };
     let registry = PluginRegistry::start(runtime, grpc, config.plugins_dir()).await;
     let plugin_processes = registry.clone();
@@ -122,20 +145,6 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     );
     orchestrator.start().await?;
     let triggers = TriggerManager::start(storage.clone(), orchestrator.clone(), registry).await;
-
-    let tls = if config.server.tls_cert.as_os_str().is_empty() {
-        None
-    } else {
-        Some(crate::tls::acceptor(
-            &config.server.tls_cert,
-            &config.server.tls_key,
-        )?)
-    };
-    let address = config.server.bind;
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| ServerError::Bind { address, source })?;
-    let local_address = listener.local_addr().map_err(ServerError::Serve)?;
 
     if config.development.bypass_auth {
         tracing::warn!(
@@ -208,6 +217,23 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         Ok(Err(error)) => Err(ServerError::Serve(error)),
         Err(join) => Err(ServerError::Serve(std::io::Error::other(join.to_string()))),
     }
+}
+
+/// The API's address as a process on this machine reaches it: the listening port on loopback
+/// (`localhost` with TLS, the name certificates are made for).
+fn loopback_url(listening: std::net::SocketAddr, tls: bool) -> String {
+    let port = listening.port();
+    if tls {
+        return format!("https://localhost:{port}");
+    }
+    let ip = listening.ip();
+    let host = match ip {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    format!("http://{host}:{port}")
 }
 
 async fn ensure_default_namespace(

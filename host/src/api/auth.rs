@@ -86,6 +86,7 @@ pub(super) async fn authenticate(
         Err(error) => return error.into_response(),
     };
     roles.extend(auth::run_token_role(&token));
+    roles.extend(auth::plugin_token_role(&token));
     match auth::authorize(&token, &roles, &requirement, now_millis()) {
         Ok(()) => {}
         Err(Denied::Unauthenticated(message)) => return unauthorized(message),
@@ -192,6 +193,15 @@ async fn create_token(
         return Err(ApiError::bad_request(
             "the bootstrap role belongs to the bootstrap token only; use admin",
         ));
+    }
+    if let Some(key) = request
+        .metadata
+        .keys()
+        .find(|key| auth::RESERVED_METADATA.contains(&key.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "metadata key '{key}' is reserved for tokens Gofer makes itself (runs' and plugins' tokens)"
+        )));
     }
     let roles = request.roles.clone();
     state

@@ -22,6 +22,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Notify, watch};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use super::identity::PluginIdentities;
 use super::{
     ExternalOutcome, Fire, LoadedPlugin, PluginDescription, PluginError, TaskPlugin, TaskRequest,
     TriggerPlugin, WakeOutcome,
@@ -107,6 +108,8 @@ pub struct GrpcSettings {
     pub call_timeout: Duration,
     /// How long a stopping plugin gets after SIGTERM before SIGKILL.
     pub stop_grace: Duration,
+    /// Gives each process its own API token (none: plugins get no token).
+    pub identities: Option<Arc<PluginIdentities>>,
 }
 
 /// What `GET /api/plugins` shows about a plugin's process.
@@ -148,6 +151,8 @@ pub async fn load(
     let (stop, _) = watch::channel(false);
     let supervisor = Arc::new(Supervisor {
         name: description.name.clone(),
+        kind: description.kind,
+        token_id: Mutex::new(None),
         launcher,
         status: watch::channel(ProcessStatus {
             state: "loaded",
@@ -249,6 +254,9 @@ type StartHook = Arc<dyn Fn(Channel) -> BoxFuture<'static, ()> + Send + Sync>;
 /// Keeps one plugin's process running: restarts it after a crash, stops it on request.
 pub struct Supervisor {
     name: String,
+    kind: PluginKind,
+    /// The API token of the running process.
+    token_id: Mutex<Option<String>>,
     launcher: Launcher,
     status: watch::Sender<ProcessStatus>,
     /// The connection to the running process; `None` while it is down.
@@ -282,8 +290,19 @@ impl Supervisor {
         }
     }
 
-    /// Runs the start hook on a new process, then lets calls reach it.
+    /// Makes the new process's token valid, runs the start hook, then lets calls reach it.
     async fn started(&self, process: &Process) {
+        if let Some(identities) = &self.launcher.settings.identities {
+            match identities
+                .grant(&self.name, self.kind, &process.token)
+                .await
+            {
+                Ok(id) => *self.token_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id),
+                Err(error) => {
+                    tracing::warn!(plugin = %self.name, %error, "could not store the plugin's API token; its API calls will be refused");
+                }
+            }
+        }
         if let Some(hook) = self.on_start.get() {
             hook(process.channel.clone()).await;
         }
@@ -365,6 +384,14 @@ impl Supervisor {
             status.state = "stopped";
             status.pid = None;
         });
+        let token_id = self
+            .token_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let (Some(identities), Some(token_id)) = (&self.launcher.settings.identities, token_id) {
+            identities.revoke(&token_id).await;
+        }
         self.stopped.notify_waiters();
     }
 }
@@ -436,6 +463,8 @@ struct Process {
     spawned: Spawned,
     pid: u32,
     channel: Channel,
+    /// The secret of its API token (in its environment; valid once granted).
+    token: String,
 }
 
 impl Process {
@@ -464,6 +493,7 @@ impl Launcher {
     async fn start(&self) -> Result<Process, PluginError> {
         let dir = private_dir(&self.label)?;
         let socket = dir.join("plugin.sock");
+        let token = crate::auth::new_secret();
         let mut command = Command::new(&self.executable);
         command
             .args(&self.manifest.args)
@@ -474,6 +504,12 @@ impl Launcher {
             .env(SOCKET_ENV, &socket)
             // go-plugin plugins put their socket in TMPDIR.
             .env("TMPDIR", &dir)
+            .envs(
+                self.settings
+                    .identities
+                    .iter()
+                    .flat_map(|identities| identities.environment(&token)),
+            )
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -514,6 +550,7 @@ impl Launcher {
                     spawned,
                     pid,
                     channel,
+                    token,
                 })
             }
             Err(reason) => {

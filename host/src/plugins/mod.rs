@@ -9,6 +9,7 @@
 //! `grpc.rs`, the only user of tonic. Must not run SQL or talk to Docker.
 
 pub mod grpc;
+pub mod identity;
 pub mod triggers;
 pub mod wasm;
 

@@ -126,6 +126,26 @@ impl Db<'_> {
             .execute(params![namespace_id, pipeline_id, run_id.to_string()])?)
     }
 
+    /// Stores a plugin's new token in place of its earlier ones (of an earlier process).
+    pub fn replace_plugin_token(&self, plugin: &str, token: &Token, hash: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM tokens WHERE json_extract(metadata, '$.extension_id') = ?1",
+            )?
+            .execute(params![plugin])?;
+        self.insert_token(token, hash)
+    }
+
+    /// Deletes every plugin token (at start-up: the processes that held them are gone).
+    pub fn delete_plugin_tokens(&self) -> Result<usize> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "DELETE FROM tokens WHERE json_extract(metadata, '$.extension_id') IS NOT NULL",
+            )?
+            .execute([])?)
+    }
+
     pub fn list_roles(&self, page: Page) -> Result<Vec<Role>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT id, description, permissions, system_role FROM roles ORDER BY id LIMIT ?1 OFFSET ?2",

@@ -452,3 +452,133 @@ async fn a_rebuilt_plugin_executable_is_restarted_with_its_subscriptions() {
     let count = runs(&api, "rebuilt").await.len();
     wait_for_runs(&api, "rebuilt", count + 2, 15).await;
 }
+
+/// The API tokens Gofer made for plugins, by user.
+async fn plugin_tokens(admin: &Api) -> Vec<Value> {
+    let (_, body) = admin.get("/api/tokens").await;
+    body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|token| token["metadata"]["extension_id"].is_string())
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_plugin_calls_the_api_with_its_own_scoped_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = folder_with(dir.path(), &["go-ticker", "go-echo"]);
+    let folder = folder.display().to_string();
+    let server = TestServer::start_with(
+        &[
+            ("GOFER_PLUGINS__DIR", &folder),
+            (
+                "GOFER_SECRETS__ENCRYPTION_KEY",
+                "0123456789abcdef0123456789abcdef",
+            ),
+        ],
+        &["--auth"],
+    )
+    .await;
+    let (_, bootstrap) = server.client().post_empty("/api/tokens/bootstrap").await;
+    let admin = server
+        .client()
+        .with_token(bootstrap["secret"].as_str().unwrap());
+
+    // Each plugin process has a token of its own, kind and name in its metadata.
+    let tokens = plugin_tokens(&admin).await;
+    let users: Vec<&str> = tokens
+        .iter()
+        .map(|token| token["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users.len(), 2, "{tokens:?}");
+    assert!(users.contains(&"go-echo (plugin)") && users.contains(&"go-ticker (plugin)"));
+    let echo_token = tokens
+        .iter()
+        .find(|token| token["user"] == "go-echo (plugin)")
+        .unwrap();
+    assert_eq!(echo_token["metadata"]["plugin_kind"], "task");
+
+    // The task plugin stores its own object and is refused what is not its own.
+    let config = json!({"id": "identity", "name": "identity", "tasks": [
+        {"id": "save", "plugin": "go-echo", "depends_on": {}, "variables": {},
+         "settings": {"save_object": "greeting", "api_get": "/api/extensions/go-echo/objects"}},
+        {"id": "other-plugin", "plugin": "go-echo", "depends_on": {}, "variables": {},
+         "settings": {"api_get": "/api/extensions/go-ticker/objects"}},
+        {"id": "secrets", "plugin": "go-echo", "depends_on": {}, "variables": {},
+         "settings": {"api_get": "/api/namespaces/default/pipelines/identity/secrets"}},
+        {"id": "tokens", "plugin": "go-echo", "depends_on": {}, "variables": {},
+         "settings": {"api_get": "/api/tokens"}}
+    ]});
+    deploy(&admin, config).await;
+    let run_id = crate::support::start_run(&admin, "identity", json!({})).await;
+    let run = wait_for_run(&admin, "identity", run_id, 30).await;
+    assert_eq!(run["status"], "successful", "{run}");
+    let log = |task: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let (_, log) = admin
+                .get(&format!(
+                    "/api/namespaces/default/pipelines/identity/runs/{run_id}/tasks/{task}/logs"
+                ))
+                .await;
+            log.as_str().unwrap_or_default().to_string()
+        }
+    };
+    let saved = log("save").await;
+    assert!(saved.contains("saved object greeting"), "{saved}");
+    assert!(
+        saved.contains("api GET /api/extensions/go-echo/objects: 200")
+            && saved.contains("\"greeting\""),
+        "{saved}"
+    );
+    let (status, object) = admin.get("/api/extensions/go-echo/objects/greeting").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(
+        object.to_string().contains("setting save_object=greeting"),
+        "{object}"
+    );
+    for (task, refused) in [
+        ("other-plugin", "/api/extensions/go-ticker/objects: 403"),
+        (
+            "secrets",
+            "/api/namespaces/default/pipelines/identity/secrets: 403",
+        ),
+        ("tokens", "/api/tokens: 403"),
+    ] {
+        let log = log(task).await;
+        assert!(log.contains(refused), "{task}: {log}");
+    }
+
+    // A restarted process gets a new token; the old one is gone.
+    let old_id = echo_token["id"].as_str().unwrap().to_string();
+    let pid = plugin(&admin, "go-echo").await["pid"].as_u64().unwrap();
+    signal(pid as u32, "KILL");
+    wait_for_plugin(&admin, "go-echo", 15, |plugin| {
+        plugin["status"] == "loaded" && plugin["restarts"] == 1
+    })
+    .await;
+    let tokens = plugin_tokens(&admin).await;
+    let echo_tokens: Vec<&Value> = tokens
+        .iter()
+        .filter(|token| token["user"] == "go-echo (plugin)")
+        .collect();
+    assert_eq!(echo_tokens.len(), 1, "{tokens:?}");
+    assert_ne!(echo_tokens[0]["id"], old_id.as_str());
+    let run_id = crate::support::start_run(&admin, "identity", json!({})).await;
+    let run = wait_for_run(&admin, "identity", run_id, 30).await;
+    assert_eq!(run["status"], "successful", "{run}");
+
+    // Nobody else can mint a plugin's token.
+    assert_error(
+        &admin
+            .post(
+                "/api/tokens",
+                json!({"user": "sneaky", "roles": [], "metadata": {"extension_id": "go-echo"}}),
+            )
+            .await,
+        reqwest::StatusCode::BAD_REQUEST,
+        "metadata key 'extension_id' is reserved",
+    );
+}
