@@ -99,6 +99,16 @@ pub struct Needed {
     pub target: Option<String>,
 }
 
+impl Needed {
+    /// A resource with a target, e.g. `Needed::on("namespaces", "default")`.
+    pub fn on(name: &'static str, target: &str) -> Self {
+        Self {
+            name,
+            target: Some(target.to_string()),
+        }
+    }
+}
+
 impl std::fmt::Display for Needed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.target {
@@ -204,6 +214,24 @@ pub enum Denied {
     Forbidden(String),
 }
 
+/// Whether a token holds an administrator role (and so sees and may do everything).
+pub fn is_admin(token: &Token) -> bool {
+    token
+        .roles
+        .iter()
+        .any(|role| ADMIN_ROLES.contains(&role.as_str()))
+}
+
+/// Whether a valid token's roles let it read every one of `resources` (e.g. to decide which items
+/// of a list it sees).
+pub fn may_read(token: &Token, roles: &[Role], resources: Vec<Needed>) -> bool {
+    let requirement = Requirement::Permissions {
+        resources,
+        action: Action::Read,
+    };
+    authorize(token, roles, &requirement, 0).is_ok()
+}
+
 /// Whether a token may use a resource: a valid (known, enabled, unexpired) token whose roles
 /// allow what the route requires.
 pub fn authorize(
@@ -218,11 +246,7 @@ pub fn authorize(
     if token.expires != 0 && token.expires <= now {
         return Err(Denied::Unauthenticated("the token has expired".into()));
     }
-    if token
-        .roles
-        .iter()
-        .any(|role| ADMIN_ROLES.contains(&role.as_str()))
-    {
+    if is_admin(token) {
         return Ok(());
     }
     match requirement {

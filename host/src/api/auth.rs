@@ -25,10 +25,30 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_role, update_role, delete_role))
 }
 
-/// Who is calling: the token of the request (none in development mode or on public routes).
+/// Who is calling: the token of the request (none in development mode or on public routes) and
+/// its roles.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub token: Option<Token>,
+    roles: Vec<Role>,
+}
+
+impl Identity {
+    /// Whether the caller sees only part of what lists hold: a token without an administrator
+    /// role (in development mode, or for administrators, lists are whole).
+    pub fn is_restricted(&self) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(|token| !auth::is_admin(token))
+    }
+
+    /// Whether the caller may read every one of `resources`.
+    pub fn may_read(&self, resources: Vec<auth::Needed>) -> bool {
+        match &self.token {
+            None => true,
+            Some(token) => auth::may_read(token, &self.roles, resources),
+        }
+    }
 }
 
 fn unauthorized(message: impl Into<String>) -> Response {
@@ -48,7 +68,10 @@ pub(super) async fn authenticate(
     let template = matched.map_or_else(|| path.clone(), |matched| matched.as_str().to_string());
     let requirement = auth::requirement(request.method().as_str(), &template, &path);
     if state.config.development.bypass_auth || requirement == Requirement::Public {
-        request.extensions_mut().insert(Identity { token: None });
+        request.extensions_mut().insert(Identity {
+            token: None,
+            roles: Vec::new(),
+        });
         return next.run(request).await;
     }
     let Some(header) = request.headers().get(header::AUTHORIZATION) else {
@@ -94,9 +117,10 @@ pub(super) async fn authenticate(
             return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
         }
     }
-    request
-        .extensions_mut()
-        .insert(Identity { token: Some(token) });
+    request.extensions_mut().insert(Identity {
+        token: Some(token),
+        roles,
+    });
     next.run(request).await
 }
 

@@ -2,6 +2,7 @@
 //!
 //! The stream reads events back from storage in stored order after each wake-up from the
 //! [`crate::events::EventBus`], so a listener never misses or repeats one, even when it lags.
+//! A caller sees only events about namespaces and pipelines its roles let it read.
 
 use axum::extract::FromRequestParts;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -13,7 +14,9 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::auth::Identity;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState};
+use crate::auth::Needed;
 use crate::models::Event;
 use crate::storage::{Page, StorageError};
 
@@ -51,6 +54,24 @@ pub struct EventsQuery {
     pub offset: Option<u64>,
 }
 
+/// What reading an event needs: `events`, and the namespace and pipeline it is about, if any.
+fn needs(event: &Event) -> Vec<Needed> {
+    let mut needs = vec![Needed {
+        name: "events",
+        target: None,
+    }];
+    // Every kind is `{"<kind>": {fields}}`; the scope is in the fields of the same name.
+    if let Ok(serde_json::Value::Object(kind)) = serde_json::to_value(&event.kind) {
+        let fields = kind.values().next();
+        for (resource, field) in [("namespaces", "namespace_id"), ("pipelines", "pipeline_id")] {
+            if let Some(target) = fields.and_then(|fields| fields[field].as_str()) {
+                needs.push(Needed::on(resource, target));
+            }
+        }
+    }
+    needs
+}
+
 /// A websocket upgrade if the request asks for one.
 pub(super) struct MaybeUpgrade(pub(super) Option<WebSocketUpgrade>);
 
@@ -78,6 +99,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeUpgrade {
               (status = "4XX", body = super::ErrorBody)))]
 async fn list_or_stream_events(
     state: AppState,
+    axum::Extension(identity): axum::Extension<Identity>,
     MaybeUpgrade(upgrade): MaybeUpgrade,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
@@ -87,7 +109,14 @@ async fn list_or_stream_events(
             limit: query.limit,
             offset: query.offset,
         })?;
-        let events = state.read(move |db| db.list_events(page, reverse)).await?;
+        let events = state
+            .visible_page(
+                &identity,
+                page,
+                move |db, page| db.list_events(page, reverse),
+                needs,
+            )
+            .await?;
         return Ok(ApiJson(ListEventsResponse { events }).into_response());
     };
     let history = query.history.unwrap_or(false);
@@ -98,7 +127,7 @@ async fn list_or_stream_events(
     }
     let state = state.0;
     Ok(upgrade.on_upgrade(move |socket| async move {
-        if let Err(error) = stream_events(state, socket, history, reverse).await {
+        if let Err(error) = stream_events(state, identity, socket, history, reverse).await {
             tracing::debug!(%error, "event stream ended with an error");
         }
     }))
@@ -114,7 +143,15 @@ enum StreamError {
     Encode(#[from] serde_json::Error),
 }
 
-async fn send_event(socket: &mut WebSocket, event: &Event) -> Result<(), StreamError> {
+/// Sends an event the caller may read (and skips the others).
+async fn send_event(
+    socket: &mut WebSocket,
+    identity: &Identity,
+    event: &Event,
+) -> Result<(), StreamError> {
+    if !identity.may_read(needs(event)) {
+        return Ok(());
+    }
     socket
         .send(Message::Text(serde_json::to_string(event)?.into()))
         .await?;
@@ -137,6 +174,7 @@ pub(super) async fn close(
 
 async fn stream_events(
     state: ApiState,
+    identity: Identity,
     mut socket: WebSocket,
     history: bool,
     reverse: bool,
@@ -156,7 +194,7 @@ async fn stream_events(
                 .read(move |db| db.list_events(page, true))
                 .await?;
             for event in &events {
-                send_event(&mut socket, event).await?;
+                send_event(&mut socket, &identity, event).await?;
             }
             if (events.len() as u64) < STREAM_BATCH {
                 return Ok(close(&mut socket, close_code::NORMAL, "out of events").await?);
@@ -177,7 +215,7 @@ async fn stream_events(
                 .read(move |db| db.events_after(sent_up_to, STREAM_BATCH))
                 .await?;
             for (seq, event) in &events {
-                send_event(&mut socket, event).await?;
+                send_event(&mut socket, &identity, event).await?;
                 sent_up_to = *seq;
             }
             if (events.len() as u64) < STREAM_BATCH {
@@ -206,9 +244,21 @@ async fn stream_events(
     responses((status = 200, body = EventResponse), (status = "4XX", body = super::ErrorBody)))]
 async fn get_event(
     state: AppState,
+    axum::Extension(identity): axum::Extension<Identity>,
     ApiPath(event_id): ApiPath<String>,
 ) -> Result<ApiJson<EventResponse>, ApiError> {
     let event = state.read(move |db| db.get_event(&event_id)).await?;
+    let needs = needs(&event);
+    if !identity.may_read(needs.clone()) {
+        let needed: Vec<String> = needs.iter().map(ToString::to_string).collect();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this event is about {}, which your token may not read",
+                needed.join(", ")
+            ),
+        ));
+    }
     Ok(ApiJson(EventResponse { event }))
 }
 

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
+use self::auth::Identity;
 use crate::config::ServerConfig;
 use crate::events::EventBus;
 use crate::pipeline_config::ConfigError;
@@ -74,6 +75,60 @@ impl ApiState {
         F: FnOnce(&Db) -> Result<T, StorageError> + Send + 'static,
     {
         Ok(self.storage.read(work).await?)
+    }
+
+    /// One page of the items of a list the caller may read. Callers who see everything get the
+    /// page straight from storage; the others page through what `needs` says they may read,
+    /// reading storage in batches.
+    pub async fn visible_page<T, L, N>(
+        &self,
+        identity: &Identity,
+        page: Page,
+        list: L,
+        needs: N,
+    ) -> Result<Vec<T>, ApiError>
+    where
+        T: Send + 'static,
+        L: Fn(&Db, Page) -> Result<Vec<T>, StorageError> + Clone + Send + 'static,
+        N: Fn(&T) -> Vec<crate::auth::Needed>,
+    {
+        if !identity.is_restricted() {
+            return self.read(move |db| list(db, page)).await;
+        }
+        const BATCH: u64 = 500;
+        let (mut skipped, mut visible, mut offset) = (0, Vec::new(), 0);
+        loop {
+            let list = list.clone();
+            let batch = self
+                .read(move |db| {
+                    list(
+                        db,
+                        Page {
+                            limit: BATCH,
+                            offset,
+                        },
+                    )
+                })
+                .await?;
+            let complete = (batch.len() as u64) < BATCH;
+            for item in batch {
+                if !identity.may_read(needs(&item)) {
+                    continue;
+                }
+                if skipped < page.offset {
+                    skipped += 1;
+                    continue;
+                }
+                visible.push(item);
+                if visible.len() as u64 == page.limit {
+                    return Ok(visible);
+                }
+            }
+            if complete {
+                return Ok(visible);
+            }
+            offset += BATCH;
+        }
     }
 
     /// Resolves a request's `limit`/`offset` against the configured default and maximum.

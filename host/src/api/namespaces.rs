@@ -1,9 +1,13 @@
 //! Namespace endpoints (`/api/namespaces`). Must not hold SQL: it calls [`crate::storage::Db`].
 
+use axum::Extension;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::Identity;
+use crate::auth::Needed;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
 use crate::models::{EventKind, Namespace, now_millis};
@@ -49,10 +53,18 @@ pub struct UpdateNamespaceRequest {
     responses((status = 200, body = ListNamespacesResponse), (status = "4XX", body = super::ErrorBody)))]
 async fn list_namespaces(
     state: AppState,
+    Extension(identity): Extension<Identity>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<ListNamespacesResponse>, ApiError> {
     let page = state.page(&query)?;
-    let namespaces = state.read(move |db| db.list_namespaces(page)).await?;
+    let namespaces = state
+        .visible_page(
+            &identity,
+            page,
+            |db, page| db.list_namespaces(page),
+            |namespace| vec![Needed::on("namespaces", &namespace.id)],
+        )
+        .await?;
     Ok(ApiJson(ListNamespacesResponse { namespaces }))
 }
 

@@ -3,10 +3,14 @@
 //! Owns the rules of registration (validation, versioning) and deployment (one live version per
 //! pipeline, the previous one deprecated, each switch recorded). Must not hold SQL.
 
+use axum::Extension;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::Identity;
+use crate::auth::Needed;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
 use crate::models::{
@@ -112,15 +116,26 @@ fn require_pipeline(
     responses((status = 200, body = ListPipelinesResponse), (status = "4XX", body = super::ErrorBody)))]
 async fn list_pipelines(
     state: AppState,
+    Extension(identity): Extension<Identity>,
     ApiPath(namespace_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<ListPipelinesResponse>, ApiError> {
     let page = state.page(&query)?;
     let pipelines = state
-        .read(move |db| {
-            db.get_namespace(&namespace_id)?;
-            db.list_pipelines(&namespace_id, page)
-        })
+        .visible_page(
+            &identity,
+            page,
+            move |db, page| {
+                db.get_namespace(&namespace_id)?;
+                db.list_pipelines(&namespace_id, page)
+            },
+            |pipeline| {
+                vec![
+                    Needed::on("namespaces", &pipeline.namespace_id),
+                    Needed::on("pipelines", &pipeline.pipeline_id),
+                ]
+            },
+        )
         .await?;
     Ok(ApiJson(ListPipelinesResponse { pipelines }))
 }

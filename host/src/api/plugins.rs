@@ -4,11 +4,15 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::Identity;
+use crate::auth::Needed;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
 use crate::models::{Plugin, PluginKind, Subscription, SubscriptionStatus};
@@ -93,10 +97,13 @@ struct SubscriptionPath {
 /// List the plugins: built-in and from the plugins folder, loaded or failed.
 #[utoipa::path(get, path = "/api/plugins", tag = "Plugins", operation_id = "list_plugins",
     responses((status = 200, body = ListPluginsResponse)))]
-async fn list_plugins(state: AppState) -> ApiJson<ListPluginsResponse> {
-    ApiJson(ListPluginsResponse {
-        plugins: state.triggers.registry().list(),
-    })
+async fn list_plugins(
+    state: AppState,
+    Extension(identity): Extension<Identity>,
+) -> ApiJson<ListPluginsResponse> {
+    let mut plugins = state.triggers.registry().list();
+    plugins.retain(|plugin| identity.may_read(vec![Needed::on("plugins", &plugin.name)]));
+    ApiJson(ListPluginsResponse { plugins })
 }
 
 /// Get one plugin.

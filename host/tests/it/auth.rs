@@ -327,3 +327,128 @@ async fn a_run_token_works_during_its_run_and_is_rejected_after() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Every event a stream with `history=true&reverse=true` sends before it closes.
+async fn streamed_events(server: &TestServer, secret: &str) -> Vec<Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let mut request = format!(
+        "ws://{}/api/events?history=true&reverse=true",
+        server.address
+    )
+    .into_client_request()
+    .unwrap();
+    let headers = request.headers_mut();
+    headers.insert("gofer-api-version", "v0".parse().unwrap());
+    headers.insert("authorization", format!("Bearer {secret}").parse().unwrap());
+    let mut socket = tokio_tungstenite::connect_async(request).await.unwrap().0;
+    let mut events = Vec::new();
+    while let Some(message) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+            .await
+            .expect("the stream ends within 10 s")
+    {
+        match message.unwrap() {
+            Message::Text(text) => events.push(serde_json::from_str(&text).unwrap()),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    events
+}
+
+/// The namespace and pipeline an event is about, if any.
+fn event_scope(event: &Value) -> (String, String) {
+    let fields = event["kind"].as_object().unwrap().values().next().unwrap();
+    let field = |name: &str| fields[name].as_str().unwrap_or("").to_string();
+    (field("namespace_id"), field("pipeline_id"))
+}
+
+#[tokio::test]
+async fn lists_show_only_what_a_token_may_read() {
+    let server = secured().await;
+    let anonymous = server.client();
+    let (_, body) = anonymous.post_empty("/api/tokens/bootstrap").await;
+    let root_secret = body["secret"].as_str().unwrap().to_string();
+    let root = anonymous.with_token(&root_secret);
+    for namespace in ["devops-a", "devops-b", "other"] {
+        root.post(
+            "/api/namespaces",
+            json!({"id": namespace, "name": namespace, "description": ""}),
+        )
+        .await;
+    }
+    for (namespace, pipeline) in [
+        ("devops-a", "app"),
+        ("devops-a", "payroll"),
+        ("devops-b", "app"),
+        ("default", "app"),
+    ] {
+        let config = sdk_config(pipeline, json!([sdk_task("build", json!({}))]));
+        let (status, body) = root
+            .post(
+                &format!("/api/namespaces/{namespace}/pipelines/{pipeline}/configs"),
+                json!({"config": config}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    root.post(
+        "/api/roles",
+        json!({"id": "app-team", "description": "",
+               "permissions": [{"resources": ["namespaces:devops-.*", "pipelines:app", "events", "plugins:interval|cron"],
+                                "actions": ["read"]}]}),
+    )
+    .await;
+    let (secret, _) = new_token(&root, "app-team", &["app-team"], 0).await;
+    let team = anonymous.with_token(&secret);
+
+    let ids = |body: &Value, list: &str, field: &str| -> Vec<String> {
+        body[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item[field].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Namespaces: only the readable ones, paged over what is visible.
+    let (_, all) = root.get("/api/namespaces").await;
+    assert_eq!(ids(&all, "namespaces", "id").len(), 4);
+    let (_, visible) = team.get("/api/namespaces").await;
+    assert_eq!(ids(&visible, "namespaces", "id"), ["devops-a", "devops-b"]);
+    let (_, second) = team.get("/api/namespaces?limit=1&offset=1").await;
+    assert_eq!(ids(&second, "namespaces", "id"), ["devops-b"]);
+    // Pipelines: the target is anchored, so `payroll` is hidden.
+    let (_, pipelines) = team.get("/api/namespaces/devops-a/pipelines").await;
+    assert_eq!(ids(&pipelines, "pipelines", "pipeline_id"), ["app"]);
+    // Plugins.
+    let (_, plugins) = team.get("/api/plugins").await;
+    assert_eq!(ids(&plugins, "plugins", "name"), ["cron", "interval"]);
+
+    // Events: listed and streamed only about readable namespaces and pipelines.
+    let (_, everything) = root.get("/api/events?limit=1000").await;
+    let (_, listed) = team.get("/api/events?limit=1000").await;
+    let streamed = streamed_events(&server, &secret).await;
+    let listed = listed["events"].as_array().unwrap().clone();
+    assert!(!listed.is_empty());
+    assert_eq!(listed.len(), streamed.len());
+    let mut hidden = 0;
+    for event in everything["events"].as_array().unwrap() {
+        let (namespace, pipeline) = event_scope(event);
+        let readable = (namespace.is_empty() || namespace.starts_with("devops-"))
+            && (pipeline.is_empty() || pipeline == "app");
+        let id = event["id"].as_str().unwrap();
+        let shown = listed.iter().any(|seen| seen["id"] == id);
+        assert_eq!(shown, readable, "{event}");
+        assert_eq!(streamed.iter().any(|seen| seen["id"] == id), readable);
+        if !readable {
+            hidden += 1;
+            assert_error(
+                &team.get(&format!("/api/events/{id}")).await,
+                StatusCode::FORBIDDEN,
+                "which your token may not read",
+            );
+        }
+    }
+    assert!(hidden >= 3, "default, other and payroll events are hidden");
+}
