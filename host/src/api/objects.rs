@@ -172,13 +172,11 @@ async fn upload(
     // Refuse an existing object without `force` before reading the body.
     let (scope, name) = (target.scope.clone(), target.name.clone());
     state
-        .read(move |db| match db.get_object(&scope, &name) {
-            Ok(_) if !force => Err(StorageError::Conflict(format!(
+        .read(move |db| match db.find_object(&scope, &name)? {
+            Some(_) if !force => Err(StorageError::Conflict(format!(
                 "object '{name}' already exists; add ?force=true to replace it"
             ))),
-            Ok(_) => Ok(()),
-            Err(StorageError::NotFound(message)) if message.starts_with("object ") => Ok(()),
-            Err(error) => Err(error),
+            _ => Ok(()),
         })
         .await?;
     let max_bytes = state.config.objects.max_object_size_mb << 20;

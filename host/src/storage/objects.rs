@@ -110,12 +110,22 @@ impl Db<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// An object, which must exist (its owner too).
     pub fn get_object(&self, scope: &ObjectScope, key: &str) -> Result<Object> {
+        self.find_object(scope, key)?.ok_or_else(|| {
+            let (_, _, _, words) = scope.sql();
+            StorageError::NotFound(format!("object '{key}' {words}"))
+        })
+    }
+
+    /// An object if it exists; an error if its owner (pipeline or run) does not.
+    pub fn find_object(&self, scope: &ObjectScope, key: &str) -> Result<Option<Object>> {
         scope.check_owner(self)?;
-        let (table, filter, mut values, words) = scope.sql();
+        let (table, filter, mut values, _) = scope.sql();
         let position = values.len() + 1;
         values.push(rusqlite::types::Value::Text(key.to_string()));
-        self.conn
+        Ok(self
+            .conn
             .prepare_cached(&format!(
                 "SELECT created FROM {table} WHERE {filter} AND key = ?{position}"
             ))?
@@ -124,8 +134,7 @@ impl Db<'_> {
             .map(|created| Object {
                 key: key.to_string(),
                 created,
-            })
-            .ok_or_else(|| StorageError::NotFound(format!("object '{key}' {words}")))
+            }))
     }
 
     /// Records an object (an existing one is replaced only with `force`). With `limit`, the
@@ -138,16 +147,14 @@ impl Db<'_> {
         force: bool,
         limit: Option<u64>,
     ) -> Result<(Object, Vec<String>)> {
-        match self.get_object(scope, key) {
-            Ok(_) if !force => {
+        if self.find_object(scope, key)?.is_some() {
+            if !force {
                 let (_, _, _, words) = scope.sql();
                 return Err(StorageError::Conflict(format!(
                     "object '{key}' {words} already exists; add ?force=true to replace it"
                 )));
             }
-            Ok(_) => self.delete_object(scope, key)?,
-            Err(StorageError::NotFound(message)) if message.starts_with("object ") => {}
-            Err(error) => return Err(error),
+            self.delete_object(scope, key)?;
         }
         let (table, _, mut values, _) = scope.sql();
         let columns = match scope {
