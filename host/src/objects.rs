@@ -29,6 +29,16 @@ pub enum ObjectError {
     Upload(std::io::Error),
 }
 
+/// Checks an object key: 1 to 256 printable characters.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
+        return Err(format!(
+            "invalid object key {key:?}: use 1 to 256 printable characters"
+        ));
+    }
+    Ok(())
+}
+
 /// Where an object is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectKey {

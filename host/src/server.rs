@@ -20,7 +20,7 @@ use crate::objects::{FsObjectStore, ObjectStore};
 use crate::orchestrator::{Orchestrator, OrchestratorError, RunSettings};
 use crate::plugins::PluginRegistry;
 use crate::plugins::grpc::GrpcSettings;
-use crate::plugins::identity::PluginIdentities;
+use crate::plugins::identity::{PluginIdentities, PluginObjects};
 use crate::plugins::triggers::TriggerManager;
 use crate::plugins::wasm::{Limits, WasmRuntime};
 use crate::scheduler::docker::DockerScheduler;
@@ -81,6 +81,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         })
         .await?;
     let scheduler = Arc::new(DockerScheduler::from_environment());
+    let plugin_objects = PluginObjects::new(
+        storage.clone(),
+        Arc::clone(&objects),
+        config.objects.max_object_size_mb << 20,
+    );
     let runtime = WasmRuntime::new(
         config.plugin_cache_dir(),
         Limits {
@@ -103,6 +108,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
                 })
                 .collect(),
         },
+        Some(Arc::new(plugin_objects)),
     )?;
     // Listening before plugins start, so that they are told the real port (`--bind :0`).
     let tls = if config.server.tls_cert.as_os_str().is_empty() {

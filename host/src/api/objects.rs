@@ -128,12 +128,7 @@ fn plugin_target(plugin: String, key: String) -> Target {
 }
 
 fn validate_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "invalid object key {key:?}: use 1 to 256 printable characters"
-        )));
-    }
-    Ok(())
+    crate::objects::validate_key(key).map_err(ApiError::bad_request)
 }
 
 async fn list(

@@ -1,15 +1,20 @@
-//! Plugins' own identities: the API token each gRPC plugin process calls Gofer's REST API with,
-//! and where that API is.
+//! Plugins' own identities: what a plugin reaches as itself.
 //!
-//! Owns issuing a process's token (stored by hash, one per plugin: a new process's token replaces
-//! the last one) and revoking it when the process stops. What the token may do is derived from its
-//! metadata by `auth::plugin_token_role`. Must not decide permissions or run SQL itself.
+//! Owns the API token each gRPC plugin process calls Gofer's REST API with (stored by hash, one
+//! per plugin: a new process's token replaces the last one, and it is revoked when the process
+//! stops; what it may do is derived from its metadata by `auth::plugin_token_role`), and the
+//! WebAssembly plugins' objects interface, always scoped to the calling plugin. Must not decide
+//! permissions, run SQL or handle object bytes itself.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
 
 use crate::auth;
 use crate::models::{PluginKind, Token, now_millis};
-use crate::storage::{Storage, StorageError};
+use crate::objects::{ObjectError, ObjectKey, ObjectStore, read_to_vec, validate_key};
+use crate::storage::{ObjectScope, Page, Storage, StorageError};
 
 /// Environment variables a gRPC plugin process gets.
 pub const TOKEN_ENV: &str = "GOFER_PLUGIN_TOKEN";
@@ -105,5 +110,114 @@ impl PluginIdentities {
             Ok(_) | Err(StorageError::NotFound(_)) => {}
             Err(error) => tracing::warn!(%error, "could not delete a stopped plugin's token"),
         }
+    }
+}
+
+/// A plugin's own objects as the plugin reaches them (the WIT `objects` interface): always in its
+/// own scope, whatever it asks for.
+pub struct PluginObjects {
+    storage: Storage,
+    store: Arc<dyn ObjectStore>,
+    max_bytes: u64,
+}
+
+impl std::fmt::Debug for PluginObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginObjects")
+            .field("max_bytes", &self.max_bytes)
+            .finish()
+    }
+}
+
+/// Why a plugin's object call failed, as the plugin is told.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginObjectError {
+    #[error("{0}")]
+    Key(String),
+    #[error("the object store failed: {0}")]
+    Store(#[from] ObjectError),
+    #[error("the object index failed: {0}")]
+    Index(#[from] StorageError),
+}
+
+impl PluginObjects {
+    pub fn new(storage: Storage, store: Arc<dyn ObjectStore>, max_bytes: u64) -> Self {
+        Self {
+            storage,
+            store,
+            max_bytes,
+        }
+    }
+
+    fn place(plugin: &str, key: &str) -> Result<(ObjectScope, ObjectKey), PluginObjectError> {
+        validate_key(key).map_err(PluginObjectError::Key)?;
+        Ok((
+            ObjectScope::Plugin {
+                plugin_id: plugin.to_string(),
+            },
+            ObjectKey::Plugin {
+                plugin: plugin.to_string(),
+                key: key.to_string(),
+            },
+        ))
+    }
+
+    pub async fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, PluginObjectError> {
+        let (scope, object_key) = Self::place(plugin, key)?;
+        let name = key.to_string();
+        if self
+            .storage
+            .read(move |db| db.find_object(&scope, &name))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        Ok(read_to_vec(self.store.as_ref(), &object_key, self.max_bytes as usize).await?)
+    }
+
+    pub async fn put(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), PluginObjectError> {
+        let (scope, object_key) = Self::place(plugin, key)?;
+        let body = futures_util::stream::once(async { Ok(bytes::Bytes::from(value)) }).boxed();
+        self.store.put(&object_key, body, self.max_bytes).await?;
+        let name = key.to_string();
+        self.storage
+            .write(move |db| db.put_object(&scope, &name, now_millis(), true, None))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, plugin: &str, key: &str) -> Result<(), PluginObjectError> {
+        let (scope, object_key) = Self::place(plugin, key)?;
+        let name = key.to_string();
+        self.storage
+            .write(move |db| match db.find_object(&scope, &name)? {
+                Some(_) => db.delete_object(&scope, &name),
+                None => Ok(()),
+            })
+            .await?;
+        self.store.delete(&object_key).await?;
+        Ok(())
+    }
+
+    /// The plugin's keys, oldest first.
+    pub async fn list(&self, plugin: &str) -> Result<Vec<String>, PluginObjectError> {
+        let scope = ObjectScope::Plugin {
+            plugin_id: plugin.to_string(),
+        };
+        let all = Page {
+            limit: i64::MAX as u64,
+            offset: 0,
+        };
+        let objects = self
+            .storage
+            .read(move |db| db.list_objects(&scope, all))
+            .await?;
+        Ok(objects.into_iter().map(|object| object.key).collect())
     }
 }

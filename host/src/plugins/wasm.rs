@@ -17,6 +17,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::identity::{PluginObjectError, PluginObjects};
 use super::{
     ExternalOutcome, LoadedPlugin, PluginDescription, PluginError, TaskPlugin, TaskRequest,
     TriggerPlugin, WakeOutcome,
@@ -37,7 +38,16 @@ mod trigger_bindings {
 }
 
 mod task_bindings {
-    wasmtime::component::bindgen!({ world: "task", path: "../wit" });
+    // The interfaces both worlds import are the trigger bindings' (one host implementation).
+    wasmtime::component::bindgen!({
+        world: "task",
+        path: "../wit",
+        with: {
+            "gofer:plugin/types": super::trigger_bindings::gofer::plugin::types,
+            "gofer:plugin/host": super::trigger_bindings::gofer::plugin::host,
+            "gofer:plugin/objects": super::trigger_bindings::gofer::plugin::objects,
+        },
+    });
 }
 
 /// Limits every call runs under.
@@ -133,9 +143,11 @@ struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    /// The plugin's name (its objects' scope, its grants' key).
     plugin: String,
     http: wasmtime_wasi_http::WasiHttpCtx,
     grants: HttpGrants,
+    objects: Option<Arc<PluginObjects>>,
 }
 
 impl wasmtime_wasi_http::WasiHttpView for State {
@@ -179,17 +191,42 @@ impl trigger_bindings::gofer::plugin::host::Host for State {
 
 impl trigger_bindings::gofer::plugin::types::Host for State {}
 
-impl task_bindings::gofer::plugin::host::Host for State {
-    fn log(&mut self, level: task_bindings::gofer::plugin::host::LogLevel, message: String) {
-        log(&self.plugin, level as u8, &message);
-    }
-
-    fn now_millis(&mut self) -> u64 {
-        crate::models::now_millis()
+impl State {
+    /// Runs an object call in the calling plugin's own scope, waiting for it (plugin calls run on
+    /// the blocking pool, inside the server's runtime).
+    fn objects<T, F>(&self, call: impl FnOnce(Arc<PluginObjects>, String) -> F) -> Result<T, String>
+    where
+        F: std::future::Future<Output = Result<T, PluginObjectError>>,
+    {
+        let objects = self
+            .objects
+            .clone()
+            .ok_or("this server gives plugins no object store")?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "objects are not available outside a plugin call".to_string())?;
+        runtime
+            .block_on(call(objects, self.plugin.clone()))
+            .map_err(|error| error.to_string())
     }
 }
 
-impl task_bindings::gofer::plugin::types::Host for State {}
+impl trigger_bindings::gofer::plugin::objects::Host for State {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
+        self.objects(|objects, plugin| async move { objects.get(&plugin, &key).await })
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        self.objects(|objects, plugin| async move { objects.put(&plugin, &key, value).await })
+    }
+
+    fn delete(&mut self, key: String) -> Result<(), String> {
+        self.objects(|objects, plugin| async move { objects.delete(&plugin, &key).await })
+    }
+
+    fn keys(&mut self) -> Result<Vec<String>, String> {
+        self.objects(|objects, plugin| async move { objects.list(&plugin).await })
+    }
+}
 
 /// The engine, linkers and code cache; shared by every plugin.
 pub struct WasmRuntime {
@@ -198,6 +235,7 @@ pub struct WasmRuntime {
     task_linker: Linker<State>,
     cache_dir: PathBuf,
     limits: Limits,
+    objects: Option<Arc<PluginObjects>>,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -213,7 +251,13 @@ fn runtime_error(error: impl std::fmt::Display) -> PluginError {
 }
 
 impl WasmRuntime {
-    pub fn new(cache_dir: PathBuf, limits: Limits) -> Result<Arc<Self>, PluginError> {
+    /// The engine for every plugin; `objects` backs the plugins' `objects` interface (none:
+    /// every object call fails with a message).
+    pub fn new(
+        cache_dir: PathBuf,
+        limits: Limits,
+        objects: Option<Arc<PluginObjects>>,
+    ) -> Result<Arc<Self>, PluginError> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         let engine = Engine::new(&config).map_err(runtime_error)?;
@@ -256,6 +300,7 @@ impl WasmRuntime {
             task_linker,
             cache_dir,
             limits,
+            objects,
         }))
     }
 
@@ -366,6 +411,15 @@ impl WasmRuntime {
                     |store, bindings| bindings.call_info(store),
                     self.limits.trigger_call,
                 )?;
+                // From now on the plugin acts as the name it gave (its objects' scope), whatever
+                // its file is called; the next call makes a fresh instance.
+                let trigger = Arc::new(WasmTrigger {
+                    runtime: Arc::clone(self),
+                    pre: trigger.pre.clone(),
+                    name: info.name.clone(),
+                    live: Mutex::new(None),
+                    subscriptions: Mutex::new(BTreeMap::new()),
+                });
                 let settings = info
                     .settings
                     .into_iter()
@@ -394,7 +448,8 @@ impl WasmRuntime {
                 let info = bindings
                     .call_info(&mut store)
                     .map_err(|error| classify(error, &self.limits))?;
-                // Grants are keyed by the plugin's own name, whatever its file is called.
+                // Grants and objects are keyed by the plugin's own name, whatever its file is
+                // called.
                 let task = Arc::new(WasmTask {
                     runtime: Arc::clone(self),
                     pre: task.pre.clone(),
@@ -423,6 +478,7 @@ impl WasmRuntime {
                 table: ResourceTable::new(),
                 limits,
                 plugin: plugin.to_string(),
+                objects: self.objects.clone(),
                 http: wasmtime_wasi_http::WasiHttpCtx::new(),
                 grants: HttpGrants {
                     plugin: plugin.to_string(),

@@ -173,6 +173,95 @@ async fn interval_starts_runs_every_second_until_unsubscribed_and_survives_a_res
     assert_error(&api.get(&path).await, StatusCode::NOT_FOUND, "not found");
 }
 
+/// The `(every_ms, next_ms)` the interval plugin keeps in its objects for a subscription.
+async fn kept_schedule(api: &Api, subscription: &str) -> Option<(u64, u64)> {
+    let key = format!("schedule default/{subscription}")
+        .replace(' ', "%20")
+        .replace('/', "%2F");
+    let (status, body) = api
+        .get(&format!("/api/extensions/interval/objects/{key}"))
+        .await;
+    if status == StatusCode::NOT_FOUND {
+        return None;
+    }
+    let text = body.as_str().unwrap_or_default().to_string();
+    let field = |name: &str| -> u64 {
+        text.split_whitespace()
+            .find_map(|field| field.strip_prefix(&format!("{name}=")))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+    };
+    Some((field("every_ms"), field("next_ms")))
+}
+
+#[tokio::test]
+async fn interval_keeps_its_schedule_in_its_objects_across_restarts() {
+    let mut server = TestServer::start().await;
+    let api = server.client();
+    deploy(&api, debug_pipeline("daily")).await;
+    let subscribed = crate::support::now_millis();
+    let (status, body) = api
+        .post(
+            &subscriptions("daily"),
+            json!({"extension_id": "interval", "subscription_id": "hourly", "settings": {"every": "1h"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // The plugin wrote its schedule through the host's objects interface, in its own scope.
+    let (every, next) = kept_schedule(&api, "daily/hourly")
+        .await
+        .expect("a kept schedule");
+    assert_eq!(every, 3_600_000);
+    assert!(
+        (subscribed + 3_600_000..subscribed + 3_610_000).contains(&next),
+        "{next} vs {subscribed}"
+    );
+    let (_, listed) = api.get("/api/extensions/interval/objects").await;
+    assert_eq!(listed["objects"][0]["key"], "schedule default/daily/hourly");
+
+    // A restart resumes the schedule instead of starting the hour over.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server.restart().await;
+    assert_eq!(
+        kept_schedule(&api, "daily/hourly").await,
+        Some((every, next))
+    );
+    assert!(runs(&api, "daily").await.is_empty());
+
+    // A run that fell due while the server was down starts once it is back, and the next one
+    // is an hour on.
+    let overdue = format!(
+        "every_ms=3600000 next_ms={}",
+        crate::support::now_millis() - 60_000
+    );
+    let (status, body) = api
+        .post_raw(
+            "/api/extensions/interval/objects/schedule%20default%2Fdaily%2Fhourly?force=true",
+            &overdue,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runs(&api, "daily").await.is_empty() {
+        assert!(Instant::now() < deadline, "the overdue run never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        runs(&api, "daily").await.len(),
+        1,
+        "one run, not one per missed hour"
+    );
+    let (_, next) = kept_schedule(&api, "daily/hourly").await.unwrap();
+    assert!(next > crate::support::now_millis() + 3_500_000, "{next}");
+
+    // Unsubscribing drops the kept schedule.
+    let path = format!("{}/interval/hourly", subscriptions("daily"));
+    assert_eq!(api.delete(&path).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(kept_schedule(&api, "daily/hourly").await, None);
+}
+
 #[tokio::test]
 async fn cron_fires_on_its_schedule() {
     let server = TestServer::start().await;

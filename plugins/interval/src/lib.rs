@@ -1,10 +1,15 @@
 //! `interval`: starts a run every `every` (e.g. `30s`, `5m`, `1h`; at least one second).
+//!
+//! Each subscription's next due time is kept in the plugin's objects, so a restart of the server
+//! does not push the schedule back: a `24h` interval stays daily however often the server
+//! restarts, and a run that fell due while the server was down starts once when it is back.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use gofer_sdk::plugin::{
-    ExternalEvent, ExternalResponse, Fire, Info, Kind, Pairs, Parameter, Trigger, WakeResult,
+    ExternalEvent, ExternalResponse, Fire, Info, Kind, LogLevel, Pairs, Parameter, Trigger,
+    WakeResult, log, objects,
 };
 
 struct Interval;
@@ -68,6 +73,46 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// The object keeping a subscription's schedule.
+fn schedule_key(subscription: &str) -> String {
+    format!("schedule {subscription}")
+}
+
+/// The stored `(every, next)` of a subscription, if any.
+fn stored_schedule(subscription: &str) -> Option<(u64, u64)> {
+    let stored = match objects::get(&schedule_key(subscription)) {
+        Ok(stored) => stored?,
+        Err(error) => {
+            log(
+                LogLevel::Warn,
+                &format!("could not read a schedule: {error}"),
+            );
+            return None;
+        }
+    };
+    let text = String::from_utf8(stored).ok()?;
+    let mut every = None;
+    let mut next = None;
+    for field in text.split_whitespace() {
+        match field.split_once('=') {
+            Some(("every_ms", value)) => every = value.parse().ok(),
+            Some(("next_ms", value)) => next = value.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((every?, next?))
+}
+
+fn store_schedule(subscription: &str, every: u64, next: u64) {
+    let value = format!("every_ms={every} next_ms={next}");
+    if let Err(error) = objects::put(&schedule_key(subscription), value.as_bytes()) {
+        log(
+            LogLevel::Warn,
+            &format!("could not keep a schedule (a restart will start it over): {error}"),
+        );
+    }
+}
+
 impl Trigger for Interval {
     fn info() -> Info {
         Info {
@@ -104,7 +149,15 @@ impl Trigger for Interval {
         if every < 1_000 {
             return Err(format!("'every' must be at least 1s, got {every}ms"));
         }
-        let next = now_millis + every;
+        // Resume a kept schedule (one that fell due while the server was down fires at once).
+        let next = match stored_schedule(&subscription) {
+            Some((stored_every, next)) if stored_every == every => next.max(now_millis),
+            _ => {
+                let next = now_millis + every;
+                store_schedule(&subscription, every, next);
+                next
+            }
+        };
         SUBSCRIPTIONS.with(|subscriptions| {
             subscriptions
                 .borrow_mut()
@@ -115,6 +168,12 @@ impl Trigger for Interval {
 
     fn unsubscribe(subscription: String) {
         SUBSCRIPTIONS.with(|subscriptions| subscriptions.borrow_mut().remove(&subscription));
+        if let Err(error) = objects::delete(&schedule_key(&subscription)) {
+            log(
+                LogLevel::Warn,
+                &format!("could not drop a schedule: {error}"),
+            );
+        }
     }
 
     fn wake(now_millis: u64) -> WakeResult {
@@ -130,8 +189,9 @@ impl Trigger for Interval {
                             format!("{}ms", subscription.every),
                         )],
                     });
-                    // Missed intervals (the server was down) are not made up for.
+                    // Missed intervals are not made up for one by one: the next is `every` on.
                     subscription.next = now_millis + subscription.every;
+                    store_schedule(id, subscription.every, subscription.next);
                 }
             }
             let next_wake = subscriptions
