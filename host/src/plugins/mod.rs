@@ -101,8 +101,7 @@ pub struct TaskRequest {
     pub settings: Vec<(String, String)>,
     pub env: Vec<(String, String)>,
     pub deadline: Duration,
-    /// The task's output (its log): chunks sent as the plugin writes them (gRPC plugins), or all
-    /// of it when the task ends (WebAssembly plugins).
+    /// The task's output (its log): chunks sent as the plugin writes them.
     pub output: tokio::sync::mpsc::Sender<Vec<u8>>,
 }
 

@@ -46,6 +46,21 @@ async fn wait_for_plugins(api: &Api, what: &str, check: impl Fn(&[Value]) -> boo
     }
 }
 
+/// Drops the `misbehave` fixture into the server's plugins folder and waits until it is loaded.
+async fn load_misbehave(server: &TestServer, api: &Api) {
+    std::fs::copy(
+        fixture("misbehave"),
+        plugins_dir(server).join("misbehave.wasm"),
+    )
+    .unwrap();
+    wait_for_plugins(api, "misbehave loads", |plugins| {
+        plugins
+            .iter()
+            .any(|p| p["name"] == "misbehave" && p["status"] == "loaded")
+    })
+    .await;
+}
+
 fn debug_pipeline(id: &str) -> Value {
     json!({"id": id, "name": id, "tasks": [
         {"id": "report", "plugin": "debug", "settings": {"note": "from-debug"}, "depends_on": {}, "variables": {}}
@@ -424,17 +439,7 @@ async fn a_shared_task_runs_beside_a_container_task() {
 async fn the_sandbox_stops_misbehaving_plugins_and_the_server_keeps_serving() {
     let server = TestServer::start().await;
     let api = server.client();
-    std::fs::copy(
-        fixture("misbehave"),
-        plugins_dir(&server).join("misbehave.wasm"),
-    )
-    .unwrap();
-    wait_for_plugins(&api, "misbehave loads", |plugins| {
-        plugins
-            .iter()
-            .any(|p| p["name"] == "misbehave" && p["status"] == "loaded")
-    })
-    .await;
+    load_misbehave(&server, &api).await;
     let task = |id: &str, mode: &str| json!({"id": id, "plugin": "misbehave", "settings": {"mode": mode}, "depends_on": {}, "variables": {}, "timeout": "2s"});
     deploy(&api, json!({"id": "sandbox", "name": "sandbox", "tasks": [
         task("spin", "spin"), task("bomb", "bomb"), task("panic", "panic"), task("read", "read"), task("fine", "ok"),
@@ -495,6 +500,87 @@ async fn the_sandbox_stops_misbehaving_plugins_and_the_server_keeps_serving() {
         )
         .await["fine"]["status"],
         "successful"
+    );
+}
+
+#[tokio::test]
+async fn wasm_task_output_is_live_and_capped_and_cancel_stops_the_guest() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    load_misbehave(&server, &api).await;
+    let task = |id: &str, mode: &str| json!({"id": id, "plugin": "misbehave", "settings": {"mode": mode}, "depends_on": {}, "variables": {}, "timeout": "60s"});
+    deploy(
+        &api,
+        json!({"id": "live", "name": "live", "tasks": [task("spin", "spin")]}),
+    )
+    .await;
+    deploy(
+        &api,
+        json!({"id": "flood", "name": "flood", "tasks": [task("flood", "flood")]}),
+    )
+    .await;
+
+    // What the guest printed is in the log while it still runs.
+    let run_id = start_run(&api, "live", json!({})).await;
+    let path = format!("/api/namespaces/default/pipelines/live/runs/{run_id}/tasks/spin/logs");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, log) = api.get(&path).await;
+        if log.as_str().unwrap_or_default().contains("spinning") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no live output: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        tasks_of(&api, "live", run_id).await["spin"]["state"],
+        "running"
+    );
+    // Cancelling stops the spinning guest itself, not only the run's bookkeeping.
+    let cancelled = Instant::now();
+    let (status, body) = api
+        .delete(&format!(
+            "/api/namespaces/default/pipelines/live/runs/{run_id}"
+        ))
+        .await;
+    assert!(status.is_success(), "{body}");
+    assert_eq!(
+        wait_for_run(&api, "live", run_id, 20).await["status"],
+        "cancelled"
+    );
+    while !server.log().contains("a cancelled shared task was stopped") {
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(5),
+            "{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Output beyond 16 MiB is cut, with a note, and the task still succeeds.
+    let run_id = start_run(&api, "flood", json!({})).await;
+    let run = wait_for_run(&api, "flood", run_id, 60).await;
+    assert_eq!(run["status"], "successful", "{run}");
+    let (_, log) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/flood/runs/{run_id}/tasks/flood/logs"
+        ))
+        .await;
+    let log = log.as_str().unwrap();
+    assert!(
+        log.starts_with("line 0000000\nline 0000001\n"),
+        "{}",
+        &log[..40]
+    );
+    assert!(
+        log.ends_with("\n[gofer: output cut at 16 MiB]\n"),
+        "{}",
+        &log[log.len() - 80..]
+    );
+    assert!(
+        (16 << 20..(16 << 20) + 100).contains(&log.len()),
+        "{}",
+        log.len()
     );
 }
 
@@ -764,17 +850,7 @@ async fn a_granted_directory_is_readable_and_nothing_else() {
     );
     let server = TestServer::start_with(&[], &["--config", config.to_str().unwrap()]).await;
     let api = server.client();
-    std::fs::copy(
-        fixture("misbehave"),
-        plugins_dir(&server).join("misbehave.wasm"),
-    )
-    .unwrap();
-    wait_for_plugins(&api, "misbehave loads", |plugins| {
-        plugins
-            .iter()
-            .any(|p| p["name"] == "misbehave" && p["status"] == "loaded")
-    })
-    .await;
+    load_misbehave(&server, &api).await;
     deploy(&api, json!({"id": "reader", "name": "reader", "tasks": [
         {"id": "read", "plugin": "misbehave", "settings": {"mode": "read"}, "depends_on": {}, "variables": {}},
     ]})).await;
