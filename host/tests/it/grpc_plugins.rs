@@ -372,21 +372,8 @@ async fn go_task_output_is_live_and_cancel_stops_it() {
     ]}))
     .await;
     let run_id = crate::support::start_run(&api, "live", json!({})).await;
-    let path = format!("/api/namespaces/default/pipelines/live/runs/{run_id}/tasks/slow/logs");
     // What the task printed before its sleep is in the log while it still runs.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, log) = api.get(&path).await;
-        if log
-            .as_str()
-            .unwrap_or_default()
-            .contains("setting sleep=60s")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no live output: {log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::wait_for_log(&api, "live", run_id, "slow", "setting sleep=60s").await;
     assert_eq!(
         tasks_of(&api, "live", run_id).await["slow"]["state"],
         "running"
@@ -515,17 +502,7 @@ async fn a_plugin_calls_the_api_with_its_own_scoped_token() {
     let run_id = crate::support::start_run(&admin, "identity", json!({})).await;
     let run = wait_for_run(&admin, "identity", run_id, 30).await;
     assert_eq!(run["status"], "successful", "{run}");
-    let log = |task: &'static str| {
-        let admin = admin.clone();
-        async move {
-            let (_, log) = admin
-                .get(&format!(
-                    "/api/namespaces/default/pipelines/identity/runs/{run_id}/tasks/{task}/logs"
-                ))
-                .await;
-            log.as_str().unwrap_or_default().to_string()
-        }
-    };
+    let log = |task: &'static str| crate::support::task_log(&admin, "identity", run_id, task);
     let saved = log("save").await;
     assert!(saved.contains("saved object greeting"), "{saved}");
     assert!(

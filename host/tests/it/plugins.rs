@@ -522,16 +522,7 @@ async fn wasm_task_output_is_live_and_capped_and_cancel_stops_the_guest() {
 
     // What the guest printed is in the log while it still runs.
     let run_id = start_run(&api, "live", json!({})).await;
-    let path = format!("/api/namespaces/default/pipelines/live/runs/{run_id}/tasks/spin/logs");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, log) = api.get(&path).await;
-        if log.as_str().unwrap_or_default().contains("spinning") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no live output: {log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::wait_for_log(&api, "live", run_id, "spin", "spinning").await;
     assert_eq!(
         tasks_of(&api, "live", run_id).await["spin"]["state"],
         "running"
@@ -561,12 +552,7 @@ async fn wasm_task_output_is_live_and_capped_and_cancel_stops_the_guest() {
     let run_id = start_run(&api, "flood", json!({})).await;
     let run = wait_for_run(&api, "flood", run_id, 60).await;
     assert_eq!(run["status"], "successful", "{run}");
-    let (_, log) = api
-        .get(&format!(
-            "/api/namespaces/default/pipelines/flood/runs/{run_id}/tasks/flood/logs"
-        ))
-        .await;
-    let log = log.as_str().unwrap();
+    let log = crate::support::task_log(&api, "flood", run_id, "flood").await;
     assert!(
         log.starts_with("line 0000000\nline 0000001\n"),
         "{}",
@@ -820,24 +806,14 @@ async fn http_request_reaches_granted_hosts_only() {
         "only the three granted requests reached the server"
     );
     // A bad grant stops start-up with the key named.
-    let bad = crate::support::write_file(
+    let refused = crate::support::refused_start(
         dir.path(),
-        "bad.toml",
         "[plugins.grants.debug]\nhttp_hosts = [\"http://x/\"]\n",
     );
-    let output = crate::support::gofer_command()
-        .args([
-            "service",
-            "start",
-            "--config",
-            bad.to_str().unwrap(),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("plugins.grants.debug.http_hosts"));
+    assert!(
+        refused.contains("plugins.grants.debug.http_hosts"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
@@ -867,24 +843,14 @@ async fn a_granted_directory_is_readable_and_nothing_else() {
         log.as_str().unwrap().contains("bytes of /etc/passwd"),
         "{log}"
     );
-    let bad = crate::support::write_file(
+    let refused = crate::support::refused_start(
         dir.path(),
-        "bad.toml",
         "[plugins.grants.misbehave]\nread_dirs = [\"relative/dir\"]\n",
     );
-    let output = crate::support::gofer_command()
-        .args([
-            "service",
-            "start",
-            "--config",
-            bad.to_str().unwrap(),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("plugins.grants.misbehave.read_dirs"));
+    assert!(
+        refused.contains("plugins.grants.misbehave.read_dirs"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]

@@ -542,3 +542,57 @@ pub async fn wait_until_running(api: &Api, pipeline: &str, run_id: u64, task: &s
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A task's log as stored so far (default namespace).
+pub async fn task_log(api: &Api, pipeline: &str, run_id: u64, task: &str) -> String {
+    let (_, log) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/logs"
+        ))
+        .await;
+    log.as_str().unwrap_or_default().to_string()
+}
+
+/// Waits (up to 15 s) until a task's log contains `needle`; returns the log.
+pub async fn wait_for_log(
+    api: &Api,
+    pipeline: &str,
+    run_id: u64,
+    task: &str,
+    needle: &str,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = task_log(api, pipeline, run_id, task).await;
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never showed in the log of {task}: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts the server with a config file holding `config` and expects it to refuse; returns what
+/// it printed on stderr.
+pub fn refused_start(dir: &Path, config: &str) -> String {
+    let file = write_file(dir, "refused.toml", config);
+    let output = gofer_command()
+        .args([
+            "service",
+            "start",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+        ])
+        .arg(dir.join("refused-data"))
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "the server started with {config:?}"
+    );
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
