@@ -105,9 +105,17 @@ async fn drive_inner(
     }
     let run_limit =
         run_timeout.and_then(|text| parse_timeout("run", &text).ok().map(|limit| (limit, text)));
-    let deadline = run_limit
-        .as_ref()
-        .map(|(limit, _)| tokio::time::Instant::now() + *limit);
+    // Counted from when the run was dispatched (its tasks were created then), so a run resumed
+    // after a restart keeps its original deadline.
+    let dispatched = driver
+        .tasks
+        .values()
+        .map(|task| task.created)
+        .min()
+        .unwrap_or(0);
+    let deadline = run_limit.as_ref().map(|(limit, _)| {
+        tokio::time::Instant::now() + limit.saturating_sub(elapsed_since(dispatched))
+    });
     let mut control_open = true;
     loop {
         driver.advance().await?;
@@ -234,7 +242,9 @@ impl Driver {
         self.in_flight.push(
             async move {
                 let task_id = task.task_id.clone();
-                let timeout = task_timeout(&task);
+                // What is left of the timeout of the attempt that was running.
+                let timeout = task_timeout(&task)
+                    .map(|(limit, text)| (limit.saturating_sub(elapsed_since(task.started)), text));
                 match orchestrator
                     .reattach(&task, &container, stop.clone(), timeout)
                     .await
@@ -471,6 +481,14 @@ impl Driver {
             .await?;
         tracing::info!(run_id = self.key.run_id, pipeline = %self.key.pipeline_id, ?status, "run complete");
         Ok(())
+    }
+}
+
+/// How long ago an epoch-millisecond time was (zero for 0, "not yet").
+fn elapsed_since(millis: u64) -> Duration {
+    match millis {
+        0 => Duration::ZERO,
+        millis => Duration::from_millis(crate::models::now_millis().saturating_sub(millis)),
     }
 }
 

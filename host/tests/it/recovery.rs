@@ -93,3 +93,51 @@ async fn runs_in_flight_survive_a_kill_9_of_the_server() {
     }
     assert!(crate::support::containers_of("rec-long").is_empty());
 }
+
+#[tokio::test]
+async fn timeouts_keep_counting_across_a_restart() {
+    let mut server = TestServer::start_with_env(&[("GOFER_RUNS__STOP_TIMEOUT_SECS", "1")]).await;
+    let api = server.client();
+    let mut slow_task = shell_task("slow", "sleep 60", json!({}));
+    slow_task["timeout"] = json!("6s");
+    deploy(
+        &api,
+        json!({"id": "rec-task-timeout", "name": "task timeout", "tasks": [slow_task]}),
+    )
+    .await;
+    deploy(
+        &api,
+        json!({"id": "rec-run-timeout", "name": "run timeout", "timeout": "6s", "tasks": [
+            shell_task("slow", "sleep 60", json!({})),
+        ]}),
+    )
+    .await;
+    let task_run = start_run(&api, "rec-task-timeout", json!({})).await;
+    let run_run = start_run(&api, "rec-run-timeout", json!({})).await;
+    crate::support::wait_until_running(&api, "rec-task-timeout", task_run, "slow").await;
+    crate::support::wait_until_running(&api, "rec-run-timeout", run_run, "slow").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.spawn(&[]).await;
+
+    // Six seconds from when they started, not from the restart (which would make it 10 s or more).
+    let run = wait_for_run(&api, "rec-task-timeout", task_run, 60).await;
+    let task = &tasks_of(&api, "rec-task-timeout", task_run).await["slow"];
+    assert_eq!(task["status_reason"]["reason"], "timeout", "{task}");
+    let took = task["ended"].as_u64().unwrap() - task["started"].as_u64().unwrap();
+    assert!(
+        (5_500..9_500).contains(&took),
+        "the task timed out after {took} ms: {run}"
+    );
+
+    let run = wait_for_run(&api, "rec-run-timeout", run_run, 60).await;
+    let reason = run["status_reason"].to_string();
+    assert!(reason.contains("timeout of 6s"), "{run}");
+    let task = &tasks_of(&api, "rec-run-timeout", run_run).await["slow"];
+    let took = run["ended"].as_u64().unwrap() - task["created"].as_u64().unwrap();
+    assert!(
+        (5_500..9_500).contains(&took),
+        "the run timed out after {took} ms: {run}"
+    );
+}
