@@ -86,16 +86,7 @@ pub fn parse_timeout(owner: &str, value: &str) -> Result<std::time::Duration, Co
 
 /// Checks Gofer's identifier rule: 3 to 32 characters of `[a-zA-Z0-9-]`.
 pub fn validate_identifier(what: &'static str, id: &str) -> Result<(), ConfigError> {
-    let problem = if id.len() > 32 {
-        Some("length cannot be greater than 32")
-    } else if id.len() < 3 {
-        Some("length cannot be less than 3")
-    } else if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        Some("can only be made up of alphanumeric and hyphen characters")
-    } else {
-        None
-    };
-    match problem {
+    match gofer_sdk::rules::identifier_problem(id) {
         Some(problem) => Err(ConfigError::InvalidId {
             what,
             id: id.to_string(),
@@ -217,7 +208,15 @@ impl PipelineConfigInput {
         for task in &self.tasks {
             task.validate(&ids)?;
         }
-        find_cycle(&self.tasks).map_or(Ok(()), |cycle| Err(ConfigError::Cycle(cycle)))
+        let graph: Vec<(&str, Vec<&str>)> = self
+            .tasks
+            .iter()
+            .map(|task| {
+                let parents = task.depends_on.keys().map(String::as_str).collect();
+                (task.id.as_str(), parents)
+            })
+            .collect();
+        gofer_sdk::rules::find_cycle(&graph).map_or(Ok(()), |cycle| Err(ConfigError::Cycle(cycle)))
     }
 
     /// Turns a validated input into the stored form: tasks keyed by id, snake_case conditions,
@@ -330,69 +329,6 @@ impl TaskInput {
             retries: self.retries,
         }
     }
-}
-
-/// Returns one cycle (as a path that starts and ends on the same task) if the tasks have any.
-/// Self-dependencies count. Assumes every dependency names an existing task.
-fn find_cycle(tasks: &[TaskInput]) -> Option<Vec<String>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        Unvisited,
-        OnPath,
-        Done,
-    }
-    let index: HashMap<&str, usize> = tasks
-        .iter()
-        .enumerate()
-        .map(|(position, task)| (task.id.as_str(), position))
-        .collect();
-    let parents: Vec<Vec<usize>> = tasks
-        .iter()
-        .map(|task| {
-            let mut parents: Vec<usize> = task
-                .depends_on
-                .keys()
-                .filter_map(|parent| index.get(parent.as_str()).copied())
-                .collect();
-            parents.sort_unstable();
-            parents
-        })
-        .collect();
-    let mut marks = vec![Mark::Unvisited; tasks.len()];
-    for start in 0..tasks.len() {
-        if marks[start] != Mark::Unvisited {
-            continue;
-        }
-        // Iterative depth-first search; `path` holds (task, next parent to visit).
-        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
-        marks[start] = Mark::OnPath;
-        while let Some((node, next)) = path.last_mut() {
-            let node = *node;
-            if let Some(&parent) = parents[node].get(*next) {
-                *next += 1;
-                match marks[parent] {
-                    Mark::Unvisited => {
-                        marks[parent] = Mark::OnPath;
-                        path.push((parent, 0));
-                    }
-                    Mark::OnPath => {
-                        let from = path.iter().position(|(n, _)| *n == parent).unwrap_or(0);
-                        let mut cycle: Vec<String> = path[from..]
-                            .iter()
-                            .map(|(n, _)| tasks[*n].id.clone())
-                            .collect();
-                        cycle.push(tasks[parent].id.clone());
-                        return Some(cycle);
-                    }
-                    Mark::Done => {}
-                }
-            } else {
-                marks[node] = Mark::Done;
-                path.pop();
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]

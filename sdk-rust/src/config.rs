@@ -356,7 +356,15 @@ impl Pipeline {
                 });
             }
         }
-        if let Some(cycle) = find_cycle(&self.tasks, &tasks) {
+        let graph: Vec<(&str, Vec<&str>)> = self
+            .tasks
+            .iter()
+            .map(|task| {
+                let parents = task.depends_on.keys().map(String::as_str).collect();
+                (task.id.as_str(), parents)
+            })
+            .collect();
+        if let Some(cycle) = crate::rules::find_cycle(&graph) {
             return Err(ConfigError::Cycle(cycle));
         }
         let mut triggers = BTreeSet::new();
@@ -417,58 +425,8 @@ fn format_duration(duration: Duration) -> String {
     }
 }
 
-/// A cycle as a path of task ids (the first repeated at the end), if the tasks have one.
-fn find_cycle(order: &[Task], tasks: &BTreeMap<&str, &Task>) -> Option<Vec<String>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        Visiting,
-        Done,
-    }
-    fn visit<'a>(
-        id: &'a str,
-        tasks: &BTreeMap<&str, &'a Task>,
-        marks: &mut HashMap<&'a str, Mark>,
-        path: &mut Vec<&'a str>,
-    ) -> Option<Vec<String>> {
-        match marks.get(id) {
-            Some(Mark::Done) => return None,
-            Some(Mark::Visiting) => {
-                let start = path.iter().position(|step| *step == id)?;
-                let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
-                cycle.push(id.to_string());
-                return Some(cycle);
-            }
-            None => {}
-        }
-        marks.insert(id, Mark::Visiting);
-        path.push(id);
-        for parent in tasks[id].depends_on.keys() {
-            if let Some(cycle) = visit(parent, tasks, marks, path) {
-                return Some(cycle);
-            }
-        }
-        path.pop();
-        marks.insert(id, Mark::Done);
-        None
-    }
-    let mut marks = HashMap::new();
-    let mut path = Vec::new();
-    order
-        .iter()
-        .find_map(|task| visit(&task.id, tasks, &mut marks, &mut path))
-}
-
 fn validate_identifier(what: &'static str, id: &str) -> Result<(), ConfigError> {
-    let problem = if id.len() > 32 {
-        Some("length cannot be greater than 32")
-    } else if id.len() < 3 {
-        Some("length cannot be less than 3")
-    } else if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        Some("can only be made up of alphanumeric and hyphen characters")
-    } else {
-        None
-    };
-    match problem {
+    match crate::rules::identifier_problem(id) {
         Some(problem) => Err(ConfigError::InvalidId {
             what,
             id: id.into(),

@@ -28,3 +28,4 @@
 pub mod config;
 #[cfg(feature = "plugin")]
 pub mod plugin;
+pub mod rules;
