@@ -34,7 +34,7 @@ fn go_plugins() -> &'static Path {
 }
 
 /// A plugins folder holding manifests for the named example plugins.
-fn folder_with(server_dir: &Path, plugins: &[&str]) -> PathBuf {
+pub fn folder_with(server_dir: &Path, plugins: &[&str]) -> PathBuf {
     let folder = server_dir.join("grpc-plugins");
     std::fs::create_dir_all(&folder).unwrap();
     for plugin in plugins {

@@ -1,5 +1,5 @@
-//! HTTPS: a server with an operator-provided certificate (made here by openssl) and the CLI
-//! trusting it with --ca-cert.
+//! HTTPS: a server with an operator-provided certificate (made here by openssl), the CLI trusting
+//! it with --ca-cert, and a gRPC plugin calling the API over HTTPS with the certificate it is given.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -95,6 +95,7 @@ async fn the_cli_talks_to_an_https_server() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = certificates(dir.path());
     let address = free_address();
+    let plugins = crate::grpc_plugins::folder_with(dir.path(), &["go-echo"]);
     let _server = Server(
         gofer_command()
             .args([
@@ -107,6 +108,7 @@ async fn the_cli_talks_to_an_https_server() {
             .arg(dir.path().join("data"))
             .env("GOFER_SERVER__TLS_CERT", &cert)
             .env("GOFER_SERVER__TLS_KEY", &key)
+            .env("GOFER_PLUGINS__DIR", &plugins)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -139,7 +141,8 @@ async fn the_cli_talks_to_an_https_server() {
         dir.path(),
         "pipeline.json",
         r#"{"id": "secure", "name": "secure", "tasks": [
-            {"id": "report", "plugin": "debug", "settings": {"note": "over-tls"}, "depends_on": {}, "variables": {}}]}"#,
+            {"id": "report", "plugin": "debug", "settings": {"note": "over-tls"}, "depends_on": {}, "variables": {}},
+            {"id": "ask", "plugin": "go-echo", "settings": {"api_get": "/api/namespaces"}, "depends_on": {}, "variables": {}}]}"#,
     );
     let registered = cli(&[
         "--ca-cert",
@@ -159,7 +162,9 @@ async fn the_cli_talks_to_an_https_server() {
     let followed = cli(&["--ca-cert", &ca, "run", "start", "secure", "--follow"]);
     let output = String::from_utf8_lossy(&followed.stdout);
     assert!(
-        followed.status.success() && output.contains("over-tls"),
+        followed.status.success()
+            && output.contains("over-tls")
+            && output.contains("api GET /api/namespaces: 200"),
         "{output}\n{}",
         String::from_utf8_lossy(&followed.stderr)
     );
