@@ -88,8 +88,30 @@ pub fn validate_resource(resource: &str) -> Result<(), String> {
     }
 }
 
+/// A resource target as a regex matching whole ids. Compiled once per pattern (compiling costs
+/// tens of microseconds; a filtered list checks every item), in a small bounded cache.
 fn full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::Regex::new(&format!("^(?:{pattern})$"))
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    const MOST_PATTERNS: usize = 1024;
+    static COMPILED: OnceLock<Mutex<HashMap<String, regex::Regex>>> = OnceLock::new();
+    let compiled = COMPILED.get_or_init(Default::default);
+    if let Some(regex) = compiled
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(pattern)
+    {
+        return Ok(regex.clone());
+    }
+    let regex = regex::Regex::new(&format!("^(?:{pattern})$"))?;
+    let mut compiled = compiled
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if compiled.len() >= MOST_PATTERNS {
+        compiled.clear();
+    }
+    compiled.insert(pattern.to_string(), regex.clone());
+    Ok(regex)
 }
 
 /// One resource a route needs, e.g. `namespaces` with target `default`.
