@@ -86,6 +86,32 @@ pub(super) enum ObjectCommand {
     /// A run's objects (`run_object{{KEY}}`), expiring with the run.
     #[command(subcommand)]
     Run(RunObjectCommand),
+    /// A plugin's own objects (its key-value store, e.g. `interval`'s schedules).
+    #[command(subcommand)]
+    Plugin(PluginObjectCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum PluginObjectCommand {
+    /// List a plugin's objects, oldest first.
+    List { plugin: String },
+    /// Write an object to a file (default: stdout).
+    Get {
+        plugin: String,
+        key: String,
+        #[arg(long)]
+        output_file: Option<PathBuf>,
+    },
+    /// Upload a file (`-` for stdin) as an object.
+    Put {
+        plugin: String,
+        key: String,
+        file: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete an object.
+    Delete { plugin: String, key: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,18 +309,10 @@ pub(super) async fn secret(ctx: &Session, command: SecretCommand) -> anyhow::Res
     }
 }
 
-/// The API path of an object (or of the list, without a key).
-fn object_path(ctx: &Session, pipeline: &str, run: Option<u64>, key: Option<&str>) -> String {
-    let mut path = ctx.pipeline_path(pipeline);
-    if let Some(run) = run {
-        path.push_str(&format!("/runs/{run}"));
-    }
-    path.push_str("/objects");
-    if let Some(key) = key {
-        path.push('/');
-        path.push_str(&key.replace('%', "%25").replace('/', "%2F"));
-    }
-    path
+/// A key (or name) as one path segment: `%` and `/` escaped (spaces and the rest are sent as
+/// they are and escaped by the HTTP client).
+fn escape_key(key: &str) -> String {
+    key.replace('%', "%25").replace('/', "%2F")
 }
 
 async fn list_objects(ctx: &Session, path: &str) -> anyhow::Result<()> {
@@ -350,90 +368,99 @@ async fn put_object(ctx: &Session, path: &str, file: PathBuf, force: bool) -> an
     Ok(())
 }
 
+/// What to do with an object, whoever owns it.
+enum ObjectAction {
+    List,
+    Get(String, Option<PathBuf>),
+    Put(String, PathBuf, bool),
+    Delete(String),
+}
+
 pub(super) async fn object(ctx: &Session, command: ObjectCommand) -> anyhow::Result<()> {
-    match command {
-        ObjectCommand::Pipeline(command) => match command {
-            PipelineObjectCommand::List { pipeline } => {
-                list_objects(ctx, &object_path(ctx, &pipeline, None, None)).await
-            }
-            PipelineObjectCommand::Get {
-                pipeline,
-                key,
-                output_file,
-            } => {
-                get_object(
-                    ctx,
-                    &object_path(ctx, &pipeline, None, Some(&key)),
+    // (the owner's objects path, the owner in words, what to do)
+    let (objects, owner, action) = match command {
+        ObjectCommand::Pipeline(command) => {
+            let (pipeline, action) = match command {
+                PipelineObjectCommand::List { pipeline } => (pipeline, ObjectAction::List),
+                PipelineObjectCommand::Get {
+                    pipeline,
+                    key,
                     output_file,
-                )
-                .await
-            }
-            PipelineObjectCommand::Put {
-                pipeline,
-                key,
-                file,
-                force,
-            } => {
-                put_object(
-                    ctx,
-                    &object_path(ctx, &pipeline, None, Some(&key)),
+                } => (pipeline, ObjectAction::Get(key, output_file)),
+                PipelineObjectCommand::Put {
+                    pipeline,
+                    key,
                     file,
                     force,
-                )
-                .await
-            }
-            PipelineObjectCommand::Delete { pipeline, key } => {
-                let body = ctx
-                    .client
-                    .delete(&object_path(ctx, &pipeline, None, Some(&key)))
-                    .await?;
-                ctx.done(
-                    &body,
-                    format!("Deleted object '{key}' of pipeline '{pipeline}'"),
-                );
-                Ok(())
-            }
-        },
-        ObjectCommand::Run(command) => match command {
-            RunObjectCommand::List { pipeline, run } => {
-                list_objects(ctx, &object_path(ctx, &pipeline, Some(run), None)).await
-            }
-            RunObjectCommand::Get {
-                pipeline,
-                run,
-                key,
-                output_file,
-            } => {
-                get_object(
-                    ctx,
-                    &object_path(ctx, &pipeline, Some(run), Some(&key)),
+                } => (pipeline, ObjectAction::Put(key, file, force)),
+                PipelineObjectCommand::Delete { pipeline, key } => {
+                    (pipeline, ObjectAction::Delete(key))
+                }
+            };
+            (
+                format!("{}/objects", ctx.pipeline_path(&pipeline)),
+                format!("pipeline '{pipeline}'"),
+                action,
+            )
+        }
+        ObjectCommand::Run(command) => {
+            let (pipeline, run, action) = match command {
+                RunObjectCommand::List { pipeline, run } => (pipeline, run, ObjectAction::List),
+                RunObjectCommand::Get {
+                    pipeline,
+                    run,
+                    key,
                     output_file,
-                )
-                .await
-            }
-            RunObjectCommand::Put {
-                pipeline,
-                run,
-                key,
-                file,
-                force,
-            } => {
-                put_object(
-                    ctx,
-                    &object_path(ctx, &pipeline, Some(run), Some(&key)),
+                } => (pipeline, run, ObjectAction::Get(key, output_file)),
+                RunObjectCommand::Put {
+                    pipeline,
+                    run,
+                    key,
                     file,
                     force,
-                )
-                .await
-            }
-            RunObjectCommand::Delete { pipeline, run, key } => {
-                let body = ctx
-                    .client
-                    .delete(&object_path(ctx, &pipeline, Some(run), Some(&key)))
-                    .await?;
-                ctx.done(&body, format!("Deleted object '{key}' of run {run}"));
-                Ok(())
-            }
-        },
+                } => (pipeline, run, ObjectAction::Put(key, file, force)),
+                RunObjectCommand::Delete { pipeline, run, key } => {
+                    (pipeline, run, ObjectAction::Delete(key))
+                }
+            };
+            (
+                format!("{}/runs/{run}/objects", ctx.pipeline_path(&pipeline)),
+                format!("run {run}"),
+                action,
+            )
+        }
+        ObjectCommand::Plugin(command) => {
+            let (plugin, action) = match command {
+                PluginObjectCommand::List { plugin } => (plugin, ObjectAction::List),
+                PluginObjectCommand::Get {
+                    plugin,
+                    key,
+                    output_file,
+                } => (plugin, ObjectAction::Get(key, output_file)),
+                PluginObjectCommand::Put {
+                    plugin,
+                    key,
+                    file,
+                    force,
+                } => (plugin, ObjectAction::Put(key, file, force)),
+                PluginObjectCommand::Delete { plugin, key } => (plugin, ObjectAction::Delete(key)),
+            };
+            (
+                format!("/api/extensions/{}/objects", escape_key(&plugin)),
+                format!("plugin '{plugin}'"),
+                action,
+            )
+        }
+    };
+    let object = |key: &str| format!("{objects}/{}", escape_key(key));
+    match action {
+        ObjectAction::List => list_objects(ctx, &objects).await,
+        ObjectAction::Get(key, output_file) => get_object(ctx, &object(&key), output_file).await,
+        ObjectAction::Put(key, file, force) => put_object(ctx, &object(&key), file, force).await,
+        ObjectAction::Delete(key) => {
+            let body = ctx.client.delete(&object(&key)).await?;
+            ctx.done(&body, format!("Deleted object '{key}' of {owner}"));
+            Ok(())
+        }
     }
 }

@@ -567,4 +567,19 @@ async fn the_cli_manages_secrets_and_objects() {
     assert!(ok);
     let (ok, _, stderr) = gofer(&["object", "pipeline", "get", "clied", "blob"], None);
     assert!(!ok && stderr.contains("object 'blob'"), "{stderr}");
+
+    // A plugin's own objects, keys with spaces and slashes included.
+    let (ok, _, stderr) = gofer(
+        &["object", "plugin", "put", "interval", "a b/c", "-"],
+        Some(b"kept"),
+    );
+    assert!(ok, "{stderr}");
+    let (_, stdout, _) = gofer(&["object", "plugin", "list", "interval"], None);
+    assert!(stdout.contains("a b/c"), "{stdout}");
+    let (ok, stdout, stderr) = gofer(&["object", "plugin", "get", "interval", "a b/c"], None);
+    assert!(ok && stdout == "kept", "{stdout} {stderr}");
+    let (ok, stdout, _) = gofer(&["object", "plugin", "delete", "interval", "a b/c"], None);
+    assert!(ok && stdout.contains("of plugin 'interval'"), "{stdout}");
+    let (_, stdout, _) = gofer(&["object", "plugin", "list", "interval"], None);
+    assert!(!stdout.contains("a b/c"), "{stdout}");
 }
