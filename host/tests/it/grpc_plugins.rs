@@ -380,13 +380,7 @@ async fn go_task_output_is_live_and_cancel_stops_it() {
     );
 
     let cancelled = Instant::now();
-    let (status, body) = api
-        .delete(&format!(
-            "/api/namespaces/default/pipelines/live/runs/{run_id}"
-        ))
-        .await;
-    assert!(status.is_success(), "{body}");
-    let run = wait_for_run(&api, "live", run_id, 20).await;
+    let run = crate::support::cancel_run(&api, "live", run_id).await;
     assert_eq!(run["status"], "cancelled", "{run}");
     assert!(cancelled.elapsed() < Duration::from_secs(10));
     // The plugin saw the cancellation (its context ended) and said so on stderr.

@@ -529,16 +529,8 @@ async fn wasm_task_output_is_live_and_capped_and_cancel_stops_the_guest() {
     );
     // Cancelling stops the spinning guest itself, not only the run's bookkeeping.
     let cancelled = Instant::now();
-    let (status, body) = api
-        .delete(&format!(
-            "/api/namespaces/default/pipelines/live/runs/{run_id}"
-        ))
-        .await;
-    assert!(status.is_success(), "{body}");
-    assert_eq!(
-        wait_for_run(&api, "live", run_id, 20).await["status"],
-        "cancelled"
-    );
+    let run = crate::support::cancel_run(&api, "live", run_id).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
     while !server.log().contains("a cancelled shared task was stopped") {
         assert!(
             cancelled.elapsed() < Duration::from_secs(5),

@@ -596,3 +596,14 @@ pub fn refused_start(dir: &Path, config: &str) -> String {
     );
     String::from_utf8_lossy(&output.stderr).to_string()
 }
+
+/// Cancels a run (default namespace) and waits (up to 20 s) until it has ended; returns it.
+pub async fn cancel_run(api: &Api, pipeline: &str, run_id: u64) -> Value {
+    let (status, body) = api
+        .delete(&format!(
+            "/api/namespaces/default/pipelines/{pipeline}/runs/{run_id}"
+        ))
+        .await;
+    assert!(status.is_success(), "cancelling run {run_id}: {body}");
+    wait_for_run(api, pipeline, run_id, 20).await
+}
