@@ -125,6 +125,10 @@ pub struct PluginsSection {
     pub handshake_timeout_ms: u64,
     /// How long a stopping gRPC plugin gets after SIGTERM before SIGKILL, in milliseconds.
     pub stop_grace_ms: u64,
+    /// Most objects a WebAssembly plugin may keep through its `objects` interface.
+    pub object_limit: u64,
+    /// Largest value a WebAssembly plugin may store as one object, in KiB.
+    pub object_max_kib: u64,
     /// What each plugin may reach beyond its sandbox, by plugin name.
     #[serde(default)]
     pub grants: std::collections::BTreeMap<String, PluginGrants>,
@@ -200,6 +204,8 @@ impl Default for ServerConfig {
                 task_timeout_secs: 300,
                 handshake_timeout_ms: 10_000,
                 stop_grace_ms: 5_000,
+                object_limit: 1000,
+                object_max_kib: 1024,
                 grants: Default::default(),
             },
             log: LogSection {
@@ -284,8 +290,9 @@ impl ServerConfig {
             || self.plugins.trigger_call_timeout_ms == 0
             || self.plugins.task_timeout_secs == 0
             || self.plugins.handshake_timeout_ms == 0
+            || self.plugins.object_max_kib == 0
         {
-            return invalid("plugins: memory_limit_mb, trigger_call_timeout_ms, task_timeout_secs and handshake_timeout_ms must be above 0".into());
+            return invalid("plugins: memory_limit_mb, trigger_call_timeout_ms, task_timeout_secs, handshake_timeout_ms and object_max_kib must be above 0".into());
         }
         for (plugin, grants) in &self.plugins.grants {
             for host in &grants.http_hosts {

@@ -84,7 +84,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     let plugin_objects = PluginObjects::new(
         storage.clone(),
         Arc::clone(&objects),
-        config.objects.max_object_size_mb << 20,
+        config.plugins.object_max_kib << 10,
+        config.plugins.object_limit,
     );
     let runtime = WasmRuntime::new(
         config.plugin_cache_dir(),

@@ -118,13 +118,17 @@ impl PluginIdentities {
 pub struct PluginObjects {
     storage: Storage,
     store: Arc<dyn ObjectStore>,
+    /// Largest value (`plugins.object_max_kib`).
     max_bytes: u64,
+    /// Most keys one plugin may hold (`plugins.object_limit`).
+    max_count: u64,
 }
 
 impl std::fmt::Debug for PluginObjects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginObjects")
             .field("max_bytes", &self.max_bytes)
+            .field("max_count", &self.max_count)
             .finish()
     }
 }
@@ -134,6 +138,12 @@ impl std::fmt::Debug for PluginObjects {
 pub enum PluginObjectError {
     #[error("{0}")]
     Key(String),
+    #[error(
+        "the value is {size} bytes; a plugin object may be at most {max} bytes (plugins.object_max_kib)"
+    )]
+    TooLarge { size: usize, max: u64 },
+    #[error("the plugin already has {0} objects (plugins.object_limit); delete some first")]
+    Full(u64),
     #[error("the object store failed: {0}")]
     Store(#[from] ObjectError),
     #[error("the object index failed: {0}")]
@@ -141,11 +151,17 @@ pub enum PluginObjectError {
 }
 
 impl PluginObjects {
-    pub fn new(storage: Storage, store: Arc<dyn ObjectStore>, max_bytes: u64) -> Self {
+    pub fn new(
+        storage: Storage,
+        store: Arc<dyn ObjectStore>,
+        max_bytes: u64,
+        max_count: u64,
+    ) -> Self {
         Self {
             storage,
             store,
             max_bytes,
+            max_count,
         }
     }
 
@@ -183,12 +199,43 @@ impl PluginObjects {
         value: Vec<u8>,
     ) -> Result<(), PluginObjectError> {
         let (scope, object_key) = Self::place(plugin, key)?;
+        if value.len() as u64 > self.max_bytes {
+            return Err(PluginObjectError::TooLarge {
+                size: value.len(),
+                max: self.max_bytes,
+            });
+        }
+        // The row first (refused when a new key would pass the limit), then the bytes.
+        let (name, limit) = (key.to_string(), self.max_count);
+        let (row_scope, row_name) = (scope.clone(), name.clone());
+        let admitted = self
+            .storage
+            .write(move |db| {
+                if db.find_object(&row_scope, &row_name)?.is_none() {
+                    let all = Page {
+                        limit: limit.saturating_add(1).min(i64::MAX as u64),
+                        offset: 0,
+                    };
+                    if db.list_objects(&row_scope, all)?.len() as u64 >= limit {
+                        return Ok(false);
+                    }
+                }
+                db.put_object(&row_scope, &row_name, now_millis(), true, None)?;
+                Ok(true)
+            })
+            .await?
+            .0;
+        if !admitted {
+            return Err(PluginObjectError::Full(limit));
+        }
         let body = futures_util::stream::once(async { Ok(bytes::Bytes::from(value)) }).boxed();
-        self.store.put(&object_key, body, self.max_bytes).await?;
-        let name = key.to_string();
-        self.storage
-            .write(move |db| db.put_object(&scope, &name, now_millis(), true, None))
-            .await?;
+        if let Err(error) = self.store.put(&object_key, body, self.max_bytes).await {
+            let _ = self
+                .storage
+                .write(move |db| db.delete_object(&scope, &name))
+                .await;
+            return Err(error.into());
+        }
         Ok(())
     }
 

@@ -901,3 +901,42 @@ async fn a_webhook_secret_can_come_from_the_secret_store() {
     assert_eq!(signed.status(), StatusCode::ACCEPTED);
     assert_eq!(runs(&api, "stored").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_wasm_plugin_keeps_its_own_objects_within_limits() {
+    let server = TestServer::start_with_env(&[
+        ("GOFER_PLUGINS__OBJECT_LIMIT", "5"),
+        ("GOFER_PLUGINS__OBJECT_MAX_KIB", "1"),
+    ])
+    .await;
+    let api = server.client();
+    load_misbehave(&server, &api).await;
+    deploy(&api, json!({"id": "hoarder", "name": "hoarder", "tasks": [
+        {"id": "hoard", "plugin": "misbehave", "settings": {"mode": "hoard"}, "depends_on": {}, "variables": {}},
+    ]}))
+    .await;
+    let run_id = start_run(&api, "hoarder", json!({})).await;
+    let run = wait_for_run(&api, "hoarder", run_id, 60).await;
+    assert_eq!(run["status"], "successful", "{run}");
+    let log = crate::support::task_log(&api, "hoarder", run_id, "hoard").await;
+    for expected in [
+        "big: the value is 2097152 bytes; a plugin object may be at most 1024 bytes",
+        "empty key: invalid object key \"\"",
+        "stored 5 keys, then: the plugin already has 5 objects (plugins.object_limit)",
+        "replace k0: stored",
+        "k0 = again",
+        "keys: k1,k2,k3,k4,k0",
+    ] {
+        assert!(
+            log.contains(expected),
+            "{expected:?} is missing from:\n{log}"
+        );
+    }
+    // The same objects, seen by the operator, in the plugin's own scope only.
+    let (_, listed) = api.get("/api/extensions/misbehave/objects").await;
+    assert_eq!(listed["objects"].as_array().unwrap().len(), 5, "{listed}");
+    let (_, value) = api.get("/api/extensions/misbehave/objects/k0").await;
+    assert_eq!(value, "again");
+    let (_, others) = api.get("/api/extensions/debug/objects").await;
+    assert_eq!(others["objects"], json!([]));
+}
