@@ -24,6 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list_plugins))
         .routes(routes!(get_plugin))
+        .routes(routes!(list_extension_subscriptions))
         .routes(routes!(list_subscriptions, create_subscription))
         .routes(routes!(
             get_subscription,
@@ -120,6 +121,40 @@ async fn get_plugin(
         .get(&name)
         .ok_or_else(|| ApiError::not_found(format!("plugin '{name}' not found")))?;
     Ok(ApiJson(GetPluginResponse { plugin }))
+}
+
+/// List every subscription to a trigger plugin, across pipelines (v0's path: plugins were
+/// extensions). A plugin's own token may read its own, e.g. to check its state.
+#[utoipa::path(get, path = "/api/extensions/{extension_id}/subscriptions", tag = "Subscriptions",
+    operation_id = "list_extension_subscriptions",
+    params(("extension_id" = String, Path, description = "The trigger plugin's name"), PageQuery),
+    responses((status = 200, body = ListSubscriptionsResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn list_extension_subscriptions(
+    state: AppState,
+    Extension(identity): Extension<Identity>,
+    ApiPath(plugin): ApiPath<String>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<ApiJson<ListSubscriptionsResponse>, ApiError> {
+    let page = state.page(&query)?;
+    let subscriptions = state
+        .visible_page(
+            &identity,
+            page,
+            move |db, page| db.list_subscriptions_of(&plugin, page),
+            |subscription| {
+                vec![
+                    Needed::on("namespaces", &subscription.namespace_id),
+                    Needed::on("pipelines", &subscription.pipeline_id),
+                    Needed::on("plugins", &subscription.extension_id),
+                    Needed {
+                        name: "subscriptions",
+                        target: None,
+                    },
+                ]
+            },
+        )
+        .await?;
+    Ok(ApiJson(ListSubscriptionsResponse { subscriptions }))
 }
 
 /// List a pipeline's trigger subscriptions.

@@ -113,6 +113,18 @@ impl Db<'_> {
         rows.map(|row| row?).collect()
     }
 
+    /// A page of every subscription to a plugin, by namespace, pipeline and id.
+    pub fn list_subscriptions_of(&self, plugin: &str, page: Page) -> Result<Vec<Subscription>> {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE plugin_id = ?1
+             ORDER BY namespace_id, pipeline_id, subscription_id LIMIT ?2 OFFSET ?3"
+        ))?;
+        let rows = statement.query_map(params![plugin, page.limit, page.offset], |row| {
+            Ok(subscription_from_row(row))
+        })?;
+        rows.map(|row| row?).collect()
+    }
+
     /// Every subscription to a plugin that is not disabled.
     pub fn enabled_subscriptions_of(&self, plugin: &str) -> Result<Vec<Subscription>> {
         let mut statement = self.conn.prepare_cached(&format!(

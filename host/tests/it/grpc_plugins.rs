@@ -490,7 +490,9 @@ async fn a_plugin_calls_the_api_with_its_own_scoped_token() {
         {"id": "secrets", "plugin": "go-echo", "depends_on": {}, "variables": {},
          "settings": {"api_get": "/api/namespaces/default/pipelines/identity/secrets"}},
         {"id": "tokens", "plugin": "go-echo", "depends_on": {}, "variables": {},
-         "settings": {"api_get": "/api/tokens"}}
+         "settings": {"api_get": "/api/tokens"}},
+        {"id": "own-subscriptions", "plugin": "go-echo", "depends_on": {}, "variables": {},
+         "settings": {"api_get": "/api/extensions/go-echo/subscriptions"}}
     ]});
     deploy(&admin, config).await;
     let run_id = crate::support::start_run(&admin, "identity", json!({})).await;
@@ -517,6 +519,10 @@ async fn a_plugin_calls_the_api_with_its_own_scoped_token() {
             "/api/namespaces/default/pipelines/identity/secrets: 403",
         ),
         ("tokens", "/api/tokens: 403"),
+        (
+            "own-subscriptions",
+            "/api/extensions/go-echo/subscriptions: 200 {\"subscriptions\":[]}",
+        ),
     ] {
         let log = log(task).await;
         assert!(log.contains(refused), "{task}: {log}");

@@ -233,6 +233,13 @@ async fn interval_keeps_its_schedule_in_its_objects_across_restarts() {
     );
     let (_, listed) = api.get("/api/extensions/interval/objects").await;
     assert_eq!(listed["objects"][0]["key"], "schedule default/daily/hourly");
+    // v0's list of a plugin's subscriptions across pipelines.
+    let (_, subscribed) = api.get("/api/extensions/interval/subscriptions").await;
+    assert_eq!(
+        subscribed["subscriptions"][0]["subscription_id"], "hourly",
+        "{subscribed}"
+    );
+    assert_eq!(subscribed["subscriptions"].as_array().unwrap().len(), 1);
 
     // A restart resumes the schedule instead of starting the hour over.
     tokio::time::sleep(Duration::from_millis(1100)).await;
