@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::Session;
 use super::client::field;
@@ -18,8 +18,16 @@ pub(super) enum PluginCommand {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum SubscriptionCommand {
-    /// List a pipeline's trigger subscriptions.
-    List { pipeline: String },
+    /// List a pipeline's trigger subscriptions, or with `--plugin` (and no pipeline) every
+    /// subscription to that plugin.
+    #[command(arg_required_else_help = true)]
+    List {
+        #[arg(required_unless_present = "plugin")]
+        pipeline: Option<String>,
+        /// Only subscriptions to this plugin; without a pipeline, across all pipelines.
+        #[arg(long)]
+        plugin: Option<String>,
+    },
     /// Subscribe a pipeline to a trigger plugin: `gofer subscription create PIPELINE interval every-5m -s every=5m`.
     Create {
         pipeline: String,
@@ -127,16 +135,27 @@ pub(super) async fn subscription(
 ) -> anyhow::Result<()> {
     let client = &ctx.client;
     match command {
-        SubscriptionCommand::List { pipeline } => {
-            let body = client
-                .get(&format!("{}/subscriptions", ctx.pipeline_path(&pipeline)))
-                .await?;
+        SubscriptionCommand::List { pipeline, plugin } => {
+            let path = match (&pipeline, &plugin) {
+                (Some(pipeline), _) => format!("{}/subscriptions", ctx.pipeline_path(pipeline)),
+                (None, Some(plugin)) => format!("/api/extensions/{plugin}/subscriptions"),
+                (None, None) => anyhow::bail!("give a pipeline, or --plugin NAME"),
+            };
+            let mut body = client.get(&path).await?;
+            if let (Some(_), Some(plugin), Some(Value::Array(listed))) =
+                (&pipeline, &plugin, body.get_mut("subscriptions"))
+            {
+                listed.retain(|subscription| subscription["extension_id"] == plugin.as_str());
+            }
+            let across_pipelines = pipeline.is_none();
             ctx.show(&body, |body| {
                 let subscriptions: Vec<Subscription> = field(body, "subscriptions")?;
                 let mut table = Table::new();
-                table
-                    .load_style(UTF8_FULL_CONDENSED)
-                    .set_header(vec!["plugin", "label", "settings", "status"]);
+                let mut header = vec!["plugin", "label", "settings", "status"];
+                if across_pipelines {
+                    header.insert(0, "pipeline");
+                }
+                table.load_style(UTF8_FULL_CONDENSED).set_header(header);
                 for subscription in subscriptions {
                     let settings: Vec<String> = subscription
                         .settings
@@ -147,12 +166,19 @@ pub(super) async fn subscription(
                     if let Some(reason) = &subscription.status_reason {
                         status.push_str(&format!(": {}", reason.description));
                     }
-                    table.add_row(vec![
+                    let mut row = vec![
                         subscription.extension_id,
                         subscription.subscription_id,
                         settings.join(" "),
                         status,
-                    ]);
+                    ];
+                    if across_pipelines {
+                        row.insert(
+                            0,
+                            format!("{}/{}", subscription.namespace_id, subscription.pipeline_id),
+                        );
+                    }
+                    table.add_row(row);
                 }
                 Ok(table.to_string())
             })

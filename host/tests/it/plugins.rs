@@ -240,6 +240,12 @@ async fn interval_keeps_its_schedule_in_its_objects_across_restarts() {
         "{subscribed}"
     );
     assert_eq!(subscribed["subscriptions"].as_array().unwrap().len(), 1);
+    let listed = server.cli(&["subscription", "list", "--plugin", "interval"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("default/daily") && listed.contains("hourly"),
+        "{listed}"
+    );
 
     // A restart resumes the schedule instead of starting the hour over.
     tokio::time::sleep(Duration::from_millis(1100)).await;
