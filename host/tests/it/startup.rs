@@ -58,6 +58,12 @@ fn a_bad_config_stops_start_up_naming_the_key() {
     let stderr = start_fails(&[], &[("GOFER_LOG__LEVEL", "loud[")]);
     assert!(stderr.contains("log.level"), "{stderr}");
 
+    let stderr = start_fails(&[], &[("GOFER_PLUGINS__OBJECT_MAX_KIB", "0")]);
+    assert!(
+        stderr.contains("object_max_kib must be above 0"),
+        "{stderr}"
+    );
+
     let stderr = start_fails(&["--config", "/no/such/gofer.toml"], &[]);
     assert!(
         stderr.contains("/no/such/gofer.toml does not exist"),
