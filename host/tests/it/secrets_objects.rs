@@ -292,6 +292,12 @@ async fn pipeline_objects_persist_within_their_limit_and_run_objects_expire() {
             (status, response.text().await.unwrap())
         }
     };
+    let download = |path: String| {
+        let request = http
+            .get(format!("{}{path}", server.base_url()))
+            .header("gofer-api-version", "v0");
+        async move { request.send().await.unwrap() }
+    };
     deploy(
         &api,
         json!({"id": "keeper", "name": "keeper", "tasks": [task_with_env(
@@ -303,16 +309,7 @@ async fn pipeline_objects_persist_within_their_limit_and_run_objects_expire() {
     let big: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     let (status, body) = put(format!("{}/settings", objects("keeper")), big.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let downloaded = http
-        .get(format!(
-            "{}{}/settings",
-            server.base_url(),
-            objects("keeper")
-        ))
-        .header("gofer-api-version", "v0")
-        .send()
-        .await
-        .unwrap();
+    let downloaded = download(format!("{}/settings", objects("keeper"))).await;
     assert_eq!(
         downloaded.headers()["content-type"],
         "application/octet-stream"
@@ -345,16 +342,7 @@ async fn pipeline_objects_persist_within_their_limit_and_run_objects_expire() {
                 .contains("max_object_size_mb")
         );
     }
-    let unchanged = http
-        .get(format!(
-            "{}{}/settings",
-            server.base_url(),
-            objects("keeper")
-        ))
-        .header("gofer-api-version", "v0")
-        .send()
-        .await
-        .unwrap();
+    let unchanged = download(format!("{}/settings", objects("keeper"))).await;
     assert_eq!(unchanged.bytes().await.unwrap().len(), big.len());
     let (status, body) = put(format!("{}/settings", objects("keeper")), b"x".to_vec()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");

@@ -4,23 +4,7 @@ use std::process::Stdio;
 
 use reqwest::StatusCode;
 
-use crate::support::{TestServer, free_address, gofer_command, write_file};
-
-/// Runs `gofer service start` expecting it to fail; returns its stderr.
-fn start_fails(args: &[&str], env: &[(&str, &str)]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = gofer_command();
-    command
-        .args(["service", "start", "--data-dir"])
-        .arg(dir.path())
-        .args(args);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let output = command.stdin(Stdio::null()).output().unwrap();
-    assert!(!output.status.success(), "start-up should have failed");
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
+use crate::support::{TestServer, free_address, gofer_command, start_fails, write_file};
 
 #[test]
 fn a_bad_config_stops_start_up_naming_the_key() {
@@ -235,19 +219,7 @@ async fn a_database_from_a_newer_gofer_is_refused() {
     let connection = rusqlite::Connection::open(&database).unwrap();
     connection.pragma_update(None, "user_version", 42).unwrap();
     drop(connection);
-    let output = gofer_command()
-        .args([
-            "service",
-            "start",
-            "--bind",
-            &free_address().to_string(),
-            "--data-dir",
-        ])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = crate::support::start_fails_in(&server.data_dir, &[], &[]);
     assert!(
         stderr.contains("schema version 42") && stderr.contains("newer"),
         "{stderr}"

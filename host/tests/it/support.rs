@@ -575,26 +575,39 @@ pub async fn wait_for_log(
     }
 }
 
-/// Starts the server with a config file holding `config` and expects it to refuse; returns what
-/// it printed on stderr.
-pub fn refused_start(dir: &Path, config: &str) -> String {
-    let file = write_file(dir, "refused.toml", config);
+/// Runs `gofer service start` on `data_dir` with `args` and `env`, expecting it to fail; returns
+/// its stderr.
+pub fn start_fails_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let output = gofer_command()
-        .args([
-            "service",
-            "start",
-            "--config",
-            file.to_str().unwrap(),
-            "--data-dir",
-        ])
-        .arg(dir.join("refused-data"))
+        .args(["service", "start", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     assert!(
         !output.status.success(),
-        "the server started with {config:?}"
+        "start-up should have failed ({args:?}, {env:?})"
     );
     String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// [`start_fails_in`] on a fresh data directory.
+pub fn start_fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    start_fails_in(dir.path(), args, env)
+}
+
+/// Starts the server with a config file holding `config` and expects it to refuse; returns what
+/// it printed on stderr.
+pub fn refused_start(dir: &Path, config: &str) -> String {
+    let file = write_file(dir, "refused.toml", config);
+    start_fails_in(
+        &dir.join("refused-data"),
+        &["--config", file.to_str().unwrap()],
+        &[],
+    )
 }
 
 /// Cancels a run (default namespace) and waits (up to 20 s) until it has ended; returns it.

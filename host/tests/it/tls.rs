@@ -189,21 +189,14 @@ async fn the_cli_talks_to_an_https_server() {
     assert!(!plain.status.success());
 
     // A bad certificate path stops start-up, naming the file.
-    let failed = gofer_command()
-        .args([
-            "service",
-            "start",
-            "--bind",
-            &free_address().to_string(),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("other"))
-        .env("GOFER_SERVER__TLS_CERT", dir.path().join("missing.pem"))
-        .env("GOFER_SERVER__TLS_KEY", &key)
-        .output()
-        .unwrap();
-    assert!(!failed.status.success());
-    let stderr = String::from_utf8_lossy(&failed.stderr);
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let stderr = crate::support::start_fails(
+        &[],
+        &[
+            ("GOFER_SERVER__TLS_CERT", &missing),
+            ("GOFER_SERVER__TLS_KEY", &key),
+        ],
+    );
     assert!(
         stderr.contains("could not read the TLS certificate") && stderr.contains("missing.pem"),
         "{stderr}"
