@@ -139,8 +139,13 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         stop_grace: Duration::from_millis(config.plugins.stop_grace_ms),
         identities: Some(Arc::new(identities)),
     };
-    let registry = PluginRegistry::start(runtime, grpc, config.plugins_dir()).await;
+    let (registry, (task_api_url, task_listener)) = tokio::join!(
+        PluginRegistry::start(runtime, grpc, config.plugins_dir()),
+        task_api_address(&config, scheduler.as_ref(), local_address, tls.is_some()),
+    );
     let plugin_processes = registry.clone();
+    let mut run_settings = RunSettings::from_config(&config);
+    run_settings.api_base_url = task_api_url;
     let orchestrator = Orchestrator::new(
         storage.clone(),
         events.clone(),
@@ -148,7 +153,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         registry.clone(),
         LogStore::new(config.logs_dir()),
         (Arc::clone(&secrets), Arc::clone(&objects)),
-        RunSettings::from_config(&config),
+        run_settings,
     );
     orchestrator.start().await?;
     let triggers = TriggerManager::start(storage.clone(), orchestrator.clone(), registry).await;
@@ -168,6 +173,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     );
 
     let (shutdown_sender, shutdown) = watch::channel(false);
+    let shutdown_signal = shutdown.clone();
     let shutdown_timeout = Duration::from_secs(config.server.shutdown_timeout_secs);
     let state = ApiState {
         storage,
@@ -181,29 +187,27 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     };
     let app = api::router(state);
     let (stopped_sender, stopped) = tokio::sync::oneshot::channel::<()>();
-    let stop_signal = async move {
+    tokio::spawn(async move {
         wait_for_stop_signal().await;
         tracing::info!("shutting down: no new connections; open requests get {shutdown_timeout:?}");
         let _ = shutdown_sender.send(true);
         let _ = stopped_sender.send(());
-    };
-    let serving: futures_util::future::BoxFuture<'static, std::io::Result<()>> = match tls {
-        Some(acceptor) => {
-            let listener =
-                crate::tls::TlsListener::new(listener, acceptor).map_err(ServerError::Serve)?;
-            Box::pin(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop_signal)
-                    .into_future(),
-            )
-        }
-        None => Box::pin(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop_signal)
-                .into_future(),
-        ),
-    };
-    let serving = tokio::spawn(serving);
+    });
+    let mut serving = vec![serve_on(
+        listener,
+        tls.clone(),
+        app.clone(),
+        shutdown_signal.clone(),
+    )?];
+    if let Some(listener) = task_listener {
+        serving.push(serve_on(listener, tls, app, shutdown_signal)?);
+    }
+    // Listeners stop together at shutdown; one failing stops the server.
+    let serving = tokio::spawn(async move {
+        futures_util::future::try_join_all(serving)
+            .await
+            .map(|_| ())
+    });
     let outcome = tokio::select! {
         outcome = serving => outcome,
         _ = async {
@@ -223,6 +227,97 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         }
         Ok(Err(error)) => Err(ServerError::Serve(error)),
         Err(join) => Err(ServerError::Serve(std::io::Error::other(join.to_string()))),
+    }
+}
+
+/// Serves the API on one listener until `shutdown` turns true.
+fn serve_on(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<futures_util::future::BoxFuture<'static, std::io::Result<()>>, ServerError> {
+    let stop = async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    };
+    Ok(match tls {
+        Some(acceptor) => {
+            let listener =
+                crate::tls::TlsListener::new(listener, acceptor).map_err(ServerError::Serve)?;
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .into_future(),
+            )
+        }
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .into_future(),
+        ),
+    })
+}
+
+/// How long start-up waits for the container engine to say where containers reach this host.
+const HOST_ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where task containers reach the API (`GOFER_API_BASE_URL`): `runs.api_base_url` when set;
+/// else this server as containers see it. A container cannot reach the host's loopback, so with
+/// a loopback bind (the default) the server also listens on the host's address on the Docker
+/// bridge, same port when free, and returns that listener too.
+async fn task_api_address(
+    config: &ServerConfig,
+    scheduler: &dyn crate::scheduler::Scheduler,
+    listening: std::net::SocketAddr,
+    tls: bool,
+) -> (String, Option<TcpListener>) {
+    if !config.runs.api_base_url.is_empty() {
+        return (config.runs.api_base_url.clone(), None);
+    }
+    let scheme = if tls { "https" } else { "http" };
+    let ip = listening.ip();
+    if !ip.is_loopback() && !ip.is_unspecified() {
+        return (format!("{scheme}://{listening}"), None);
+    }
+    let fallback = loopback_url(listening, tls);
+    let asked = tokio::time::timeout(HOST_ADDRESS_TIMEOUT, scheduler.host_address()).await;
+    let host = match asked {
+        Ok(Ok(Some(host))) => host,
+        outcome => {
+            let problem = match outcome {
+                Ok(Ok(_)) => "the engine's bridge network names no host address".to_string(),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("the engine did not answer within {HOST_ADDRESS_TIMEOUT:?}"),
+            };
+            tracing::warn!(
+                %problem,
+                "cannot tell where task containers reach this server; tasks get {fallback} as \
+                 GOFER_API_BASE_URL (set runs.api_base_url to choose)"
+            );
+            return (fallback, None);
+        }
+    };
+    if ip.is_unspecified() {
+        let address = std::net::SocketAddr::new(host, listening.port());
+        return (format!("{scheme}://{address}"), None);
+    }
+    let mut bound = TcpListener::bind((host, listening.port())).await;
+    if bound.is_err() {
+        bound = TcpListener::bind((host, 0)).await;
+    }
+    match bound.and_then(|listener| Ok((listener.local_addr()?, listener))) {
+        Ok((address, listener)) => {
+            tracing::info!(%address, "listening for task containers on the Docker bridge");
+            (format!("{scheme}://{address}"), Some(listener))
+        }
+        Err(error) => {
+            tracing::warn!(
+                %host, %error,
+                "cannot listen on the Docker bridge; tasks get {fallback} as GOFER_API_BASE_URL \
+                 (set runs.api_base_url to choose)"
+            );
+            (fallback, None)
+        }
     }
 }
 

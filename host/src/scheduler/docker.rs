@@ -2,12 +2,13 @@
 //! `DOCKER_HOST`). The only module that uses bollard.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, NetworkInspect};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -316,5 +317,108 @@ impl Scheduler for DockerScheduler {
             .filter_map(|container| container.names?.into_iter().next())
             .map(|name| name.trim_start_matches('/').to_string())
             .collect())
+    }
+
+    async fn host_address(&self) -> Result<Option<IpAddr>, SchedulerError> {
+        let docker = self.docker()?;
+        let network = docker
+            .inspect_network(DEFAULT_BRIDGE, None)
+            .await
+            .map_err(|error| self.classify(error))?;
+        // Read only when the network does not say, and only when it names its interface.
+        let interfaces = || {
+            if_addrs::get_if_addrs()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|interface| (interface.name.clone(), interface.ip()))
+                .collect::<Vec<_>>()
+        };
+        Ok(bridge_gateway(&network, interfaces))
+    }
+}
+
+/// Docker's default network: containers started without a network join it.
+const DEFAULT_BRIDGE: &str = "bridge";
+
+/// The option naming a bridge network's host interface (`docker0`).
+const BRIDGE_INTERFACE_OPTION: &str = "com.docker.network.bridge.name";
+
+/// The host's address on a bridge network: the IPv4 gateway its IPAM config records, else the
+/// IPv4 address of its host interface. A daemon on its first start records no gateway for the
+/// default bridge (only the subnet), although `docker0` has it; after a restart it does.
+fn bridge_gateway(
+    network: &NetworkInspect,
+    interfaces: impl FnOnce() -> Vec<(String, IpAddr)>,
+) -> Option<IpAddr> {
+    let recorded = network
+        .ipam
+        .as_ref()
+        .and_then(|ipam| ipam.config.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|config| config.gateway.as_deref()?.parse::<IpAddr>().ok())
+        .find(IpAddr::is_ipv4);
+    if recorded.is_some() {
+        return recorded;
+    }
+    let interface = network.options.as_ref()?.get(BRIDGE_INTERFACE_OPTION)?;
+    interfaces()
+        .into_iter()
+        .find(|(name, address)| name == interface && address.is_ipv4())
+        .map(|(_, address)| address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{Ipam, IpamConfig};
+
+    fn bridge(gateway: Option<&str>) -> NetworkInspect {
+        NetworkInspect {
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some("172.17.0.0/16".into()),
+                    gateway: gateway.map(str::to_string),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            options: Some(HashMap::from([(
+                BRIDGE_INTERFACE_OPTION.to_string(),
+                "docker0".to_string(),
+            )])),
+            ..Default::default()
+        }
+    }
+
+    fn host_interfaces() -> Vec<(String, IpAddr)> {
+        vec![
+            ("lo".into(), "127.0.0.1".parse().unwrap()),
+            ("docker0".into(), "fe80::1".parse().unwrap()),
+            ("docker0".into(), "172.17.0.1".parse().unwrap()),
+        ]
+    }
+
+    #[test]
+    fn the_recorded_gateway_wins() {
+        let found = bridge_gateway(&bridge(Some("172.17.0.254")), || {
+            panic!("interfaces are read only when the network records no gateway")
+        });
+        assert_eq!(found, Some("172.17.0.254".parse().unwrap()));
+    }
+
+    #[test]
+    fn without_a_recorded_gateway_the_bridge_interface_address_is_used() {
+        let found = bridge_gateway(&bridge(None), host_interfaces);
+        assert_eq!(found, Some("172.17.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn no_gateway_and_no_such_interface_is_none() {
+        let found = bridge_gateway(&bridge(None), Vec::new);
+        assert_eq!(found, None);
+        let mut unnamed = bridge(None);
+        unnamed.options = None;
+        assert_eq!(bridge_gateway(&unnamed, host_interfaces), None);
     }
 }

@@ -99,4 +99,8 @@ pub trait Scheduler: Send + Sync + 'static {
 
     /// Names of the containers carrying all of `labels`.
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, SchedulerError>;
+
+    /// The address at which containers reach the machine this server runs on, when the engine
+    /// can tell (Docker: its default bridge's gateway). `None` when it cannot.
+    async fn host_address(&self) -> Result<Option<std::net::IpAddr>, SchedulerError>;
 }

@@ -253,7 +253,7 @@ async fn the_cli_works_with_a_token() {
 
 #[tokio::test]
 async fn a_run_token_works_during_its_run_and_is_rejected_after() {
-    let server = TestServer::start_for_containers(&[
+    let server = TestServer::start_with_env(&[
         ("GOFER_DEVELOPMENT__BYPASS_AUTH", "false"),
         ("GOFER_SECRETS__ENCRYPTION_KEY", KEY),
     ])

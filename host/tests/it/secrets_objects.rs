@@ -234,7 +234,7 @@ async fn secrets_reach_tasks_masked_and_never_in_plain_text() {
 
 #[tokio::test]
 async fn tasks_pass_a_file_through_run_objects() {
-    let server = TestServer::start_for_containers(&[]).await;
+    let server = TestServer::start().await;
     let api = server.client();
     let upload = "printf 'line one\\nline two\\n' > /report.txt && \
         wget -q -O- --header 'gofer-api-version: v0' --post-file /report.txt \

@@ -61,28 +61,6 @@ impl TestServer {
         Self::start_at(free_address(), env, args).await
     }
 
-    /// Starts a server that task containers can call: it listens on every interface and tells
-    /// tasks to reach it through the Docker bridge's gateway.
-    pub async fn start_for_containers(env: &[(&str, &str)]) -> Self {
-        let port = free_address().port();
-        let output = Command::new("docker")
-            .args([
-                "network",
-                "inspect",
-                "bridge",
-                "--format",
-                "{{(index .IPAM.Config 0).Gateway}}",
-            ])
-            .output()
-            .unwrap();
-        let gateway = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        assert!(!gateway.is_empty(), "no Docker bridge gateway");
-        let base = format!("http://{gateway}:{port}");
-        let mut env = env.to_vec();
-        env.push(("GOFER_RUNS__API_BASE_URL", &base));
-        Self::start_at(SocketAddr::from(([0, 0, 0, 0], port)), &env, &[]).await
-    }
-
     async fn start_at(address: SocketAddr, env: &[(&str, &str)], args: &[&str]) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let data_dir = temp.path().join("data");
