@@ -191,19 +191,19 @@ pub(super) async fn token(ctx: &Session, command: TokenCommand) -> anyhow::Resul
             let body = client
                 .patch(&format!("/api/tokens/{id}"), json!({"disabled": true}))
                 .await?;
-            ctx.done(&body, format!("Disabled token {id}"));
+            ctx.done(&body, format!("Disabled token {id}"))?;
             Ok(())
         }
         TokenCommand::Enable { id } => {
             let body = client
                 .patch(&format!("/api/tokens/{id}"), json!({"disabled": false}))
                 .await?;
-            ctx.done(&body, format!("Enabled token {id}"));
+            ctx.done(&body, format!("Enabled token {id}"))?;
             Ok(())
         }
         TokenCommand::Delete { id } => {
             let body = client.delete(&format!("/api/tokens/{id}")).await?;
-            ctx.done(&body, format!("Deleted token {id}"));
+            ctx.done(&body, format!("Deleted token {id}"))?;
             Ok(())
         }
     }
@@ -235,12 +235,12 @@ pub(super) async fn role(ctx: &Session, command: RoleCommand) -> anyhow::Result<
                     json!({"id": id, "description": description, "permissions": permissions}),
                 )
                 .await?;
-            ctx.done(&body, format!("Created role '{id}'"));
+            ctx.done(&body, format!("Created role '{id}'"))?;
             Ok(())
         }
         RoleCommand::Delete { id } => {
             let body = client.delete(&format!("/api/roles/{id}")).await?;
-            ctx.done(&body, format!("Deleted role '{id}'"));
+            ctx.done(&body, format!("Deleted role '{id}'"))?;
             Ok(())
         }
     }

@@ -315,11 +315,22 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of the output has gone (`| head -1`, `| grep -q`): done, like other tools.
+        Err(error) if output_closed(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the command failed only because its standard output was closed.
+pub(crate) fn output_closed(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// An error and its causes on one line.
@@ -363,11 +374,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn service(command: ServiceCommand) -> anyhow::Result<()> {
     match command {
         ServiceCommand::InitConfig => {
-            print!("{DEFAULT_CONFIG_TOML}");
+            output::text(DEFAULT_CONFIG_TOML)?;
             Ok(())
         }
         ServiceCommand::Openapi => {
-            print!("{}", crate::api::openapi_json());
+            output::text(crate::api::openapi_json())?;
             Ok(())
         }
         ServiceCommand::Start {
@@ -439,21 +450,22 @@ impl Session {
         render: impl FnOnce(&Value) -> anyhow::Result<String>,
     ) -> anyhow::Result<()> {
         if self.json() {
-            output::print_json(body);
+            output::print_json(body)?;
         } else {
-            println!("{}", render(body)?);
+            output::line(render(body)?)?;
         }
         Ok(())
     }
 
     /// Prints a confirmation for people, or `{}`-like JSON for scripts.
-    fn done(&self, body: &Value, message: String) {
+    fn done(&self, body: &Value, message: String) -> anyhow::Result<()> {
         if self.json() {
             let empty = Value::Object(Default::default());
-            output::print_json(if body.is_null() { &empty } else { body });
+            output::print_json(if body.is_null() { &empty } else { body })?;
         } else {
-            println!("✓ {message}");
+            output::line(format_args!("✓ {message}"))?;
         }
+        Ok(())
     }
 }
 
@@ -489,7 +501,7 @@ async fn namespace(ctx: &Session, command: NamespaceCommand) -> anyhow::Result<(
                     json!({"id": id, "name": name, "description": description}),
                 )
                 .await?;
-            ctx.done(&body, format!("Created namespace '{id}'"));
+            ctx.done(&body, format!("Created namespace '{id}'"))?;
             Ok(())
         }
         NamespaceCommand::Update {
@@ -506,12 +518,12 @@ async fn namespace(ctx: &Session, command: NamespaceCommand) -> anyhow::Result<(
                     json!({"name": name, "description": description}),
                 )
                 .await?;
-            ctx.done(&body, format!("Updated namespace '{id}'"));
+            ctx.done(&body, format!("Updated namespace '{id}'"))?;
             Ok(())
         }
         NamespaceCommand::Delete { id } => {
             let body = client.delete(&format!("/api/namespaces/{id}")).await?;
-            ctx.done(&body, format!("Deleted namespace '{id}'"));
+            ctx.done(&body, format!("Deleted namespace '{id}'"))?;
             Ok(())
         }
     }
@@ -537,7 +549,7 @@ async fn pipeline(ctx: &Session, command: PipelineCommand) -> anyhow::Result<()>
         PipelineCommand::Get { id } => {
             let body = client.get(&ctx.pipeline_path(&id)).await?;
             if ctx.json() {
-                output::print_json(&body);
+                output::print_json(&body)?;
                 return Ok(());
             }
             let metadata: PipelineMetadata = field(&body, "pipeline")?;
@@ -548,7 +560,7 @@ async fn pipeline(ctx: &Session, command: PipelineCommand) -> anyhow::Result<()>
             let live = configs
                 .iter()
                 .find(|config| config.state == crate::models::ConfigState::Live);
-            println!("{}", output::pipeline(&metadata, live));
+            output::line(output::pipeline(&metadata, live))?;
             Ok(())
         }
         PipelineCommand::Create { path, deploy } => {
@@ -561,7 +573,7 @@ async fn pipeline(ctx: &Session, command: PipelineCommand) -> anyhow::Result<()>
         PipelineCommand::Disable { id } => set_pipeline_state(ctx, &id, "disabled").await,
         PipelineCommand::Delete { id } => {
             let body = client.delete(&ctx.pipeline_path(&id)).await?;
-            ctx.done(&body, format!("Deleted pipeline '{id}'"));
+            ctx.done(&body, format!("Deleted pipeline '{id}'"))?;
             Ok(())
         }
         PipelineCommand::Config(command) => config(ctx, command).await,
@@ -624,7 +636,7 @@ async fn register_config(ctx: &Session, config: Value, deploy: bool) -> anyhow::
         .and_then(Value::as_u64)
         .context("the server's answer has no config version")?;
     if !deploy {
-        ctx.done(&registered, format!("Registered pipeline '{id}' config v{version} (not deployed; `gofer pipeline config deploy {id} {version}`)"));
+        ctx.done(&registered, format!("Registered pipeline '{id}' config v{version} (not deployed; `gofer pipeline config deploy {id} {version}`)"))?;
         return Ok(());
     }
     let deployed = client
@@ -637,7 +649,7 @@ async fn register_config(ctx: &Session, config: Value, deploy: bool) -> anyhow::
     ctx.done(
         &body,
         format!("Registered and deployed pipeline '{id}' config v{version}"),
-    );
+    )?;
     Ok(())
 }
 
@@ -646,7 +658,7 @@ async fn set_pipeline_state(ctx: &Session, id: &str, state: &str) -> anyhow::Res
         .client
         .patch(&ctx.pipeline_path(id), json!({ "state": state }))
         .await?;
-    ctx.done(&body, format!("Pipeline '{id}' is now {state}"));
+    ctx.done(&body, format!("Pipeline '{id}' is now {state}"))?;
     Ok(())
 }
 
@@ -702,7 +714,7 @@ async fn config(ctx: &Session, command: ConfigCommand) -> anyhow::Result<()> {
                     "Deployed pipeline '{pipeline}' v{} (deployment {}, from v{})",
                     deployment.end_version, deployment.deployment_id, deployment.start_version
                 ),
-            );
+            )?;
             Ok(())
         }
         ConfigCommand::Delete { pipeline, version } => {
@@ -715,7 +727,7 @@ async fn config(ctx: &Session, command: ConfigCommand) -> anyhow::Result<()> {
             ctx.done(
                 &body,
                 format!("Deleted pipeline '{pipeline}' config v{version}"),
-            );
+            )?;
             Ok(())
         }
     }
@@ -797,11 +809,11 @@ async fn stream_events(ctx: &Session, history: bool) -> anyhow::Result<()> {
         match message.context("the event stream broke")? {
             Message::Text(text) => {
                 if ctx.json() {
-                    println!("{text}");
+                    output::line(text)?;
                 } else {
                     let event: Event = serde_json::from_str(&text)
                         .context("the server sent an unreadable event")?;
-                    println!("{}", output::event_line(&event));
+                    output::line(output::event_line(&event))?;
                 }
             }
             Message::Close(frame) => {
@@ -846,7 +858,7 @@ async fn system(ctx: &Session, command: SystemCommand) -> anyhow::Result<()> {
         } else {
             "New runs are allowed again".into()
         },
-    );
+    )?;
     Ok(())
 }
 

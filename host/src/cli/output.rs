@@ -30,11 +30,23 @@ pub fn ago(millis: u64) -> String {
     formatter.convert(elapsed)
 }
 
-pub fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+/// Writes `text` and a newline to standard output. A failed write is returned, never panicked
+/// on: when the reader has gone (`gofer … | head -1`), [`super::main`] ends the command quietly.
+pub fn line(text: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{text}")
+}
+
+/// Writes `text` as it is (no newline added) to standard output and flushes it; see [`line`].
+pub fn text(text: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{text}")?;
+    stdout.flush()
+}
+
+pub fn print_json(value: &Value) -> std::io::Result<()> {
+    line(serde_json::to_string_pretty(value).unwrap_or_default())
 }
 
 fn table(header: &[&str]) -> Table {

@@ -200,7 +200,7 @@ pub(super) async fn subscription(
             ctx.done(
                 &body,
                 format!("Subscribed '{pipeline}' to {plugin} as '{label}'"),
-            );
+            )?;
             Ok(())
         }
         SubscriptionCommand::Disable {
@@ -227,7 +227,7 @@ pub(super) async fn subscription(
             ctx.done(
                 &body,
                 format!("Deleted subscription '{label}' of '{pipeline}' to {plugin}"),
-            );
+            )?;
             Ok(())
         }
     }
@@ -253,6 +253,6 @@ async fn set_status(
     ctx.done(
         &body,
         format!("Subscription '{label}' of '{pipeline}' to {plugin} is now {status}"),
-    );
+    )?;
     Ok(())
 }

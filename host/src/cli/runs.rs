@@ -108,7 +108,7 @@ pub(super) async fn run(ctx: &Session, command: RunCommand) -> anyhow::Result<()
             ctx.done(&body, format!(
                 "Started run #{} of '{pipeline}' (config v{}); follow it with `gofer run get {pipeline} {}`",
                 run.run_id, run.pipeline_config_version, run.run_id
-            ));
+            ))?;
             Ok(())
         }
         RunCommand::List {
@@ -135,19 +135,19 @@ pub(super) async fn run(ctx: &Session, command: RunCommand) -> anyhow::Result<()
             let path = format!("{}/runs/{run}", ctx.pipeline_path(&pipeline));
             let body = client.get(&path).await?;
             if ctx.json() {
-                output::print_json(&body);
+                output::print_json(&body)?;
                 return Ok(());
             }
             let tasks = client.get(&format!("{path}/tasks")).await?;
             let tasks: Vec<TaskExecution> = field(&tasks, "task_executions")?;
-            println!("{}", output::run(&field(&body, "run")?, &tasks));
+            output::line(output::run(&field(&body, "run")?, &tasks))?;
             Ok(())
         }
         RunCommand::Cancel { pipeline, run } => {
             let body = client
                 .delete(&format!("{}/runs/{run}", ctx.pipeline_path(&pipeline)))
                 .await?;
-            ctx.done(&body, format!("Cancelling run #{run} of '{pipeline}'"));
+            ctx.done(&body, format!("Cancelling run #{run} of '{pipeline}'"))?;
             Ok(())
         }
     }
@@ -197,7 +197,7 @@ pub(super) async fn task(ctx: &Session, command: TaskCommand) -> anyhow::Result<
             );
             if !follow {
                 let text = client.get_text(&path).await?;
-                print!("{text}");
+                output::text(text)?;
                 return Ok(());
             }
             stream_log(ctx, &path, None).await
@@ -230,7 +230,7 @@ pub(super) async fn task(ctx: &Session, command: TaskCommand) -> anyhow::Result<
                     ctx.pipeline_path(&pipeline)
                 ))
                 .await?;
-            ctx.done(&body, format!("Cancelling task '{task}' of run #{run}"));
+            ctx.done(&body, format!("Cancelling task '{task}' of run #{run}"))?;
             Ok(())
         }
     }
@@ -307,8 +307,8 @@ async fn stream_log(ctx: &Session, path: &str, prefix: Option<&str>) -> anyhow::
     while let Some(message) = socket.next().await {
         match message.context("the log stream broke")? {
             Message::Text(line) => match prefix {
-                Some(prefix) => print!("{prefix} | {line}"),
-                None => print!("{line}"),
+                Some(prefix) => output::text(format_args!("{prefix} | {line}"))?,
+                None => output::text(line)?,
             },
             Message::Close(Some(frame)) if u16::from(frame.code) != 1000 => {
                 bail!("the log stream ended: {}", frame.reason)
@@ -356,14 +356,17 @@ async fn start_and_follow(
         spinner
     });
     let say = |line: String| match &spinner {
-        Some(spinner) => spinner.println(line),
-        None => println!("{line}"),
+        Some(spinner) => {
+            spinner.println(line);
+            Ok(())
+        }
+        None => output::line(line),
     };
     if !ctx.json() {
         say(format!(
             "▶ run #{run_id} of '{pipeline}' queued (config v{})",
             run.pipeline_config_version
-        ));
+        ))?;
     }
     let namespace = ctx.global.namespace.clone();
     let mut log_streams = Vec::new();
@@ -381,7 +384,7 @@ async fn start_and_follow(
             continue;
         }
         if ctx.json() {
-            println!("{text}");
+            output::line(text)?;
         }
         match &event.kind {
             EventKind::StartedRun { .. } => {
@@ -400,7 +403,7 @@ async fn start_and_follow(
                     } else {
                         String::new()
                     };
-                    say(format!("  ● {task_execution_id} started{attempt}"));
+                    say(format!("  ● {task_execution_id} started{attempt}"))?;
                 }
                 if !ctx.json() && following.insert(task_execution_id.clone()) {
                     let path = format!(
@@ -410,7 +413,10 @@ async fn start_and_follow(
                     let session = ctx.clone_for_streams();
                     let prefix = task_execution_id.clone();
                     log_streams.push(tokio::spawn(async move {
-                        if let Err(error) = stream_log(&session, &path, Some(&prefix)).await {
+                        let outcome = stream_log(&session, &path, Some(&prefix)).await;
+                        if let Err(error) = outcome
+                            && !super::output_closed(&error)
+                        {
                             eprintln!("{prefix} | (log unavailable: {error})");
                         }
                     }));
@@ -430,7 +436,7 @@ async fn start_and_follow(
                     "skipped" => "↷",
                     _ => "✗",
                 };
-                say(format!("  {mark} {task_execution_id} {status}"));
+                say(format!("  {mark} {task_execution_id} {status}"))?;
             }
             EventKind::CompletedRun { status, .. } => {
                 break *status;
@@ -455,10 +461,10 @@ async fn start_and_follow(
         .unwrap_or_default();
     if status == RunStatus::Successful {
         if !ctx.json() {
-            println!(
+            output::line(format_args!(
                 "✓ run #{run_id} successful in {}",
                 output::duration(run.started, run.ended)
-            );
+            ))?;
         }
         return Ok(());
     }

@@ -258,7 +258,7 @@ pub(super) async fn secret(ctx: &Session, command: SecretCommand) -> anyhow::Res
                     ctx.done(
                         &body,
                         format!("Stored secret '{key}' of pipeline '{pipeline}'"),
-                    );
+                    )?;
                     Ok(())
                 }
                 PipelineSecretCommand::Delete { pipeline, key } => {
@@ -266,7 +266,7 @@ pub(super) async fn secret(ctx: &Session, command: SecretCommand) -> anyhow::Res
                     ctx.done(
                         &body,
                         format!("Deleted secret '{key}' of pipeline '{pipeline}'"),
-                    );
+                    )?;
                     Ok(())
                 }
             }
@@ -297,12 +297,12 @@ pub(super) async fn secret(ctx: &Session, command: SecretCommand) -> anyhow::Res
                         json!({"key": key, "content": content, "namespaces": namespaces, "force": force}),
                     )
                     .await?;
-                ctx.done(&body, format!("Stored global secret '{key}'"));
+                ctx.done(&body, format!("Stored global secret '{key}'"))?;
                 Ok(())
             }
             GlobalSecretCommand::Delete { key } => {
                 let body = client.delete(&format!("/api/secrets/global/{key}")).await?;
-                ctx.done(&body, format!("Deleted global secret '{key}'"));
+                ctx.done(&body, format!("Deleted global secret '{key}'"))?;
                 Ok(())
             }
         },
@@ -364,7 +364,7 @@ async fn put_object(ctx: &Session, path: &str, file: PathBuf, force: bool) -> an
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    ctx.done(&body, format!("Stored object '{key}'"));
+    ctx.done(&body, format!("Stored object '{key}'"))?;
     Ok(())
 }
 
@@ -459,7 +459,7 @@ pub(super) async fn object(ctx: &Session, command: ObjectCommand) -> anyhow::Res
         ObjectAction::Put(key, file, force) => put_object(ctx, &object(&key), file, force).await,
         ObjectAction::Delete(key) => {
             let body = ctx.client.delete(&object(&key)).await?;
-            ctx.done(&body, format!("Deleted object '{key}' of {owner}"));
+            ctx.done(&body, format!("Deleted object '{key}' of {owner}"))?;
             Ok(())
         }
     }

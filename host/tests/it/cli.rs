@@ -233,3 +233,92 @@ fn the_cli_reports_an_unreachable_server_and_bad_arguments() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+/// Runs `pipeline` (a shell pipeline whose `gofer` is the binary under test) with `pipefail`.
+fn shell_pipeline(server: &TestServer, pipeline: &str) -> std::process::Child {
+    command_in_shell(pipeline)
+        .env("GOFER", crate::support::GOFER)
+        .env("GOFER_API_BASE_URL", server.base_url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn command_in_shell(pipeline: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("bash");
+    command.args(["-c", &format!("set -o pipefail; {pipeline}")]);
+    command
+}
+
+fn finished_quietly(child: std::process::Child, what: &str) -> String {
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stderr.is_empty(),
+        "{what}: {:?}, stderr: {stderr}",
+        output.status
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+#[tokio::test]
+async fn a_closed_output_ends_the_cli_quietly() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    // More output than a pipe holds, so the CLI is still writing when its reader has gone.
+    let description = "d".repeat(200);
+    for index in 0..400 {
+        let (status, body) = api
+            .post(
+                "/api/namespaces",
+                json!({"id": format!("team-{index}"), "name": "Team", "description": description}),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+    }
+    for (pipeline, expected) in [
+        ("\"$GOFER\" namespace list --limit 1000 | head -1", "┌"),
+        (
+            "\"$GOFER\" namespace list --limit 1000 | grep -q default && echo found",
+            "found",
+        ),
+        (
+            "\"$GOFER\" -o json namespace list --limit 1000 | head -1",
+            "{",
+        ),
+        ("\"$GOFER\" service openapi | head -1", "{"),
+    ] {
+        let printed = finished_quietly(shell_pipeline(&server, pipeline), pipeline);
+        assert_eq!(printed.lines().count(), 1, "{pipeline}: {printed}");
+        assert!(printed.starts_with(expected), "{pipeline}: {printed}");
+    }
+
+    // A stream ends at its first write after the reader has gone.
+    let child = shell_pipeline(&server, "\"$GOFER\" event stream --history | head -1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut waiting = Some(child);
+    let mut live_events = 0;
+    while let Some(mut child) = waiting.take() {
+        if child.try_wait().unwrap().is_some() {
+            let printed = finished_quietly(child, "event stream");
+            assert_eq!(printed.lines().count(), 1, "{printed}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream did not end"
+        );
+        // Each new event is one more write to the closed pipe.
+        let (status, _) = api
+            .post(
+                "/api/namespaces",
+                json!({"id": format!("late-{live_events}"), "name": "Late", "description": ""}),
+            )
+            .await;
+        assert!(status.is_success());
+        live_events += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        waiting = Some(child);
+    }
+}
