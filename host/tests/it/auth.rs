@@ -4,29 +4,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Api, TestServer, assert_error, sdk_config, sdk_task};
-
-const KEY: &str = "0123456789abcdef0123456789abcdef";
-
-/// A server with authentication on (through `--auth`).
-async fn secured() -> TestServer {
-    TestServer::start_with(&[("GOFER_SECRETS__ENCRYPTION_KEY", KEY)], &["--auth"]).await
-}
-
-async fn new_token(admin: &Api, user: &str, roles: &[&str], expires: u64) -> (String, String) {
-    let (status, body) = admin
-        .post(
-            "/api/tokens",
-            json!({"user": user, "roles": roles, "expires": expires}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert!(!body.to_string().contains("hash"), "{body}");
-    (
-        body["secret"].as_str().unwrap().to_string(),
-        body["token_details"]["id"].as_str().unwrap().to_string(),
-    )
-}
+use crate::support::{
+    SECRETS_KEY as KEY, TestServer, assert_error, new_token, sdk_config, sdk_task, secured,
+};
 
 #[tokio::test]
 async fn tokens_and_roles_decide_who_may_do_what() {

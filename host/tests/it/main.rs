@@ -14,6 +14,7 @@ mod plugins;
 mod recovery;
 mod runs;
 mod secrets_objects;
+mod security;
 mod startup;
 mod support;
 mod tls;

@@ -211,7 +211,7 @@ async fn secrets_reach_tasks_masked_and_never_in_plain_text() {
         ),
         (
             "elsewhere",
-            "variable Y: global secret 'prod-only' may not be used in namespace 'default'",
+            "variable Y: global secret 'prod-only' does not exist or may not be used in namespace 'default'",
         ),
     ] {
         assert_eq!(tasks[task]["status"], "failed", "{tasks:?}");
@@ -223,6 +223,8 @@ async fn secrets_reach_tasks_masked_and_never_in_plain_text() {
             .as_str()
             .unwrap();
         assert!(description.contains(reason), "{description}");
+        // Nothing about whom a global secret is for.
+        assert!(!description.contains("prod-"), "{description}");
     }
 
     // Deleting removes the value too.

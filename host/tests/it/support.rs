@@ -280,6 +280,35 @@ impl Api {
         self.send(Method::DELETE, path, None, Some("v0")).await
     }
 
+    /// POSTs raw bytes (an object upload); the status and the body as text.
+    pub async fn upload(&self, path: &str, bytes: &[u8]) -> (StatusCode, String) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header("gofer-api-version", "v0")
+            .body(bytes.to_vec());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    /// GETs raw bytes (an object download); the status and the body.
+    pub async fn download(&self, path: &str) -> (StatusCode, Vec<u8>) {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .header("gofer-api-version", "v0");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.bytes().await.unwrap_or_default().to_vec())
+    }
+
     /// POSTs raw bytes as JSON content.
     pub async fn post_raw(&self, path: &str, body: &str) -> (StatusCode, Value) {
         let response = self
@@ -597,4 +626,41 @@ pub async fn cancel_run(api: &Api, pipeline: &str, run_id: u64) -> Value {
         .await;
     assert!(status.is_success(), "cancelling run {run_id}: {body}");
     wait_for_run(api, pipeline, run_id, 20).await
+}
+
+/// The secrets key of servers with authentication on (development mode refuses no key; these
+/// servers are not in development mode).
+pub const SECRETS_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// A server with authentication on (through `--auth`).
+pub async fn secured() -> TestServer {
+    TestServer::start_with(
+        &[("GOFER_SECRETS__ENCRYPTION_KEY", SECRETS_KEY)],
+        &["--auth"],
+    )
+    .await
+}
+
+/// The bootstrap token of a secured server, as a client.
+pub async fn bootstrap(server: &TestServer) -> Api {
+    let anonymous = server.client();
+    let (status, body) = anonymous.post_empty("/api/tokens/bootstrap").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    anonymous.with_token(body["secret"].as_str().unwrap())
+}
+
+/// A new token (secret, id) for `user` with `roles`; `expires` in seconds, 0 for never.
+pub async fn new_token(admin: &Api, user: &str, roles: &[&str], expires: u64) -> (String, String) {
+    let (status, body) = admin
+        .post(
+            "/api/tokens",
+            serde_json::json!({"user": user, "roles": roles, "expires": expires}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(!body.to_string().contains("hash"), "{body}");
+    (
+        body["secret"].as_str().unwrap().to_string(),
+        body["token_details"]["id"].as_str().unwrap().to_string(),
+    )
 }
