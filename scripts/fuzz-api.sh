@@ -4,9 +4,14 @@
 #   1. development mode (no auth: every route is reached);
 #   2. authentication on, as a restricted token (role: read/write in namespaces `^team-.*` and
 #      pipelines `^app.*`, plus events and plugins), so the 401/403 paths and the filtered lists
-#      are fuzzed too.
+#      are fuzzed too;
+#   3. the team boundary: every operation of the OpenAPI document aimed at another team's
+#      namespace, also through percent-encoded and path-traversing ids, with tokens scoped to
+#      one team and to the default namespace; any 2xx (or a glimpse of the other team) fails.
+#      That walk is the end-to-end test security::no_operation_crosses_the_team_boundary.
 # `PATCH /api/system` is left out: pausing runs makes run starts answer 503 on purpose.
-# FUZZ_EXAMPLES (default 60) sets the examples per operation; FUZZ_PASSES="dev auth" the passes.
+# FUZZ_EXAMPLES (default 60) sets the examples per operation; FUZZ_PASSES="dev auth boundary" the
+# passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gofer-target}"
@@ -57,7 +62,7 @@ fuzz() {
     -c not_a_server_error
 }
 
-for pass in ${FUZZ_PASSES:-dev auth}; do
+for pass in ${FUZZ_PASSES:-dev auth boundary}; do
   case "$pass" in
     dev)
       echo "== fuzz pass: development mode"
@@ -75,7 +80,11 @@ for pass in ${FUZZ_PASSES:-dev auth}; do
         python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
       fuzz -H "Authorization: Bearer $team"
       ;;
-    *) echo "fuzz: unknown pass '$pass' (use dev, auth)" >&2; exit 2 ;;
+    boundary)
+      echo "== fuzz pass: every operation across the team boundary"
+      cargo test -q -p gofer --test it -- --exact security::no_operation_crosses_the_team_boundary
+      ;;
+    *) echo "fuzz: unknown pass '$pass' (use dev, auth, boundary)" >&2; exit 2 ;;
   esac
   cleanup
 done

@@ -88,9 +88,11 @@ pub fn validate_resource(resource: &str) -> Result<(), String> {
     }
 }
 
-/// A resource target as a regex matching whole ids. Compiled once per pattern (compiling costs
-/// tens of microseconds; a filtered list checks every item), in a small bounded cache.
-fn full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
+/// A resource target as a regex matching whole ids. The pattern must parse on its own, so that it
+/// cannot close the anchoring group (`team-a)|(-b` would otherwise match `team-b`). Compiled once
+/// per pattern (compiling costs tens of microseconds; a filtered list checks every item), in a
+/// small bounded cache.
+pub fn full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     const MOST_PATTERNS: usize = 1024;
@@ -103,6 +105,7 @@ fn full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
     {
         return Ok(regex.clone());
     }
+    regex::Regex::new(pattern)?;
     let regex = regex::Regex::new(&format!("^(?:{pattern})$"))?;
     let mut compiled = compiled
         .lock()
@@ -140,6 +143,14 @@ impl std::fmt::Display for Needed {
     }
 }
 
+/// One thing a route needs: `action` on every one of `resources`, allowed by a single permission
+/// of one role (so a permission's targets can never be combined with another's resources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub resources: Vec<Needed>,
+    pub action: Action,
+}
+
 /// What a route requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requirement {
@@ -149,27 +160,22 @@ pub enum Requirement {
     Authenticated,
     /// A token with an administrator role.
     Admin,
-    /// A role allowing `action` on every resource.
-    Permissions {
-        resources: Vec<Needed>,
-        action: Action,
-    },
+    /// Every grant, each allowed by one permission.
+    Permissions(Vec<Grant>),
 }
 
-/// What a request to `path` (matched against the route `template`) with `method` requires.
-pub fn requirement(method: &str, template: &str, path: &str) -> Requirement {
+/// What a request with `method` to the route `template` requires, given the route's path
+/// parameters as the handlers see them (percent-decoded), by name.
+pub fn requirement(
+    method: &str,
+    template: &str,
+    parameters: &BTreeMap<String, String>,
+) -> Requirement {
     let action = match method {
         "GET" | "HEAD" | "OPTIONS" => Action::Read,
         "DELETE" => Action::Delete,
         _ => Action::Write,
     };
-    // Path parameters by name, from aligning the template with the path.
-    let mut parameters = BTreeMap::new();
-    for (pattern, value) in template.split('/').zip(path.split('/')) {
-        if let Some(name) = pattern.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-            parameters.insert(name, value.to_string());
-        }
-    }
     let segments: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
     let under = |prefix: &[&str]| segments.starts_with(prefix);
     match () {
@@ -222,7 +228,33 @@ pub fn requirement(method: &str, template: &str, path: &str) -> Requirement {
     if resources.is_empty() {
         return Requirement::Admin;
     }
-    Requirement::Permissions { resources, action }
+    if segments.last() == Some(&"attach") {
+        // A shell in a running task: it changes the task, and it sees the task's environment,
+        // secret values included. So it needs writing the task and reading the secrets.
+        let scope: Vec<Needed> = resources
+            .iter()
+            .filter(|needed| matches!(needed.name, "namespaces" | "pipelines"))
+            .cloned()
+            .collect();
+        let secrets = scope
+            .into_iter()
+            .chain([Needed {
+                name: "secrets",
+                target: None,
+            }])
+            .collect();
+        return Requirement::Permissions(vec![
+            Grant {
+                resources,
+                action: Action::Write,
+            },
+            Grant {
+                resources: secrets,
+                action: Action::Read,
+            },
+        ]);
+    }
+    Requirement::Permissions(vec![Grant { resources, action }])
 }
 
 /// Why a request is refused.
@@ -247,10 +279,10 @@ pub fn is_admin(token: &Token) -> bool {
 /// Whether a valid token's roles let it read every one of `resources` (e.g. to decide which items
 /// of a list it sees).
 pub fn may_read(token: &Token, roles: &[Role], resources: Vec<Needed>) -> bool {
-    let requirement = Requirement::Permissions {
+    let requirement = Requirement::Permissions(vec![Grant {
         resources,
         action: Action::Read,
-    };
+    }]);
     authorize(token, roles, &requirement, 0).is_ok()
 }
 
@@ -277,26 +309,23 @@ pub fn authorize(
             "only administrators may do this; token '{}' ({}) has roles {:?}",
             token.id, token.user, token.roles
         ))),
-        Requirement::Permissions { resources, action } => {
-            // One role must allow everything the route needs.
-            let allowed = roles.iter().any(|role| {
-                resources
-                    .iter()
-                    .all(|needed| role_allows(role, needed, *action))
-            });
-            if allowed {
-                Ok(())
-            } else {
-                let needed: Vec<String> = resources.iter().map(ToString::to_string).collect();
-                Err(Denied::Forbidden(format!(
-                    "token '{}' ({}) may not {} {}: none of its roles {:?} allows it",
-                    token.id,
-                    token.user,
-                    action_word(*action),
-                    needed.join(", "),
-                    token.roles
-                )))
+        Requirement::Permissions(grants) => {
+            for grant in grants {
+                let allowed = roles.iter().any(|role| permits(role, grant));
+                if !allowed {
+                    let needed: Vec<String> =
+                        grant.resources.iter().map(ToString::to_string).collect();
+                    return Err(Denied::Forbidden(format!(
+                        "token '{}' ({}) may not {} {}: none of its roles {:?} allows it",
+                        token.id,
+                        token.user,
+                        action_word(grant.action),
+                        needed.join(", "),
+                        token.roles
+                    )));
+                }
             }
+            Ok(())
         }
     }
 }
@@ -309,13 +338,16 @@ fn action_word(action: Action) -> &'static str {
     }
 }
 
-fn role_allows(role: &Role, needed: &Needed, action: Action) -> bool {
+/// Whether one permission of `role` allows the whole grant: its action, and every resource.
+fn permits(role: &Role, grant: &Grant) -> bool {
     role.permissions.iter().any(|permission| {
-        permission.actions.contains(&action)
-            && permission
-                .resources
-                .iter()
-                .any(|resource| resource_matches(resource, needed))
+        permission.actions.contains(&grant.action)
+            && grant.resources.iter().all(|needed| {
+                permission
+                    .resources
+                    .iter()
+                    .any(|resource| resource_matches(resource, needed))
+            })
     })
 }
 
@@ -399,6 +431,7 @@ pub fn plugin_token_role(token: &Token) -> Option<Role> {
                 "configs",
                 "deployments",
                 "events",
+                "runs",
                 "subscriptions",
                 "task_executions",
             ],
@@ -464,23 +497,26 @@ pub fn system_roles() -> Vec<Role> {
         },
         Role {
             id: "user".into(),
-            description: "Pipelines, runs, tasks, objects, secrets and subscriptions in the default namespace.".into(),
-            permissions: vec![permission(
-                &[
-                    "namespaces:default",
-                    "pipelines:.*",
-                    "configs",
-                    "deployments",
-                    "events",
-                    "objects",
-                    "runs",
-                    "task_executions",
-                    "secrets",
-                    "subscriptions",
-                    "plugins",
-                ],
-                &all,
-            )],
+            description: "Pipelines, runs, tasks, objects, secrets and subscriptions in the default namespace; reading which plugins there are.".into(),
+            permissions: vec![
+                permission(
+                    &[
+                        "namespaces:default",
+                        "pipelines:.*",
+                        "configs",
+                        "deployments",
+                        "events",
+                        "objects",
+                        "runs",
+                        "task_executions",
+                        "secrets",
+                        "subscriptions",
+                    ],
+                    &all,
+                ),
+                // Not plugins' own objects: they hold every namespace's subscriptions.
+                permission(&["plugins", "subscriptions"], &[Read]),
+            ],
             system_role: true,
         },
         Role {
@@ -498,6 +534,19 @@ pub fn system_roles() -> Vec<Role> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The requirement of a request to `path`, its parameters read by aligning it with `template`.
+    pub(crate) fn route(method: &str, template: &str, path: &str) -> Requirement {
+        let parameters = template
+            .split('/')
+            .zip(path.split('/'))
+            .filter_map(|(pattern, value)| {
+                let name = pattern.strip_prefix('{')?.strip_suffix('}')?;
+                Some((name.to_string(), value.to_string()))
+            })
+            .collect();
+        requirement(method, template, &parameters)
+    }
 
     fn token(roles: &[&str]) -> Token {
         Token {
@@ -525,14 +574,14 @@ mod tests {
 
     #[test]
     fn routes_need_the_resources_in_their_path() {
-        let pipelines = requirement(
+        let pipelines = route(
             "GET",
             "/api/namespaces/{namespace_id}/pipelines",
             "/api/namespaces/devops-a/pipelines",
         );
         assert_eq!(
             pipelines,
-            Requirement::Permissions {
+            Requirement::Permissions(vec![Grant {
                 resources: vec![
                     Needed {
                         name: "namespaces",
@@ -544,55 +593,158 @@ mod tests {
                     },
                 ],
                 action: Action::Read
-            }
+            }])
         );
-        let logs = requirement(
+        let logs = route(
             "GET",
             "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}/logs",
             "/api/namespaces/a/pipelines/b/runs/1/tasks/c/logs",
         );
-        let Requirement::Permissions { resources, .. } = logs else {
+        let Requirement::Permissions(grants) = logs else {
             panic!("{logs:?}")
         };
-        let names: Vec<String> = resources.iter().map(ToString::to_string).collect();
+        let names: Vec<String> = grants[0]
+            .resources
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             names,
             ["namespaces:a", "pipelines:b", "runs", "task_executions"]
         );
         assert_eq!(
-            requirement("POST", "/api/tokens/bootstrap", "/api/tokens/bootstrap"),
+            route("POST", "/api/tokens/bootstrap", "/api/tokens/bootstrap"),
             Requirement::Public
         );
         assert_eq!(
-            requirement("GET", "/api/tokens/whoami", "/api/tokens/whoami"),
+            route("GET", "/api/tokens/whoami", "/api/tokens/whoami"),
             Requirement::Authenticated
         );
         assert_eq!(
-            requirement("POST", "/api/tokens", "/api/tokens"),
+            route("POST", "/api/tokens", "/api/tokens"),
             Requirement::Admin
         );
         assert_eq!(
-            requirement("GET", "/api/secrets/global", "/api/secrets/global"),
+            route("GET", "/api/secrets/global", "/api/secrets/global"),
             Requirement::Admin
         );
         assert!(matches!(
-            requirement(
+            route(
                 "DELETE",
                 "/api/namespaces/{namespace_id}",
                 "/api/namespaces/x"
             ),
-            Requirement::Permissions {
-                action: Action::Delete,
-                ..
-            }
+            Requirement::Permissions(grants) if grants[0].action == Action::Delete
         ));
+    }
+
+    #[test]
+    fn one_permission_must_allow_a_whole_grant() {
+        // Read/write on team-a with secrets, and read on team-b without: not team-b's secrets.
+        let role = Role {
+            id: "two".into(),
+            description: String::new(),
+            permissions: vec![
+                permission(
+                    &["namespaces:team-a", "pipelines:.*", "secrets", "runs"],
+                    &[Action::Read, Action::Write],
+                ),
+                permission(
+                    &["namespaces:team-b", "pipelines:.*", "runs"],
+                    &[Action::Read],
+                ),
+            ],
+            system_role: false,
+        };
+        let holder = token(&["two"]);
+        let secret = |namespace: &str| {
+            route(
+                "GET",
+                "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/secrets/{key}",
+                &format!("/api/namespaces/{namespace}/pipelines/p/secrets/k"),
+            )
+        };
+        let runs = route(
+            "GET",
+            "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs",
+            "/api/namespaces/team-b/pipelines/p/runs",
+        );
+        let roles = std::slice::from_ref(&role);
+        assert_eq!(authorize(&holder, roles, &secret("team-a"), 1), Ok(()));
+        assert!(authorize(&holder, roles, &secret("team-b"), 1).is_err());
+        assert_eq!(authorize(&holder, roles, &runs, 1), Ok(()));
+    }
+
+    #[test]
+    fn attaching_needs_writing_the_task_and_reading_secrets() {
+        let attach = route(
+            "GET",
+            "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}/attach",
+            "/api/namespaces/a/pipelines/p/runs/1/tasks/t/attach",
+        );
+        let role = |resources: &[&str], actions: &[Action]| Role {
+            id: "r".into(),
+            description: String::new(),
+            permissions: vec![permission(resources, actions)],
+            system_role: false,
+        };
+        let holder = token(&["r"]);
+        let tasks = ["namespaces:a", "pipelines:.*", "runs", "task_executions"];
+        let reader = role(&tasks, &[Action::Read]);
+        assert!(authorize(&holder, &[reader], &attach, 1).is_err());
+        let writer = role(&tasks, &[Action::Read, Action::Write]);
+        assert!(authorize(&holder, &[writer], &attach, 1).is_err());
+        let everything = role(
+            &[
+                "namespaces:a",
+                "pipelines:.*",
+                "runs",
+                "task_executions",
+                "secrets",
+            ],
+            &[Action::Read, Action::Write],
+        );
+        assert_eq!(authorize(&holder, &[everything], &attach, 1), Ok(()));
+        // A run's own token has no secrets, so it attaches to nothing.
+        let mut run_token = token(&[]);
+        run_token.metadata = [
+            (RUN_NAMESPACE.to_string(), "a".to_string()),
+            (RUN_PIPELINE.to_string(), "p".to_string()),
+            (RUN_ID.to_string(), "1".to_string()),
+        ]
+        .into();
+        let own = run_token_role(&run_token).unwrap();
+        assert!(authorize(&run_token, &[own], &attach, 1).is_err());
+    }
+
+    #[test]
+    fn a_target_must_parse_on_its_own() {
+        assert!(
+            validate_resource("namespaces:team-a)|(-b")
+                .unwrap_err()
+                .contains("not a regex")
+        );
+        // Even when stored before the check existed, it matches nothing.
+        let holder = token(&["r"]);
+        let role = Role {
+            id: "r".into(),
+            description: String::new(),
+            permissions: vec![permission(&["namespaces:team-a)|(-b"], &[Action::Read])],
+            system_role: false,
+        };
+        let read = route(
+            "GET",
+            "/api/namespaces/{namespace_id}",
+            "/api/namespaces/team-b",
+        );
+        assert!(authorize(&holder, &[role], &read, 1).is_err());
     }
 
     #[test]
     fn anchored_targets_and_one_role_for_everything() {
         let role = devops();
         let needs = |namespace: &str| {
-            requirement(
+            route(
                 "GET",
                 "/api/namespaces/{namespace_id}/pipelines",
                 &format!("/api/namespaces/{namespace}/pipelines"),
@@ -611,7 +763,7 @@ mod tests {
             assert!(matches!(denied, Denied::Forbidden(_)), "{denied:?}");
         }
         // Reading is not writing.
-        let write = requirement(
+        let write = route(
             "POST",
             "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs",
             "/api/namespaces/devops-a/pipelines/p/runs",
@@ -646,7 +798,7 @@ mod tests {
         .into();
         let role = plugin_token_role(&holder).expect("a plugin token");
         let objects = |plugin: &str, method: &str| {
-            requirement(
+            route(
                 method,
                 "/api/extensions/{extension_id}/objects/{key}",
                 &format!("/api/extensions/{plugin}/objects/k"),
@@ -676,12 +828,12 @@ mod tests {
                 .is_err()
             );
         }
-        let secrets = requirement(
+        let secrets = route(
             "GET",
             "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/secrets",
             "/api/namespaces/default/pipelines/p/secrets",
         );
-        let start_run = requirement(
+        let start_run = route(
             "POST",
             "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs",
             "/api/namespaces/default/pipelines/p/runs",

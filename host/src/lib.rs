@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod logs;
+pub mod masks;
 pub mod models;
 pub mod objects;
 pub mod orchestrator;

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use crate::masks::Masks;
+
 /// Written after a task's last output; readers stop at the line that contains it.
 pub const EOF_MARKER: &str = "GOFER_EOF";
 
@@ -100,7 +102,7 @@ impl LogStore {
             file,
             written,
             sender,
-            masks: Vec::new(),
+            masks: Masks::default(),
             pending: Vec::new(),
         })
     }
@@ -223,9 +225,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-/// What a masked secret value is replaced with in logs.
-pub const MASK: &str = "********";
-
 /// Appends to one log and tells followers.
 pub struct LogWriter {
     store: LogStore,
@@ -233,8 +232,8 @@ pub struct LogWriter {
     file: tokio::fs::File,
     written: u64,
     sender: watch::Sender<u64>,
-    /// Values never written as they are (secrets), longest first.
-    masks: Vec<Vec<u8>>,
+    /// Values never written as they are (secrets).
+    masks: Masks,
     /// With masks: the end of the output after its last newline, held back so that a value split
     /// between two writes is still masked.
     pending: Vec<u8>,
@@ -245,41 +244,15 @@ impl std::fmt::Debug for LogWriter {
         // Never the masks: they are secrets.
         f.debug_struct("LogWriter")
             .field("path", &self.path)
-            .field("masks", &self.masks.len())
+            .field("masks", &self.masks)
             .finish()
     }
 }
 
-/// Replaces every occurrence of each mask with [`MASK`].
-fn mask(bytes: &[u8], masks: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    'scan: while at < bytes.len() {
-        for value in masks {
-            if bytes[at..].starts_with(value) {
-                out.extend_from_slice(MASK.as_bytes());
-                at += value.len();
-                continue 'scan;
-            }
-        }
-        out.push(bytes[at]);
-        at += 1;
-    }
-    out
-}
-
 impl LogWriter {
-    /// From now on, these values are written as [`MASK`] (empty values are ignored; a value is
-    /// masked within each line, so one containing a newline is masked line by line).
-    pub fn mask_values(&mut self, values: impl IntoIterator<Item = String>) {
-        for value in values {
-            for line in value.split('\n').map(|line| line.trim_end_matches('\r')) {
-                if !line.is_empty() && !self.masks.iter().any(|mask| mask == line.as_bytes()) {
-                    self.masks.push(line.as_bytes().to_vec());
-                }
-            }
-        }
-        self.masks.sort_by_key(|mask| std::cmp::Reverse(mask.len()));
+    /// From now on, the masked values are written as [`crate::masks::MASK`].
+    pub fn mask(&mut self, masks: Masks) {
+        self.masks = masks;
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
@@ -291,7 +264,7 @@ impl LogWriter {
             return Ok(());
         };
         let complete: Vec<u8> = self.pending.drain(..=end).collect();
-        let masked = mask(&complete, &self.masks);
+        let masked = self.masks.apply(&complete);
         self.write_raw(&masked).await
     }
 
@@ -315,7 +288,7 @@ impl LogWriter {
     /// Writes the end marker and closes the log.
     pub async fn finish(mut self) -> Result<(), LogError> {
         let rest = std::mem::take(&mut self.pending);
-        let rest = mask(&rest, &self.masks);
+        let rest = self.masks.apply(&rest);
         let outcome = match self.write_raw(&rest).await {
             Ok(()) => self.write_raw(EOF_MARKER.as_bytes()).await,
             Err(error) => Err(error),
@@ -381,11 +354,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::new(dir.path().to_path_buf());
         let mut writer = store.writer(&key(), true).await.unwrap();
-        writer.mask_values([
+        writer.mask(Masks::of([
             "hunter2".to_string(),
             "multi\nline".to_string(),
             String::new(),
-        ]);
+        ]));
         writer.write(b"token=hun").await.unwrap();
         writer
             .write(b"ter2 ok\nmulti and line\nlast hunter2")

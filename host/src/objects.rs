@@ -27,6 +27,8 @@ pub enum ObjectError {
     },
     #[error("the upload failed: {0}")]
     Upload(std::io::Error),
+    #[error("'{0}' cannot name an object's owner: use letters, digits, '-', '_' and '.'")]
+    InvalidScope(String),
 }
 
 /// Checks an object key: 1 to 256 printable characters.
@@ -100,40 +102,77 @@ impl FsObjectStore {
         Self { root }
     }
 
-    /// The object's file. Keys are hex-encoded, so any key is a safe file name.
-    fn path(&self, key: &ObjectKey) -> PathBuf {
-        let hex = |text: &str| {
-            text.bytes()
-                .map(|byte| format!("{byte:02x}"))
-                .collect::<String>()
-        };
-        match key {
+    /// The object's file: `<root>/<kind>/<scope...>/<name>`. Scope components (namespace,
+    /// pipeline, plugin) must be plain names; the key becomes a file name ([`file_name`]). The
+    /// result is checked to lie under the root, whatever the inputs.
+    fn path(&self, key: &ObjectKey) -> Result<PathBuf, ObjectError> {
+        let (kind, scope, name): (&str, Vec<String>, &str) = match key {
             ObjectKey::Pipeline {
                 namespace,
                 pipeline,
                 key,
-            } => self
-                .root
-                .join("pipeline")
-                .join(namespace)
-                .join(pipeline)
-                .join(hex(key)),
+            } => ("pipeline", vec![namespace.clone(), pipeline.clone()], key),
             ObjectKey::Run {
                 namespace,
                 pipeline,
                 run,
                 key,
-            } => self
-                .root
-                .join("run")
-                .join(namespace)
-                .join(pipeline)
-                .join(run.to_string())
-                .join(hex(key)),
-            ObjectKey::Plugin { plugin, key } => {
-                self.root.join("plugin").join(plugin).join(hex(key))
+            } => (
+                "run",
+                vec![namespace.clone(), pipeline.clone(), run.to_string()],
+                key,
+            ),
+            ObjectKey::Plugin { plugin, key } => ("plugin", vec![plugin.clone()], key),
+        };
+        let mut path = self.root.join(kind);
+        for component in &scope {
+            if !is_plain_name(component) {
+                return Err(ObjectError::InvalidScope(component.clone()));
             }
+            path.push(component);
         }
+        path.push(file_name(name));
+        if !path.starts_with(&self.root) || path.components().count() != self.depth(&scope) {
+            return Err(ObjectError::InvalidScope(scope.join("/")));
+        }
+        Ok(path)
+    }
+
+    /// Components of a valid object path: the root's, the kind, the scope and the file.
+    fn depth(&self, scope: &[String]) -> usize {
+        self.root.components().count() + 1 + scope.len() + 1
+    }
+}
+
+/// Whether a scope component is a plain file name: 1 to 64 characters of `[A-Za-z0-9_.-]`, not
+/// starting with a dot (so never `.` or `..`), no separator.
+fn is_plain_name(component: &str) -> bool {
+    (1..=64).contains(&component.len())
+        && !component.starts_with('.')
+        && component
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Keys up to this many bytes are kept as their hex spelling (readable on disk); longer ones by
+/// hash, so that the name plus an upload's `.partial-<uuid>` suffix stays under the 255 bytes a
+/// file name may have.
+const MOST_HEX_KEY_BYTES: usize = 100;
+
+/// The file name of a key: its bytes in hex, or for long keys `sha256-` and the hex SHA-256 of
+/// the key (the two spellings cannot collide: hex has no `-`).
+fn file_name(key: &str) -> String {
+    use sha2::Digest;
+    let hex = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>()
+    };
+    if key.len() <= MOST_HEX_KEY_BYTES {
+        hex(key.as_bytes())
+    } else {
+        format!("sha256-{}", hex(&sha2::Sha256::digest(key.as_bytes())))
     }
 }
 
@@ -145,7 +184,7 @@ impl ObjectStore for FsObjectStore {
         mut body: ByteStream,
         max_bytes: u64,
     ) -> Result<u64, ObjectError> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         let io = |path: &PathBuf| {
             let path = path.clone();
             move |source| ObjectError::Io { path, source }
@@ -183,7 +222,7 @@ impl ObjectStore for FsObjectStore {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Option<ByteStream>, ObjectError> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         match tokio::fs::File::open(&path).await {
             Ok(file) => Ok(Some(tokio_util::io::ReaderStream::new(file).boxed())),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -192,7 +231,7 @@ impl ObjectStore for FsObjectStore {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectError> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -257,7 +296,7 @@ mod tests {
             b"hello world"
         );
         // The key is only a file name: nothing was written outside the store.
-        assert!(store.path(&key).starts_with(dir.path()));
+        assert!(store.path(&key).unwrap().starts_with(dir.path()));
         let error = store
             .put(&key, body(&[b"0123456789"]), 5)
             .await
@@ -271,5 +310,54 @@ mod tests {
         store.delete(&key).await.unwrap();
         assert!(store.get(&key).await.unwrap().is_none());
         store.delete(&key).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn scopes_cannot_leave_the_store_and_long_keys_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsObjectStore::new(dir.path().join("objects"));
+        let escape = dir.path().join("escape");
+        for plugin in [
+            "../../escape",
+            "..",
+            ".",
+            "",
+            "/tmp/escape",
+            "a/b",
+            ".hidden",
+        ] {
+            let key = ObjectKey::Plugin {
+                plugin: plugin.to_string(),
+                key: "k".into(),
+            };
+            let error = store.put(&key, body(&[b"pwned"]), 100).await.unwrap_err();
+            assert!(
+                matches!(error, ObjectError::InvalidScope(_)),
+                "{plugin}: {error}"
+            );
+            assert!(store.get(&key).await.is_err());
+            assert!(store.delete(&key).await.is_err());
+        }
+        let namespace = ObjectKey::Pipeline {
+            namespace: "..".into(),
+            pipeline: "x".into(),
+            key: "k".into(),
+        };
+        assert!(store.put(&namespace, body(&[b"x"]), 100).await.is_err());
+        assert!(!escape.exists());
+        // Keys of every documented length are stored and read back, each its own file.
+        for length in [1, 100, 101, 106, 256] {
+            let key = ObjectKey::Plugin {
+                plugin: "interval".into(),
+                key: "k".repeat(length),
+            };
+            let contents = format!("{length}").into_bytes();
+            let stream = futures_util::stream::iter([Ok(Bytes::from(contents.clone()))]).boxed();
+            store.put(&key, stream, 100).await.unwrap();
+            assert_eq!(
+                read_to_vec(&store, &key, 100).await.unwrap().unwrap(),
+                contents
+            );
+        }
     }
 }

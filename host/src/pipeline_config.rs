@@ -42,7 +42,7 @@ pub enum ConfigError {
         "task '{0}' names both an image and a plugin; a task is either a container or a shared task"
     )]
     ImageAndPlugin(String),
-    #[error("task '{task}' has an invalid variable name '{key}': {problem}")]
+    #[error("task '{task}' has an invalid variable '{key}': {problem}")]
     InvalidVariable {
         task: String,
         key: String,
@@ -82,6 +82,21 @@ pub fn parse_timeout(owner: &str, value: &str) -> Result<std::time::Duration, Co
         return Err(invalid("it must be longer than zero".into()));
     }
     Ok(duration)
+}
+
+/// What is wrong with an environment variable, or `None`: the name must be non-empty without
+/// '=' or NUL, the value without NUL (an environment cannot hold them). For task variables and
+/// run variables alike.
+pub fn variable_problem(key: &str, value: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("it is empty")
+    } else if key.contains('=') || key.contains('\0') {
+        Some("it cannot contain '=' or NUL")
+    } else if value.contains('\0') {
+        Some("its value cannot contain NUL")
+    } else {
+        None
+    }
 }
 
 /// Checks Gofer's identifier rule: 3 to 32 characters of `[a-zA-Z0-9-]`.
@@ -284,15 +299,8 @@ impl TaskInput {
                 retries: self.retries,
             });
         }
-        for key in self.variables.keys() {
-            let problem = if key.is_empty() {
-                Some("it is empty")
-            } else if key.contains('=') || key.contains('\0') {
-                Some("it cannot contain '=' or NUL")
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
+        for (key, value) in &self.variables {
+            if let Some(problem) = variable_problem(key, value) {
                 return Err(ConfigError::InvalidVariable {
                     task: self.id.clone(),
                     key: key.clone(),

@@ -69,6 +69,42 @@ pub trait SecretStore: Send + Sync {
     /// Stores (or replaces) a value.
     async fn put(&self, key: &SecretKey, value: &str) -> Result<(), SecretError>;
     async fn delete(&self, key: &SecretKey) -> Result<(), SecretError>;
+    /// Encrypts a value kept outside the store (a registry password inside a stored config)
+    /// under the store's key, as text starting with [`SEALED_PREFIX`].
+    fn seal(&self, value: &str) -> Result<String, SecretError>;
+    /// The value [`SecretStore::seal`] sealed.
+    fn unseal(&self, sealed: &str) -> Result<String, SecretError>;
+}
+
+/// How a sealed value starts (version 1: hex of nonce and AES-256-GCM ciphertext).
+pub const SEALED_PREFIX: &str = "gofer-sealed:v1:";
+
+/// Whether a value is sealed (configs stored before sealing existed hold plain passwords).
+pub fn is_sealed(value: &str) -> bool {
+    value.starts_with(SEALED_PREFIX)
+}
+
+/// A fresh random nonce followed by the ciphertext.
+fn encrypt(cipher: &Aes256Gcm, value: &[u8]) -> Result<Vec<u8>, SecretError> {
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let ciphertext = cipher
+        .encrypt(&nonce, value)
+        .map_err(|_| SecretError::Encrypt)?;
+    let mut sealed = nonce.to_vec();
+    sealed.extend_from_slice(&ciphertext);
+    Ok(sealed)
+}
+
+/// The text `encrypt` sealed; `name` says which value in errors.
+fn decrypt(cipher: &Aes256Gcm, sealed: &[u8], name: &str) -> Result<String, SecretError> {
+    if sealed.len() < NONCE_BYTES {
+        return Err(SecretError::Decrypt(name.to_string()));
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
+    let plaintext = cipher
+        .decrypt(Nonce::from_slice(nonce), ciphertext)
+        .map_err(|_| SecretError::Decrypt(name.to_string()))?;
+    String::from_utf8(plaintext).map_err(|_| SecretError::Decrypt(name.to_string()))
 }
 
 /// The default store: values encrypted with AES-256-GCM (a fresh random nonce per value) in an
@@ -139,16 +175,7 @@ impl SecretStore for EncryptedSqliteStore {
             let Some(sealed) = sealed else {
                 return Ok(None);
             };
-            if sealed.len() < NONCE_BYTES {
-                return Err(SecretError::Decrypt(name));
-            }
-            let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
-            let plaintext = cipher
-                .decrypt(Nonce::from_slice(nonce), ciphertext)
-                .map_err(|_| SecretError::Decrypt(name.clone()))?;
-            String::from_utf8(plaintext)
-                .map(Some)
-                .map_err(|_| SecretError::Decrypt(name))
+            decrypt(cipher, &sealed, &name).map(Some)
         })
         .await
     }
@@ -157,12 +184,7 @@ impl SecretStore for EncryptedSqliteStore {
         let name = key.storage_name();
         let value = value.to_string();
         self.with_connection(move |connection, cipher| {
-            let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-            let ciphertext = cipher
-                .encrypt(&nonce, value.as_bytes())
-                .map_err(|_| SecretError::Encrypt)?;
-            let mut sealed = nonce.to_vec();
-            sealed.extend_from_slice(&ciphertext);
+            let sealed = encrypt(cipher, value.as_bytes())?;
             connection.execute(
                 "INSERT INTO secrets (name, value) VALUES (?1, ?2)
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -181,6 +203,26 @@ impl SecretStore for EncryptedSqliteStore {
         })
         .await
     }
+
+    fn seal(&self, value: &str) -> Result<String, SecretError> {
+        let sealed = encrypt(&self.cipher, value.as_bytes())?;
+        let hex: String = sealed.iter().map(|byte| format!("{byte:02x}")).collect();
+        Ok(format!("{SEALED_PREFIX}{hex}"))
+    }
+
+    fn unseal(&self, sealed: &str) -> Result<String, SecretError> {
+        const WHAT: &str = "a sealed value";
+        let hex = sealed
+            .strip_prefix(SEALED_PREFIX)
+            .filter(|hex| hex.len() % 2 == 0 && hex.is_ascii())
+            .ok_or_else(|| SecretError::Decrypt(WHAT.into()))?;
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&hex[at..at + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| SecretError::Decrypt(WHAT.into()))?;
+        decrypt(&self.cipher, &bytes, WHAT)
+    }
 }
 
 /// Checks global-secret namespace patterns: each a regex, matched against the whole id.
@@ -194,7 +236,8 @@ pub fn namespace_patterns(patterns: &[String]) -> Result<Vec<regex::Regex>, Stri
     patterns
         .iter()
         .map(|pattern| {
-            regex::Regex::new(&format!("^(?:{pattern})$"))
+            // The same whole-id rule as role targets (a pattern must parse on its own).
+            crate::auth::full_match(pattern)
                 .map_err(|error| format!("namespaces: '{pattern}' is not a regex: {error}"))
         })
         .collect()
@@ -254,5 +297,37 @@ mod tests {
             EncryptedSqliteStore::open(&path, "short"),
             Err(SecretError::KeyLength(5))
         ));
+    }
+
+    #[test]
+    fn sealed_values_open_only_under_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EncryptedSqliteStore::open(
+            &dir.path().join("a.db"),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
+        let sealed = store.seal("registry-password").unwrap();
+        assert!(is_sealed(&sealed) && !sealed.contains("registry-password"));
+        assert_ne!(
+            sealed,
+            store.seal("registry-password").unwrap(),
+            "fresh nonces"
+        );
+        assert_eq!(store.unseal(&sealed).unwrap(), "registry-password");
+        let other = EncryptedSqliteStore::open(
+            &dir.path().join("b.db"),
+            "ffffffffffffffffffffffffffffffff",
+        )
+        .unwrap();
+        assert!(other.unseal(&sealed).is_err());
+        for damaged in [
+            "plain",
+            "gofer-sealed:v1:zz",
+            "gofer-sealed:v1:abc",
+            "gofer-sealed:v1:",
+        ] {
+            assert!(store.unseal(damaged).is_err(), "{damaged}");
+        }
     }
 }

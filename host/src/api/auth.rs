@@ -2,7 +2,10 @@
 //! request and checks its token's roles against what the route needs (`crate::auth`). Must not
 //! hold SQL (storage) or the permission rules themselves (`crate::auth`).
 
-use axum::extract::{MatchedPath, Request, State};
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
 use crate::auth::{self, Denied, Requirement};
-use crate::models::{Permission, Role, Token, now_millis};
+use crate::models::{Action, Permission, Role, Token, now_millis};
 use crate::pipeline_config::validate_identifier;
 
 pub(super) fn routes() -> OpenApiRouter<ApiState> {
@@ -49,6 +52,40 @@ impl Identity {
             Some(token) => auth::may_read(token, &self.roles, resources),
         }
     }
+
+    /// 403 unless the caller may do `action` on every one of `resources` (one permission
+    /// allowing all), for what the route's path cannot say (an id in the body).
+    pub fn require(&self, resources: Vec<auth::Needed>, action: Action) -> Result<(), ApiError> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let requirement = Requirement::Permissions(vec![auth::Grant { resources, action }]);
+        match auth::authorize(token, &self.roles, &requirement, now_millis()) {
+            Ok(()) => Ok(()),
+            Err(Denied::Unauthenticated(message) | Denied::Forbidden(message)) => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, message))
+            }
+        }
+    }
+}
+
+/// The route's path parameters, percent-decoded, by name. Refused: a parameter that is not UTF-8
+/// once decoded, or that holds a control character (no id has one; in a log line it could forge
+/// another line).
+fn path_parameters(
+    parameters: Result<RawPathParams, RawPathParamsRejection>,
+) -> Result<BTreeMap<String, String>, String> {
+    let parameters = parameters.map_err(|rejection| rejection.body_text())?;
+    let mut decoded = BTreeMap::new();
+    for (name, value) in &parameters {
+        if value.chars().any(char::is_control) {
+            return Err(format!(
+                "path parameter '{name}' holds a control character: {value:?}"
+            ));
+        }
+        decoded.insert(name.to_string(), value.to_string());
+    }
+    Ok(decoded)
 }
 
 fn unauthorized(message: impl Into<String>) -> Response {
@@ -61,12 +98,20 @@ fn unauthorized(message: impl Into<String>) -> Response {
 pub(super) async fn authenticate(
     State(state): State<ApiState>,
     matched: Option<MatchedPath>,
+    parameters: Result<RawPathParams, RawPathParamsRejection>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path().to_string();
-    let template = matched.map_or_else(|| path.clone(), |matched| matched.as_str().to_string());
-    let requirement = auth::requirement(request.method().as_str(), &template, &path);
+    let template = matched.map_or_else(
+        || request.uri().path().to_string(),
+        |matched| matched.as_str().to_string(),
+    );
+    // Decided on the ids as the handlers see them (percent-decoded), never on the raw path.
+    let parameters = match path_parameters(parameters) {
+        Ok(parameters) => parameters,
+        Err(message) => return ApiError::bad_request(message).into_response(),
+    };
+    let requirement = auth::requirement(request.method().as_str(), &template, &parameters);
     if state.config.development.bypass_auth || requirement == Requirement::Public {
         request.extensions_mut().insert(Identity {
             token: None,
@@ -486,6 +531,14 @@ async fn delete_role(
 mod tests {
     use crate::auth::{Requirement, requirement};
 
+    fn parameters(template: &str) -> std::collections::BTreeMap<String, String> {
+        template
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| (name.to_string(), name.to_string()))
+            .collect()
+    }
+
     /// Every route of the API needs a token except the few public ones, and each maps to a
     /// requirement on purpose (an unknown route falls back to administrators only).
     #[test]
@@ -500,8 +553,7 @@ mod tests {
         let mut seen = 0;
         for (template, operations) in document["paths"].as_object().unwrap() {
             for method in operations.as_object().unwrap().keys() {
-                let path = template.replace(['{', '}'], "");
-                let needed = requirement(&method.to_uppercase(), template, &path);
+                let needed = requirement(&method.to_uppercase(), template, &parameters(template));
                 let expected_public =
                     public.contains(&template.as_str()) || template.starts_with("/api/external/");
                 assert_eq!(

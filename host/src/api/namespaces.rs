@@ -8,6 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Identity;
 use crate::auth::Needed;
+use crate::models::Action;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
 use crate::models::{EventKind, Namespace, now_millis};
@@ -74,9 +75,13 @@ async fn list_namespaces(
     responses((status = 201, body = NamespaceResponse), (status = "4XX", body = super::ErrorBody)))]
 async fn create_namespace(
     state: AppState,
+    Extension(identity): Extension<Identity>,
     ApiJson(request): ApiJson<CreateNamespaceRequest>,
 ) -> Result<(StatusCode, ApiJson<NamespaceResponse>), ApiError> {
     validate_identifier("namespace id", &request.id)?;
+    // The route carries no id; the body's must be one the caller may write (checked before
+    // looking, so that a 409 cannot tell others' namespaces apart).
+    identity.require(vec![Needed::on("namespaces", &request.id)], Action::Write)?;
     let namespace = Namespace {
         id: request.id,
         name: request.name,

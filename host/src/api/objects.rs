@@ -40,10 +40,16 @@ impl From<ObjectError> for ApiError {
             ObjectError::TooLarge(_) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
             }
-            ObjectError::Upload(_) => ApiError::bad_request(error.to_string()),
+            ObjectError::Upload(_) | ObjectError::InvalidScope(_) => {
+                ApiError::bad_request(error.to_string())
+            }
+            // The server's paths are for its log, not for callers.
             ObjectError::Io { .. } => {
                 tracing::error!(%error, "object store");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the object store failed; the server log has the details",
+                )
             }
         }
     }
@@ -113,8 +119,18 @@ fn run_target(namespace: String, pipeline: String, run: u64, key: String) -> Tar
     }
 }
 
-fn plugin_target(plugin: String, key: String) -> Target {
-    Target {
+/// Objects are a loaded plugin's own: an unknown name is a 404.
+fn require_loaded_plugin(state: &ApiState, plugin: &str) -> Result<(), ApiError> {
+    match state.triggers.registry().get(plugin) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!("plugin '{plugin}' not found"))),
+    }
+}
+
+/// A loaded plugin's object.
+fn plugin_target(state: &ApiState, plugin: String, key: String) -> Result<Target, ApiError> {
+    require_loaded_plugin(state, &plugin)?;
+    Ok(Target {
         scope: ObjectScope::Plugin {
             plugin_id: plugin.clone(),
         },
@@ -124,7 +140,7 @@ fn plugin_target(plugin: String, key: String) -> Target {
         },
         name: key,
         limit: None,
-    }
+    })
 }
 
 fn validate_key(key: &str) -> Result<(), ApiError> {
@@ -332,6 +348,7 @@ async fn list_extension_objects(
     ApiPath(plugin_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<ListObjectsResponse>, ApiError> {
+    require_loaded_plugin(&state, &plugin_id)?;
     list(&state, ObjectScope::Plugin { plugin_id }, &query).await
 }
 
@@ -344,7 +361,7 @@ async fn get_extension_object(
     state: AppState,
     ApiPath((plugin_id, key)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    download(&state, plugin_target(plugin_id, key)).await
+    download(&state, plugin_target(&state, plugin_id, key)?).await
 }
 
 /// Upload a plugin object (the raw body, streamed).
@@ -359,7 +376,13 @@ async fn put_extension_object(
     ApiQuery(query): ApiQuery<ForceQuery>,
     body: Body,
 ) -> Result<(StatusCode, ApiJson<PutObjectResponse>), ApiError> {
-    upload(&state, plugin_target(plugin_id, key), query.force, body).await
+    upload(
+        &state,
+        plugin_target(&state, plugin_id, key)?,
+        query.force,
+        body,
+    )
+    .await
 }
 
 /// Delete a plugin object.
@@ -371,5 +394,5 @@ async fn delete_extension_object(
     state: AppState,
     ApiPath((plugin_id, key)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    remove(&state, plugin_target(plugin_id, key)).await
+    remove(&state, plugin_target(&state, plugin_id, key)?).await
 }

@@ -283,7 +283,18 @@ async fn register_config(
             )));
         }
     }
-    let input = request.config;
+    let mut input = request.config;
+    // Registry passwords are kept sealed under the secrets key, never in clear in the database
+    // (a password given as `pipeline_secret{{…}}` or `global_secret{{…}}` is a reference and
+    // stays one).
+    for task in &mut input.tasks {
+        if let Some(auth) = task.registry_auth.as_mut()
+            && !crate::secrets::is_sealed(&auth.pass)
+            && !crate::orchestrator::is_reference(&auth.pass)
+        {
+            auth.pass = state.secrets.seal(&auth.pass)?;
+        }
+    }
     let pipeline = state
         .write(move |db| {
             let (namespace_id, pipeline_id) = (path.namespace_id, path.pipeline_id);

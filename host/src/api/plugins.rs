@@ -15,7 +15,7 @@ use super::auth::Identity;
 use crate::auth::Needed;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
-use crate::models::{Plugin, PluginKind, Subscription, SubscriptionStatus};
+use crate::models::{Action, Plugin, PluginKind, Subscription, SubscriptionStatus};
 use crate::pipeline_config::validate_identifier;
 use crate::plugins::PluginError;
 use crate::storage::StorageError;
@@ -141,11 +141,11 @@ async fn list_extension_subscriptions(
             &identity,
             page,
             move |db, page| db.list_subscriptions_of(&plugin, page),
+            // The route checked the plugin; each item, its pipeline.
             |subscription| {
                 vec![
                     Needed::on("namespaces", &subscription.namespace_id),
                     Needed::on("pipelines", &subscription.pipeline_id),
-                    Needed::on("plugins", &subscription.extension_id),
                     Needed {
                         name: "subscriptions",
                         target: None,
@@ -185,10 +185,28 @@ async fn list_subscriptions(
     responses((status = 201, body = SubscriptionResponse), (status = "4XX", body = super::ErrorBody)))]
 async fn create_subscription(
     state: AppState,
+    Extension(identity): Extension<Identity>,
     ApiPath(path): ApiPath<PipelinePath>,
     ApiJson(request): ApiJson<CreateSubscriptionRequest>,
 ) -> Result<(StatusCode, ApiJson<SubscriptionResponse>), ApiError> {
     validate_identifier("subscription id", &request.subscription_id)?;
+    // Settings that reference the pipeline's secrets or objects hand their values to the plugin:
+    // only for a caller who may read them.
+    for value in request.settings.values() {
+        if let Some(resource) = crate::orchestrator::referenced_resource(value) {
+            identity.require(
+                vec![
+                    Needed::on("namespaces", &path.namespace_id),
+                    Needed::on("pipelines", &path.pipeline_id),
+                    Needed {
+                        name: resource,
+                        target: None,
+                    },
+                ],
+                Action::Read,
+            )?;
+        }
+    }
     match state.triggers.registry().get(&request.extension_id) {
         Some(plugin) if plugin.kind == Some(PluginKind::Trigger) => {}
         Some(_) => {

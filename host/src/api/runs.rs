@@ -35,7 +35,9 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::Paused | OrchestratorError::PipelineDisabled(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
             }
-            OrchestratorError::NoLiveConfig(_) => ApiError::bad_request(error.to_string()),
+            OrchestratorError::NoLiveConfig(_) | OrchestratorError::InvalidVariable { .. } => {
+                ApiError::bad_request(error.to_string())
+            }
             OrchestratorError::AlreadyComplete(message)
             | OrchestratorError::NotRunning(message) => ApiError::conflict(message),
             OrchestratorError::Attach(error) => ApiError::new(

@@ -106,6 +106,13 @@ fn validate_content(content: &str) -> Result<(), ApiError> {
             content.len()
         )));
     }
+    // A value goes into a task's environment, which cannot hold a NUL byte (the engine refuses
+    // the container and quotes the variable, value and all, in its error).
+    if content.contains('\0') {
+        return Err(ApiError::bad_request(
+            "the secret contains a NUL byte, which an environment variable cannot hold",
+        ));
+    }
     Ok(())
 }
 

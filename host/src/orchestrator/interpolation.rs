@@ -42,6 +42,20 @@ fn parse(value: &str) -> Option<(Kind, &str)> {
     Some((kind, key))
 }
 
+/// Whether a value is a reference (`pipeline_secret{{key}}` and the like) rather than a literal.
+pub fn is_reference(value: &str) -> bool {
+    parse(value).is_some()
+}
+
+/// The kind of resource (`secrets`, `objects`) a reference reads, as roles name it; `None` for a
+/// literal.
+pub fn referenced_resource(value: &str) -> Option<&'static str> {
+    parse(value).map(|(kind, _)| match kind {
+        Kind::PipelineSecret | Kind::GlobalSecret => "secrets",
+        Kind::PipelineObject | Kind::RunObject => "objects",
+    })
+}
+
 /// Where values come from.
 pub(super) struct Sources<'a> {
     pub storage: &'a Storage,
@@ -56,13 +70,31 @@ pub(super) struct Scope<'a> {
     pub run: Option<u64>,
 }
 
-/// The environment with every reference replaced, and the secret values used (to mask in logs).
-/// An error is the reason the task cannot start, naming the variable and the key.
+/// Pairs with every reference replaced, and the values that came from secrets and objects.
+#[derive(Default)]
+pub(super) struct Resolved {
+    pub pairs: Vec<(String, String)>,
+    /// Secret values used: masked in whatever the task prints.
+    pub secrets: Vec<String>,
+    /// Object contents used: with the secrets, never echoed back to whoever set the references
+    /// (a plugin's message about its settings).
+    pub objects: Vec<String>,
+}
+
+impl Resolved {
+    /// Masks for everything that came from a secret or an object.
+    pub fn masks(&self) -> crate::masks::Masks {
+        crate::masks::Masks::of(self.secrets.iter().chain(&self.objects).cloned())
+    }
+}
+
+/// The environment with every reference replaced. An error is the reason the task cannot start,
+/// naming the variable and the key.
 pub(super) async fn resolve(
     sources: &Sources<'_>,
     task: &TaskExecution,
     env: Vec<(String, String)>,
-) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+) -> Result<Resolved, String> {
     let scope = Scope {
         namespace: &task.namespace_id,
         pipeline: &task.pipeline_id,
@@ -77,12 +109,11 @@ pub(super) async fn resolve_pairs(
     scope: &Scope<'_>,
     pairs: Vec<(String, String)>,
     what: &str,
-) -> Result<(Vec<(String, String)>, Vec<String>), String> {
-    let mut resolved = Vec::with_capacity(pairs.len());
-    let mut secrets = Vec::new();
+) -> Result<Resolved, String> {
+    let mut resolved = Resolved::default();
     for (name, value) in pairs {
         let Some((kind, key)) = parse(&value) else {
-            resolved.push((name, value));
+            resolved.pairs.push((name, value));
             continue;
         };
         let label = format!("{what} {name}");
@@ -103,12 +134,12 @@ pub(super) async fn resolve_pairs(
                             scope.pipeline
                         )
                     })?;
-                secrets.push(secret.clone());
+                resolved.secrets.push(secret.clone());
                 secret
             }
             Kind::GlobalSecret => {
                 let secret = global_secret(sources, scope.namespace, &label, key).await?;
-                secrets.push(secret.clone());
+                resolved.secrets.push(secret.clone());
                 secret
             }
             Kind::PipelineObject | Kind::RunObject => {
@@ -140,12 +171,14 @@ pub(super) async fn resolve_pairs(
                     .await
                     .map_err(|error| format!("{label}: {object}: {error}"))?
                     .ok_or_else(|| format!("{label}: {object} does not exist"))?;
-                String::from_utf8_lossy(&bytes).into_owned()
+                let contents = String::from_utf8_lossy(&bytes).into_owned();
+                resolved.objects.push(contents.clone());
+                contents
             }
         };
-        resolved.push((name, value));
+        resolved.pairs.push((name, value));
     }
-    Ok((resolved, secrets))
+    Ok(resolved)
 }
 
 /// A global secret, if the run's namespace may use it.
@@ -155,20 +188,24 @@ async fn global_secret(
     name: &str,
     key: &str,
 ) -> Result<String, String> {
+    // One message whether the secret is missing or kept from this namespace: which global
+    // secrets exist, and for whom, is the administrators' business.
+    let unavailable = || {
+        format!(
+            "{name}: global secret '{key}' does not exist or may not be used in namespace '{namespace}'"
+        )
+    };
     let lookup = key.to_string();
     let metadata = sources
         .storage
         .read(move |db| db.get_global_secret(&lookup))
         .await
-        .map_err(|_| format!("{name}: global secret '{key}' does not exist"))?;
+        .map_err(|_| unavailable())?;
     let allowed = crate::secrets::namespace_patterns(&metadata.namespaces)
         .map(|patterns| patterns.iter().any(|pattern| pattern.is_match(namespace)))
         .unwrap_or(false);
     if !allowed {
-        return Err(format!(
-            "{name}: global secret '{key}' may not be used in namespace '{namespace}' (it is limited to {:?})",
-            metadata.namespaces
-        ));
+        return Err(unavailable());
     }
     sources
         .secrets
@@ -177,7 +214,7 @@ async fn global_secret(
         })
         .await
         .map_err(|error| format!("{name}: {error}"))?
-        .ok_or_else(|| format!("{name}: global secret '{key}' has no value"))
+        .ok_or_else(unavailable)
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 
 mod dag;
 mod interpolation;
+
+pub use interpolation::{is_reference, referenced_resource};
 mod run;
 mod task;
 
@@ -44,6 +46,8 @@ pub enum OrchestratorError {
     PipelineDisabled(String),
     #[error("pipeline '{0}' has no live config; deploy a config version before starting runs")]
     NoLiveConfig(String),
+    #[error("run variable {key:?} is invalid: {problem}")]
+    InvalidVariable { key: String, problem: &'static str },
     #[error("{0}")]
     AlreadyComplete(String),
     #[error("{0}")]
@@ -103,6 +107,73 @@ impl RunSettings {
             instance: instance_tag(&config.database_path()),
         }
     }
+}
+
+/// How long output that could be the start of a secret value is held back, waiting for the rest.
+const MASK_HOLD_BACK: Duration = Duration::from_millis(100);
+
+/// `output` with `masks` applied. The end of a piece that could begin a value is held back until
+/// the next piece shows whether it does (or [`MASK_HOLD_BACK`] passes with nothing new: then it
+/// did not, and an interactive echo must not wait).
+fn masked_output(
+    output: crate::scheduler::LogStream,
+    masks: crate::masks::Masks,
+) -> crate::scheduler::LogStream {
+    use futures_util::StreamExt;
+    if masks.is_empty() {
+        return output;
+    }
+    struct Masking {
+        output: crate::scheduler::LogStream,
+        masks: crate::masks::Masks,
+        pending: Vec<u8>,
+        ended: bool,
+    }
+    let state = Masking {
+        output,
+        masks,
+        pending: Vec::new(),
+        ended: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            let next = if state.ended {
+                None
+            } else if state.pending.is_empty() {
+                state.output.next().await
+            } else {
+                match tokio::time::timeout(MASK_HOLD_BACK, state.output.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        let held = std::mem::take(&mut state.pending);
+                        let masked = bytes::Bytes::from(state.masks.apply(&held));
+                        return Some((Ok(masked), state));
+                    }
+                }
+            };
+            match next {
+                None => {
+                    state.ended = true;
+                    if state.pending.is_empty() {
+                        return None;
+                    }
+                    let rest = std::mem::take(&mut state.pending);
+                    return Some((Ok(bytes::Bytes::from(state.masks.apply(&rest))), state));
+                }
+                Some(Err(error)) => return Some((Err(error), state)),
+                Some(Ok(chunk)) => {
+                    state.pending.extend_from_slice(&chunk);
+                    let held = state.masks.partial_suffix(&state.pending);
+                    let ready: Vec<u8> =
+                        state.pending.drain(..state.pending.len() - held).collect();
+                    if !ready.is_empty() {
+                        return Some((Ok(bytes::Bytes::from(state.masks.apply(&ready))), state));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 /// A short tag derived from the database path: two servers with different data directories never
@@ -222,6 +293,14 @@ impl Orchestrator {
         variables: BTreeMap<String, String>,
         initiator: Initiator,
     ) -> Result<Run, OrchestratorError> {
+        for (key, value) in &variables {
+            if let Some(problem) = crate::pipeline_config::variable_problem(key, value) {
+                return Err(OrchestratorError::InvalidVariable {
+                    key: key.clone(),
+                    problem,
+                });
+            }
+        }
         let run = self
             .inner
             .storage
@@ -397,7 +476,16 @@ impl Orchestrator {
                 )));
             }
         };
-        Ok(self.inner.scheduler.exec(&container, command).await?)
+        // What the session prints is masked like the task's log. (A convenience, not a boundary:
+        // a shell in the task can print its secrets in any disguise; hence attaching needs
+        // permission to read them.)
+        let masks = match self.interpolated_environment(&task).await {
+            Ok(resolved) => crate::masks::Masks::of(resolved.secrets),
+            Err(_) => crate::masks::Masks::default(),
+        };
+        let mut session = self.inner.scheduler.exec(&container, command).await?;
+        session.output = masked_output(session.output, masks);
+        Ok(session)
     }
 
     fn send(&self, key: &RunKey, control: Control) {
@@ -634,5 +722,64 @@ impl Orchestrator {
                 tracing::warn!(%error, "could not record an expired log");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    async fn collect(pieces: Vec<&'static str>, gap: Duration) -> String {
+        let (sender, receiver) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            for piece in pieces {
+                let _ = sender.send(Ok(bytes::Bytes::from(piece))).await;
+                tokio::time::sleep(gap).await;
+            }
+        });
+        let output = tokio_stream_of(receiver);
+        let masks = crate::masks::Masks::of(["hunter2".to_string()]);
+        let chunks: Vec<_> = masked_output(output, masks).collect().await;
+        let bytes: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|chunk| chunk.unwrap().to_vec())
+            .collect();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn tokio_stream_of(
+        mut receiver: tokio::sync::mpsc::Receiver<
+            Result<bytes::Bytes, crate::scheduler::SchedulerError>,
+        >,
+    ) -> crate::scheduler::LogStream {
+        futures_util::stream::poll_fn(move |context| receiver.poll_recv(context)).boxed()
+    }
+
+    #[tokio::test]
+    async fn attach_output_is_masked_even_when_a_value_is_split() {
+        let masked = collect(
+            vec!["$ echo $PASSWORD\r\nhun", "ter2\r\n$ ", "h", "i\r\n"],
+            Duration::from_millis(5),
+        )
+        .await;
+        assert_eq!(masked, "$ echo $PASSWORD\r\n********\r\n$ hi\r\n");
+    }
+
+    #[tokio::test]
+    async fn held_back_output_is_released_when_nothing_follows() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(8);
+        let masks = crate::masks::Masks::of(["hunter2".to_string()]);
+        let mut output = masked_output(tokio_stream_of(receiver), masks);
+        sender.send(Ok(bytes::Bytes::from("$ h"))).await.unwrap();
+        let first = output.next().await.unwrap().unwrap();
+        assert_eq!(first, "$ ");
+        // The typed "h" shows up without waiting for another keystroke.
+        let started = std::time::Instant::now();
+        let second = output.next().await.unwrap().unwrap();
+        assert_eq!(second, "h");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(sender);
+        assert!(output.next().await.is_none());
     }
 }

@@ -16,6 +16,7 @@ use super::dag::{self, Decision, RunInterruption};
 use super::task::{Outcome, StopRequest, container_name, log_key};
 use super::{Control, Orchestrator, RunKey};
 use crate::logs::LogWriter;
+use crate::masks::Masks;
 use crate::models::{
     EventKind, RunState, TaskExecution, TaskExecutionState, TaskExecutionStatus,
     TaskExecutionStatusReason, TaskExecutionStatusReasonType, now_millis,
@@ -566,7 +567,8 @@ impl Orchestrator {
         };
         let mut writer = writer;
         let resolved = match self.interpolated_environment(&task).await {
-            Ok((mut env, mut secrets)) if task.task.inject_api_token => {
+            Ok(resolved) if task.task.inject_api_token => {
+                let (mut env, mut secrets) = (resolved.pairs, resolved.secrets);
                 let key = RunKey {
                     namespace_id: task.namespace_id.clone(),
                     pipeline_id: task.pipeline_id.clone(),
@@ -579,7 +581,7 @@ impl Orchestrator {
                     (env, secrets)
                 })
             }
-            other => other,
+            other => other.map(|resolved| (resolved.pairs, resolved.secrets)),
         };
         let (env, secrets) = match resolved {
             Ok(resolved) => resolved,
@@ -593,14 +595,18 @@ impl Orchestrator {
                 );
             }
         };
-        writer.mask_values(secrets);
-        if let Some(plugin) = task.task.plugin.clone() {
-            return self
-                .run_shared_task(&task, &plugin, env, writer, stop)
-                .await;
-        }
-        let timeout = task_timeout(&task);
-        self.run_container(&task, env, writer, stop, timeout).await
+        // Secret values stay out of the log, and out of the reason an attempt failed (an
+        // engine's error may quote the environment).
+        let masks = Masks::of(secrets);
+        writer.mask(masks.clone());
+        let (outcome, writer) = if let Some(plugin) = task.task.plugin.clone() {
+            self.run_shared_task(&task, &plugin, env, writer, stop)
+                .await
+        } else {
+            let timeout = task_timeout(&task);
+            self.run_container(&task, env, writer, stop, timeout).await
+        };
+        (outcome.masked(&masks), writer)
     }
 
     /// Records that an attempt's container is running.

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::{Orchestrator, RunSettings};
 use crate::logs::{LogKey, LogWriter};
+use crate::masks::Masks;
 use crate::models::{
     Run, Task, TaskExecution, TaskExecutionStatusReasonType, Variable, VariableSource,
 };
@@ -31,6 +32,17 @@ pub(super) enum Outcome {
     Failed(TaskExecutionStatusReasonType, String),
     Cancelled,
     TimedOut(String),
+}
+
+impl Outcome {
+    /// The outcome with `masks` applied to its sentence.
+    pub(super) fn masked(self, masks: &Masks) -> Self {
+        match self {
+            Self::Failed(reason, message) => Self::Failed(reason, masks.text(&message)),
+            Self::TimedOut(message) => Self::TimedOut(masks.text(&message)),
+            other => other,
+        }
+    }
 }
 
 /// The task's environment: system variables < task variables < run variables (later wins).
@@ -109,6 +121,7 @@ fn spec(
     task: &TaskExecution,
     name: &str,
     env: Vec<(String, String)>,
+    registry_auth: Option<(String, String)>,
 ) -> ContainerSpec {
     let labels = BTreeMap::from([
         (MANAGED_LABEL.to_string(), "true".to_string()),
@@ -122,11 +135,7 @@ fn spec(
     ContainerSpec {
         name: name.to_string(),
         image: task.task.image.clone(),
-        registry_auth: task
-            .task
-            .registry_auth
-            .as_ref()
-            .map(|auth| (auth.user.clone(), auth.pass.clone())),
+        registry_auth,
         always_pull: task.task.always_pull_newest_image,
         env,
         entrypoint: task.task.entrypoint.clone(),
@@ -141,36 +150,73 @@ impl Orchestrator {
     pub(super) async fn interpolated_environment(
         &self,
         task: &TaskExecution,
-    ) -> Result<(Vec<(String, String)>, Vec<String>), String> {
-        let sources = super::interpolation::Sources {
-            storage: &self.inner.storage,
-            secrets: self.inner.secrets.as_ref(),
-            objects: self.inner.objects.as_ref(),
-        };
+    ) -> Result<super::interpolation::Resolved, String> {
+        let sources = self.interpolation_sources();
         super::interpolation::resolve(&sources, task, attempt_environment(task)).await
     }
 
     /// A subscription's settings with secrets and pipeline objects filled in (before they go to
-    /// the trigger plugin); or why they cannot be.
+    /// the trigger plugin), and masks for the values filled in (a plugin's message about them
+    /// must not echo them); or why they cannot be.
     pub async fn resolve_settings(
         &self,
         namespace: &str,
         pipeline: &str,
         settings: Vec<(String, String)>,
-    ) -> Result<Vec<(String, String)>, String> {
-        let sources = super::interpolation::Sources {
-            storage: &self.inner.storage,
-            secrets: self.inner.secrets.as_ref(),
-            objects: self.inner.objects.as_ref(),
-        };
+    ) -> Result<(Vec<(String, String)>, Masks), String> {
+        let sources = self.interpolation_sources();
         let scope = super::interpolation::Scope {
             namespace,
             pipeline,
             run: None,
         };
-        super::interpolation::resolve_pairs(&sources, &scope, settings, "setting")
-            .await
-            .map(|(settings, _)| settings)
+        let resolved =
+            super::interpolation::resolve_pairs(&sources, &scope, settings, "setting").await?;
+        let masks = resolved.masks();
+        Ok((resolved.pairs, masks))
+    }
+
+    /// Where interpolated values come from.
+    fn interpolation_sources(&self) -> super::interpolation::Sources<'_> {
+        super::interpolation::Sources {
+            storage: &self.inner.storage,
+            secrets: self.inner.secrets.as_ref(),
+            objects: self.inner.objects.as_ref(),
+        }
+    }
+
+    /// The task's registry user and password: unsealed, or the secret it references (a password
+    /// in a config registered before sealing existed is used as it is).
+    async fn registry_credentials(
+        &self,
+        task: &TaskExecution,
+    ) -> Result<Option<(String, String)>, String> {
+        let Some(auth) = &task.task.registry_auth else {
+            return Ok(None);
+        };
+        let password = if crate::secrets::is_sealed(&auth.pass) {
+            self.inner
+                .secrets
+                .unseal(&auth.pass)
+                .map_err(|error| format!("registry password: {error}"))?
+        } else {
+            let sources = self.interpolation_sources();
+            let scope = super::interpolation::Scope {
+                namespace: &task.namespace_id,
+                pipeline: &task.pipeline_id,
+                run: Some(task.run_id),
+            };
+            let pair = vec![("password".to_string(), auth.pass.clone())];
+            let resolved =
+                super::interpolation::resolve_pairs(&sources, &scope, pair, "registry").await?;
+            resolved
+                .pairs
+                .into_iter()
+                .next()
+                .map(|(_, password)| password)
+                .unwrap_or_default()
+        };
+        Ok(Some((auth.user.clone(), password)))
     }
 
     /// Creates and starts the attempt's container, then follows it to its end.
@@ -185,10 +231,21 @@ impl Orchestrator {
     ) -> (Outcome, Option<LogWriter>) {
         let name = container_name(&self.inner.settings, task);
         let scheduler = &self.inner.scheduler;
-        if let Err(error) = scheduler
-            .start(&spec(&self.inner.settings, task, &name, env))
-            .await
-        {
+        let registry_auth = match self.registry_credentials(task).await {
+            Ok(credentials) => credentials,
+            Err(message) => {
+                let mut writer = writer;
+                let _ = writer
+                    .write(format!("[gofer] the task cannot start: {message}\n").as_bytes())
+                    .await;
+                return (
+                    Outcome::Failed(TaskExecutionStatusReasonType::FailedPrecondition, message),
+                    Some(writer),
+                );
+            }
+        };
+        let spec = spec(&self.inner.settings, task, &name, env, registry_auth);
+        if let Err(error) = scheduler.start(&spec).await {
             // A container created but not started (bad entrypoint, say) is not left behind.
             let _ = scheduler.remove(&name).await;
             let mut writer = writer;

@@ -237,7 +237,7 @@ impl TriggerManager {
         let settings: Vec<(String, String)> = subscription.settings.clone().into_iter().collect();
         // Secrets in settings (e.g. a webhook's shared secret) are filled in for the plugin only;
         // the stored subscription keeps the reference.
-        let settings = self
+        let (settings, masks) = self
             .inner
             .orchestrator
             .resolve_settings(
@@ -247,9 +247,17 @@ impl TriggerManager {
             )
             .await
             .map_err(PluginError::Refused)?;
+        // The plugin's answer goes back to whoever made the subscription, who may not read the
+        // secrets and objects it references: never with their values in it.
         let next = plugin
             .subscribe(&handle(subscription), &settings, now_millis())
-            .await?;
+            .await
+            .map_err(|error| match error {
+                PluginError::Refused(message) => PluginError::Refused(masks.text(&message)),
+                PluginError::Load(message) => PluginError::Load(masks.text(&message)),
+                PluginError::Crashed(message) => PluginError::Crashed(masks.text(&message)),
+                other => other,
+            })?;
         if let Some(next) = next {
             let drivers = self
                 .inner
