@@ -426,7 +426,7 @@ async fn lists_show_only_what_a_token_may_read() {
             assert_error(
                 &team.get(&format!("/api/events/{id}")).await,
                 StatusCode::FORBIDDEN,
-                "which your token may not read",
+                "your token may not read this event",
             );
         }
     }
