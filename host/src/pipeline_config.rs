@@ -215,7 +215,13 @@ impl PipelineConfigInput {
         }
         let mut ids = HashSet::new();
         for task in &self.tasks {
-            validate_identifier("task id", &task.id)?;
+            if let Some(problem) = gofer_sdk::rules::task_id_problem(&task.id) {
+                return Err(ConfigError::InvalidId {
+                    what: "task id",
+                    id: task.id.clone(),
+                    problem,
+                });
+            }
             if !ids.insert(task.id.as_str()) {
                 return Err(ConfigError::DuplicateTask(task.id.clone()));
             }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::ServiceExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -185,7 +186,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         objects,
         shutdown,
     };
-    let app = api::router(state);
+    let app = api::service(state);
     let (stopped_sender, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         wait_for_stop_signal().await;
@@ -234,7 +235,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
 fn serve_on(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    app: axum::Router,
+    app: api::ApiService,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<futures_util::future::BoxFuture<'static, std::io::Result<()>>, ServerError> {
     let stop = async move {
@@ -245,13 +246,13 @@ fn serve_on(
             let listener =
                 crate::tls::TlsListener::new(listener, acceptor).map_err(ServerError::Serve)?;
             Box::pin(
-                axum::serve(listener, app)
+                axum::serve(listener, app.into_make_service())
                     .with_graceful_shutdown(stop)
                     .into_future(),
             )
         }
         None => Box::pin(
-            axum::serve(listener, app)
+            axum::serve(listener, app.into_make_service())
                 .with_graceful_shutdown(stop)
                 .into_future(),
         ),

@@ -23,6 +23,35 @@ pub fn identifier_problem(id: &str) -> Option<&'static str> {
     }
 }
 
+/// What is wrong with a task id as the server accepts it, or `None`: 1 to 64 characters of
+/// `[a-zA-Z0-9_.-]` starting with a letter or digit. Looser than [`identifier_problem`] (which
+/// the SDKs keep recommending) because the earlier Gofer did not check task ids, and configs it
+/// ran have ids such as `task_one`; still safe in a URL, a file name and a container name.
+///
+/// ```
+/// use gofer_sdk::rules::task_id_problem;
+/// assert_eq!(task_id_problem("task_one"), None);
+/// assert_eq!(task_id_problem("x"), None);
+/// assert!(task_id_problem("..").is_some());
+/// assert!(task_id_problem("a/b").is_some());
+/// ```
+pub fn task_id_problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("it is empty")
+    } else if id.len() > 64 {
+        Some("length cannot be greater than 64")
+    } else if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        Some("it must start with a letter or a digit")
+    } else if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        Some("can only be made up of alphanumeric characters, '_', '.' and '-'")
+    } else {
+        None
+    }
+}
+
 /// One cycle of a task graph, as a path that starts and ends on the same task, if there is any.
 /// `tasks` are (id, the ids it depends on), in the pipeline's order; self-dependencies count and
 /// dependencies on unknown ids are ignored. Iterative, so very deep graphs are fine.

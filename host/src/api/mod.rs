@@ -207,7 +207,9 @@ impl IntoResponse for ApiError {
             tracing::error!(status = %self.status, message = %self.message, "request failed");
         }
         let body = ErrorBody {
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: REQUEST_ID
+                .try_with(Clone::clone)
+                .unwrap_or_else(|_| uuid::Uuid::now_v7().to_string()),
             error_code,
             message: self.message,
         };
@@ -217,14 +219,11 @@ impl IntoResponse for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
-        match error {
+        match &error {
             StorageError::NotFound(what) => Self::not_found(format!("{what} not found")),
             StorageError::AlreadyExists(what) => Self::conflict(format!("{what} already exists")),
             StorageError::Conflict(message) => Self::conflict(message),
-            // A number from the request (an id or version) beyond what the database can hold.
-            StorageError::Sqlite(rusqlite::Error::ToSqlConversionFailure(_)) => Self::bad_request(
-                "a number in the request is too large (the largest is 9223372036854775807)",
-            ),
+            StorageError::NumberTooLarge => Self::bad_request(error.to_string()),
             other => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal error: {other}"),
@@ -359,7 +358,92 @@ pub fn openapi_json() -> String {
     json
 }
 
-/// The complete HTTP application.
+/// The header carrying a request's id, in requests (a caller's own, if sane) and responses.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The id of the request being handled, for its error body.
+    static REQUEST_ID: String;
+}
+
+/// The whole HTTP service: [`router`] behind a rewrite that collapses repeated slashes in the
+/// path before routing (v0's CLI, with its default base URL ending in `/`, asks for
+/// `//api/namespaces`).
+pub type ApiService = tower::util::MapRequest<axum::Router, fn(Request) -> Request>;
+
+/// See [`ApiService`].
+pub fn service(state: ApiState) -> ApiService {
+    tower::ServiceExt::map_request(router(state), collapse_slashes as fn(Request) -> Request)
+}
+
+/// The request with every run of slashes in its path made one.
+fn collapse_slashes(mut request: Request) -> Request {
+    let uri = request.uri();
+    if !uri.path().contains("//") {
+        return request;
+    }
+    let mut path = String::with_capacity(uri.path().len());
+    for character in uri.path().chars() {
+        if !(character == '/' && path.ends_with('/')) {
+            path.push(character);
+        }
+    }
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(rewritten) = path_and_query.parse() {
+        parts.path_and_query = Some(rewritten);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+/// Gives every request an id (the caller's `x-request-id` when it is 1 to 64 of
+/// `[A-Za-z0-9._-]`, else a new UUIDv7), handles it in a span carrying that id, returns the id in
+/// `x-request-id` and in error bodies, and logs the outcome: server errors at `error`, refusals at
+/// `info`, the rest at `debug`.
+async fn with_request_id(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            (1..=64).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let started = std::time::Instant::now();
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(request))
+        .instrument(span.clone())
+        .await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| match status {
+        500.. => tracing::error!(status, elapsed_ms, "request failed"),
+        400.. => tracing::info!(status, elapsed_ms, "request refused"),
+        _ => tracing::debug!(status, elapsed_ms, "request done"),
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// The complete HTTP application (routes, conventions, authentication).
 pub fn router(state: ApiState) -> axum::Router {
     let (api, _) = api_router().split_for_parts();
     let openapi = openapi_json();
@@ -380,7 +464,7 @@ pub fn router(state: ApiState) -> axum::Router {
     .method_not_allowed_fallback(method_not_allowed)
     .layer(axum::middleware::from_fn(require_api_version))
     .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
-    .layer(tower_http::trace::TraceLayer::new_for_http())
+    .layer(axum::middleware::from_fn(with_request_id))
     .with_state(state)
 }
 

@@ -58,8 +58,11 @@ pub enum StorageError {
     },
     #[error("could not migrate the database: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// A number from a request (an id, a version) beyond what SQLite's integers hold.
+    #[error("a number in the request is too large (the largest is {})", i64::MAX)]
+    NumberTooLarge,
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("the stored value of {column} could not be decoded: {source}")]
     Corrupt {
         column: &'static str,
@@ -67,6 +70,15 @@ pub enum StorageError {
     },
     #[error("the database worker stopped unexpectedly: {0}")]
     Worker(String),
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(error: rusqlite::Error) -> Self {
+        match error {
+            rusqlite::Error::ToSqlConversionFailure(_) => Self::NumberTooLarge,
+            other => Self::Sqlite(other),
+        }
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -200,3 +200,86 @@ async fn numbers_beyond_the_database_range_are_bad_requests_not_server_errors() 
         assert_error(&api.get(&path).await, StatusCode::BAD_REQUEST, "too large");
     }
 }
+
+/// v0's CLI, with its default base URL ending in `/`, asks for `//api/namespaces`.
+#[tokio::test]
+async fn repeated_slashes_in_a_path_are_one() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let (status, plain) = api.get("/api/namespaces").await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "//api/namespaces",
+        "/api//namespaces",
+        "///api///namespaces",
+        "//api/namespaces?limit=5",
+    ] {
+        let (status, body) = api.get(path).await;
+        assert_eq!((status, &body), (StatusCode::OK, &plain), "{path}");
+    }
+    let (status, body) = api.get("//api/namespaces//default").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["namespace"]["id"], "default");
+    // Encoded slashes are part of an id, not separators.
+    let (status, _) = api.get("/api/namespaces/a%2F%2Fb").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn every_response_carries_its_request_id_and_the_log_has_it() {
+    let server = TestServer::start().await;
+    let http = crate::support::http_client();
+    let get = |path: &str, id: Option<&str>| {
+        let mut request = http
+            .get(format!("{}{path}", server.base_url()))
+            .header("gofer-api-version", "v0");
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        request.send()
+    };
+    let ok = get("/api/namespaces", None).await.unwrap();
+    let first = ok.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(first.len(), 36, "a UUID: {first}");
+    let missing = get("/api/namespaces/nope", None).await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let id = missing.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(id, first);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(
+        body["request_id"],
+        id.as_str(),
+        "the body's id is the header's"
+    );
+    // A caller's own id is kept when it is a plain token, replaced otherwise.
+    let own = get("/api/namespaces/nope", Some("trace-42.a_b"))
+        .await
+        .unwrap();
+    assert_eq!(own.headers()["x-request-id"], "trace-42.a_b");
+    let body: serde_json::Value = own.json().await.unwrap();
+    assert_eq!(body["request_id"], "trace-42.a_b");
+    let odd = get("/api/namespaces", Some("has spaces and {braces}"))
+        .await
+        .unwrap();
+    assert_ne!(odd.headers()["x-request-id"], "has spaces and {braces}");
+    // The refusal is in the server's log, with the id the caller was given.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !server.log().contains(&id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} not in the log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let line = server
+        .log()
+        .lines()
+        .find(|line| line.contains(&id))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("404") || line.contains("refused"), "{line}");
+}

@@ -228,8 +228,8 @@ async fn invalid_configs_are_refused_naming_the_task() {
             "task 'twice' is defined more than once",
         ),
         (
-            sdk_config("simple", json!([sdk_task("bad_id", json!({}))])),
-            "invalid task id 'bad_id'",
+            sdk_config("simple", json!([sdk_task("bad/id", json!({}))])),
+            "invalid task id 'bad/id'",
         ),
         (
             sdk_config(

@@ -7,8 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    TestServer, assert_error, containers_of, deploy, shell_task, start_run, tasks_of, wait_for_run,
-    wait_until_running,
+    TestServer, assert_error, containers_of, deploy, shell_task, start_run, task_log, tasks_of,
+    wait_for_run, wait_until_running,
 };
 
 fn config(id: &str, tasks: Value) -> Value {
@@ -532,4 +532,43 @@ async fn an_unreachable_docker_engine_fails_tasks_with_a_reason_but_the_server_r
         "{description}"
     );
     assert!(server.stop());
+}
+
+/// The earlier Gofer did not check task ids; its configs (ids like `task_one`) register and run.
+#[tokio::test]
+async fn task_ids_the_earlier_gofer_accepted_register_and_run() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    deploy(
+        &api,
+        json!({"id": "legacy", "name": "legacy", "tasks": [
+            shell_task("task_one", "echo one", json!({})),
+            shell_task("x", "echo x", json!({"task_one": "Success"})),
+            shell_task("v1.2-build", "echo dotted", json!({"x": "Success"})),
+        ]}),
+    )
+    .await;
+    let run_id = start_run(&api, "legacy", json!({})).await;
+    let run = wait_for_run(&api, "legacy", run_id, 60).await;
+    assert_eq!(run["status"], "successful", "{run}");
+    assert!(
+        task_log(&api, "legacy", run_id, "task_one")
+            .await
+            .contains("one")
+    );
+    assert!(
+        task_log(&api, "legacy", run_id, "v1.2-build")
+            .await
+            .contains("dotted")
+    );
+    for bad in ["..", ".hidden", "a/b", "with space", ""] {
+        let config = json!({"id": "legacy", "name": "legacy", "tasks": [shell_task(bad, "true", json!({}))]});
+        let (status, body) = api
+            .post(
+                "/api/namespaces/default/pipelines/legacy/configs",
+                json!({"config": config}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+    }
 }

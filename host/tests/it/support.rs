@@ -58,7 +58,9 @@ impl TestServer {
     /// Starts a server on a fresh data directory with extra environment variables and arguments
     /// (kept for restarts).
     pub async fn start_with(env: &[(&str, &str)], args: &[&str]) -> Self {
-        Self::start_at(free_address(), env, args).await
+        // Port 0: the server picks a free port itself and logs it, so that two servers starting
+        // at once can never be handed the same one.
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), env, args).await
     }
 
     async fn start_at(address: SocketAddr, env: &[(&str, &str)], args: &[&str]) -> Self {
@@ -106,7 +108,33 @@ impl TestServer {
             .spawn()
             .unwrap();
         self.child = Some(child);
+        if self.address.port() == 0 {
+            self.address = self.wait_for_address().await;
+        }
         self.wait_until_healthy().await;
+    }
+
+    /// The address a server started on port 0 logs when it listens.
+    async fn wait_for_address(&mut self) -> SocketAddr {
+        const LISTENING: &str = "gofer server listening address=";
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the server exited with {status} at start:\n{}", self.log());
+            }
+            let log = self.log();
+            if let Some(at) = log.find(LISTENING) {
+                let address = log[at + LISTENING.len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default();
+                return address
+                    .parse()
+                    .unwrap_or_else(|_| panic!("an address in the log: {address:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the server did not say where it listens:\n{}", self.log());
     }
 
     async fn wait_until_healthy(&mut self) {
