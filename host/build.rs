@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BUILTINS: &[&str] = &["interval", "cron", "webhook", "debug", "http-request"];
-const FIXTURES: &[&str] = &["misbehave", "future"];
+const FIXTURES: &[&str] = &["misbehave", "future", "forger"];
 
 fn main() {
     compile_plugin_protocol();

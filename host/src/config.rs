@@ -129,6 +129,11 @@ pub struct PluginsSection {
     pub object_limit: u64,
     /// Largest value a WebAssembly plugin may store as one object, in KiB.
     pub object_max_kib: u64,
+    /// Largest body of an outside event (`POST /api/external/{plugin}`), in KiB.
+    pub external_event_max_kib: u64,
+    /// Outside events one plugin accepts per minute (bursts up to that many); more get 429.
+    /// 0: no limit.
+    pub external_events_per_minute: u64,
     /// What each plugin may reach beyond its sandbox, by plugin name.
     #[serde(default)]
     pub grants: std::collections::BTreeMap<String, PluginGrants>,
@@ -206,6 +211,8 @@ impl Default for ServerConfig {
                 stop_grace_ms: 5_000,
                 object_limit: 1000,
                 object_max_kib: 1024,
+                external_event_max_kib: 1024,
+                external_events_per_minute: 600,
                 grants: Default::default(),
             },
             log: LogSection {
@@ -291,8 +298,9 @@ impl ServerConfig {
             || self.plugins.task_timeout_secs == 0
             || self.plugins.handshake_timeout_ms == 0
             || self.plugins.object_max_kib == 0
+            || self.plugins.external_event_max_kib == 0
         {
-            return invalid("plugins: memory_limit_mb, trigger_call_timeout_ms, task_timeout_secs, handshake_timeout_ms and object_max_kib must be above 0".into());
+            return invalid("plugins: memory_limit_mb, trigger_call_timeout_ms, task_timeout_secs, handshake_timeout_ms, object_max_kib and external_event_max_kib must be above 0".into());
         }
         for (plugin, grants) in &self.plugins.grants {
             for host in &grants.http_hosts {

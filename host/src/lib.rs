@@ -3,13 +3,16 @@
 //! The library behind the `gofer` binary (server and CLI). See `docs/ARCHITECTURE.md` for the map.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod events;
 pub mod logs;
 pub mod masks;
 pub mod models;
+pub mod object_service;
 pub mod objects;
 pub mod orchestrator;
 pub mod pipeline_config;

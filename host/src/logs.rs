@@ -195,6 +195,21 @@ impl LogStore {
     }
 
     /// Deletes a log file (missing is fine).
+    /// Removes every log of a pipeline (it is being deleted). Ids are plain names; one that is
+    /// not (`..`, a separator) removes nothing.
+    pub async fn remove_pipeline(&self, namespace: &str, pipeline: &str) -> Result<(), LogError> {
+        let plain = |id: &str| !id.is_empty() && !id.starts_with('.') && !id.contains(['/', '\\']);
+        if !plain(namespace) || !plain(pipeline) {
+            return Ok(());
+        }
+        let path = self.dir.join(namespace).join(pipeline);
+        match tokio::fs::remove_dir_all(&path).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LogError::Write { path, source }),
+        }
+    }
+
     pub async fn remove(&self, key: &LogKey) -> Result<(), LogError> {
         let path = self.path(key);
         match tokio::fs::remove_file(&path).await {

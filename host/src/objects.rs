@@ -89,6 +89,8 @@ pub trait ObjectStore: Send + Sync {
     async fn get(&self, key: &ObjectKey) -> Result<Option<ByteStream>, ObjectError>;
     /// Removes an object; a missing one is not an error.
     async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectError>;
+    /// Removes every object of a pipeline and of its runs (it is being deleted).
+    async fn delete_pipeline(&self, namespace: &str, pipeline: &str) -> Result<(), ObjectError>;
 }
 
 /// The default store: one file per object.
@@ -237,6 +239,23 @@ impl ObjectStore for FsObjectStore {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(ObjectError::Io { path, source }),
         }
+    }
+
+    async fn delete_pipeline(&self, namespace: &str, pipeline: &str) -> Result<(), ObjectError> {
+        for component in [namespace, pipeline] {
+            if !is_plain_name(component) {
+                return Err(ObjectError::InvalidScope(component.to_string()));
+            }
+        }
+        for kind in ["pipeline", "run"] {
+            let path = self.root.join(kind).join(namespace).join(pipeline);
+            match tokio::fs::remove_dir_all(&path).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(ObjectError::Io { path, source }),
+            }
+        }
+        Ok(())
     }
 }
 

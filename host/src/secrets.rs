@@ -7,11 +7,12 @@
 //! the main database (`storage`), and only values live here.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce};
-use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::storage::{SecretValues, StorageError};
 
 /// The key shipped in the default config; refused outside development mode.
 pub const DEFAULT_ENCRYPTION_KEY: &str = "changemechangemechangemechangeme";
@@ -24,15 +25,13 @@ pub enum SecretError {
     #[error("secrets.encryption_key must be exactly 32 bytes, got {0}")]
     KeyLength(usize),
     #[error("the secret store failed: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] StorageError),
     #[error(
         "secret '{0}' cannot be decrypted: it was stored under another secrets.encryption_key, or the file is damaged"
     )]
     Decrypt(String),
     #[error("could not encrypt a secret")]
     Encrypt,
-    #[error("the secret store's worker stopped: {0}")]
-    Worker(String),
 }
 
 /// Where a value is stored.
@@ -56,10 +55,15 @@ impl SecretKey {
                 namespace,
                 pipeline,
                 key,
-            } => format!("pipeline/{namespace}/{pipeline}/{key}"),
+            } => format!("{}{key}", pipeline_prefix(namespace, pipeline)),
             Self::Global { key } => format!("global/{key}"),
         }
     }
+}
+
+/// The start of the storage names of a pipeline's values.
+fn pipeline_prefix(namespace: &str, pipeline: &str) -> String {
+    format!("pipeline/{namespace}/{pipeline}/")
 }
 
 /// Where secret values live.
@@ -69,6 +73,8 @@ pub trait SecretStore: Send + Sync {
     /// Stores (or replaces) a value.
     async fn put(&self, key: &SecretKey, value: &str) -> Result<(), SecretError>;
     async fn delete(&self, key: &SecretKey) -> Result<(), SecretError>;
+    /// Deletes every value of a pipeline (it is being deleted).
+    async fn delete_pipeline(&self, namespace: &str, pipeline: &str) -> Result<(), SecretError>;
     /// Encrypts a value kept outside the store (a registry password inside a stored config)
     /// under the store's key, as text starting with [`SEALED_PREFIX`].
     fn seal(&self, value: &str) -> Result<String, SecretError>;
@@ -107,10 +113,10 @@ fn decrypt(cipher: &Aes256Gcm, sealed: &[u8], name: &str) -> Result<String, Secr
     String::from_utf8(plaintext).map_err(|_| SecretError::Decrypt(name.to_string()))
 }
 
-/// The default store: values encrypted with AES-256-GCM (a fresh random nonce per value) in an
-/// SQLite file.
+/// The default store: values encrypted with AES-256-GCM (a fresh random nonce per value), kept
+/// in their own SQLite file by `storage`.
 pub struct EncryptedSqliteStore {
-    connection: Arc<Mutex<Connection>>,
+    values: SecretValues,
     cipher: Arc<Aes256Gcm>,
 }
 
@@ -128,35 +134,10 @@ impl EncryptedSqliteStore {
         }
         let cipher =
             Aes256Gcm::new_from_slice(key).map_err(|_| SecretError::KeyLength(key.len()))?;
-        let connection = Connection::open(path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.execute_batch(
-            "CREATE TABLE IF NOT EXISTS secrets (
-                 name  TEXT NOT NULL PRIMARY KEY,
-                 value BLOB NOT NULL
-             ) STRICT;",
-        )?;
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+            values: SecretValues::open(path)?,
             cipher: Arc::new(cipher),
         })
-    }
-
-    /// Runs `work` on the connection off the async threads.
-    async fn with_connection<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Connection, &Aes256Gcm) -> Result<T, SecretError> + Send + 'static,
-    ) -> Result<T, SecretError> {
-        let connection = Arc::clone(&self.connection);
-        let cipher = Arc::clone(&self.cipher);
-        tokio::task::spawn_blocking(move || {
-            let connection = connection
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&connection, &cipher)
-        })
-        .await
-        .map_err(|error| SecretError::Worker(error.to_string()))?
     }
 }
 
@@ -164,44 +145,26 @@ impl EncryptedSqliteStore {
 impl SecretStore for EncryptedSqliteStore {
     async fn get(&self, key: &SecretKey) -> Result<Option<String>, SecretError> {
         let name = key.storage_name();
-        self.with_connection(move |connection, cipher| {
-            let sealed: Option<Vec<u8>> = connection
-                .query_row(
-                    "SELECT value FROM secrets WHERE name = ?1",
-                    params![name],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            let Some(sealed) = sealed else {
-                return Ok(None);
-            };
-            decrypt(cipher, &sealed, &name).map(Some)
-        })
-        .await
+        match self.values.get(name.clone()).await? {
+            Some(sealed) => decrypt(&self.cipher, &sealed, &name).map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn put(&self, key: &SecretKey, value: &str) -> Result<(), SecretError> {
-        let name = key.storage_name();
-        let value = value.to_string();
-        self.with_connection(move |connection, cipher| {
-            let sealed = encrypt(cipher, value.as_bytes())?;
-            connection.execute(
-                "INSERT INTO secrets (name, value) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                params![name, sealed],
-            )?;
-            Ok(())
-        })
-        .await
+        let sealed = encrypt(&self.cipher, value.as_bytes())?;
+        Ok(self.values.put(key.storage_name(), sealed).await?)
     }
 
     async fn delete(&self, key: &SecretKey) -> Result<(), SecretError> {
-        let name = key.storage_name();
-        self.with_connection(move |connection, _| {
-            connection.execute("DELETE FROM secrets WHERE name = ?1", params![name])?;
-            Ok(())
-        })
-        .await
+        Ok(self.values.delete(key.storage_name()).await?)
+    }
+
+    async fn delete_pipeline(&self, namespace: &str, pipeline: &str) -> Result<(), SecretError> {
+        self.values
+            .delete_prefix(pipeline_prefix(namespace, pipeline))
+            .await?;
+        Ok(())
     }
 
     fn seal(&self, value: &str) -> Result<String, SecretError> {

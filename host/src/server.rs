@@ -18,11 +18,11 @@ use crate::events::EventBus;
 use crate::logs::LogStore;
 use crate::models::{EventKind, Namespace, now_millis};
 use crate::objects::{FsObjectStore, ObjectStore};
+use crate::orchestrator::triggers::TriggerManager;
 use crate::orchestrator::{Orchestrator, OrchestratorError, RunSettings};
 use crate::plugins::PluginRegistry;
 use crate::plugins::grpc::GrpcSettings;
 use crate::plugins::identity::{PluginIdentities, PluginObjects};
-use crate::plugins::triggers::TriggerManager;
 use crate::plugins::wasm::{Limits, WasmRuntime};
 use crate::scheduler::docker::DockerScheduler;
 use crate::secrets::{EncryptedSqliteStore, SecretStore};
@@ -82,9 +82,10 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         })
         .await?;
     let scheduler = Arc::new(DockerScheduler::from_environment());
+    let object_service =
+        crate::object_service::ObjectService::new(storage.clone(), Arc::clone(&objects));
     let plugin_objects = PluginObjects::new(
-        storage.clone(),
-        Arc::clone(&objects),
+        object_service.clone(),
         config.plugins.object_max_kib << 10,
         config.plugins.object_limit,
     );
@@ -176,12 +177,21 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     let (shutdown_sender, shutdown) = watch::channel(false);
     let shutdown_signal = shutdown.clone();
     let shutdown_timeout = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let config = Arc::new(config);
+    let app = crate::app::App::new(
+        storage.clone(),
+        events.clone(),
+        (orchestrator.clone(), triggers.clone()),
+        (Arc::clone(&secrets), Arc::clone(&objects)),
+        Arc::clone(&config),
+    );
     let state = ApiState {
+        app,
         storage,
         events,
         orchestrator,
         triggers,
-        config: Arc::new(config),
+        config,
         secrets,
         objects,
         shutdown,

@@ -15,6 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
 use crate::auth::{self, Denied, Requirement};
+use crate::domain::Actor;
 use crate::models::{Action, Permission, Role, Token, now_millis};
 use crate::pipeline_config::validate_identifier;
 
@@ -66,6 +67,22 @@ impl Identity {
                 Err(ApiError::new(StatusCode::FORBIDDEN, message))
             }
         }
+    }
+}
+
+impl crate::app::Caller for Identity {
+    fn actor(&self) -> Actor {
+        match &self.token {
+            None => Actor::Anonymous,
+            Some(token) => Actor::Token {
+                id: token.id.clone(),
+                user: token.user.clone(),
+            },
+        }
+    }
+
+    fn may(&self, resources: Vec<auth::Needed>, action: Action) -> bool {
+        self.require(resources, action).is_ok()
     }
 }
 

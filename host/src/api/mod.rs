@@ -43,10 +43,12 @@ const MAX_JSON_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The use cases; handlers translate HTTP to them.
+    pub app: crate::app::App,
     pub storage: Storage,
     pub events: EventBus,
     pub orchestrator: crate::orchestrator::Orchestrator,
-    pub triggers: crate::plugins::triggers::TriggerManager,
+    pub triggers: crate::orchestrator::triggers::TriggerManager,
     pub config: Arc<ServerConfig>,
     /// Where secret values live.
     pub secrets: Arc<dyn crate::secrets::SecretStore>,
@@ -227,6 +229,28 @@ impl From<StorageError> for ApiError {
             other => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal error: {other}"),
+            ),
+        }
+    }
+}
+
+impl From<crate::app::AppError> for ApiError {
+    fn from(error: crate::app::AppError) -> Self {
+        use crate::app::AppError;
+        match error {
+            AppError::Invalid(message) => Self::bad_request(message),
+            AppError::Forbidden(message) => Self::new(StatusCode::FORBIDDEN, message),
+            AppError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            AppError::Conflict(message) => Self::conflict(message),
+            AppError::Config(error) => error.into(),
+            AppError::Storage(error) => error.into(),
+            AppError::Orchestrator(error) => error.into(),
+            AppError::Plugin(error) => plugins::plugin_error(error),
+            AppError::Objects(error) => error.into(),
+            AppError::Secrets(error) => error.into(),
+            AppError::Cleanup(message) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not finish deleting: {message}; try again"),
             ),
         }
     }
@@ -460,6 +484,9 @@ pub fn router(state: ApiState) -> axum::Router {
         state.clone(),
         auth::authenticate,
     ))
+    .layer(axum::Extension(Arc::new(plugins::OutsideEventLimits::new(
+        &state.config.plugins,
+    ))))
     .fallback(no_such_route)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(axum::middleware::from_fn(require_api_version))

@@ -151,17 +151,9 @@ async fn update_namespace(
     responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
 async fn delete_namespace(
     state: AppState,
+    Extension(identity): Extension<Identity>,
     ApiPath(namespace_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .write(move |db| {
-            if !db.delete_namespace(&namespace_id)? {
-                return Err(crate::storage::StorageError::NotFound(format!(
-                    "namespace '{namespace_id}'"
-                )));
-            }
-            db.insert_event(EventKind::DeletedNamespace { namespace_id })
-        })
-        .await?;
+    state.app.delete_namespace(&identity, &namespace_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,9 +12,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
-use crate::models::{Object, now_millis};
-use crate::objects::{ObjectError, ObjectKey};
-use crate::storage::{ObjectScope, StorageError};
+use crate::app::Owner;
+use crate::models::Object;
+use crate::objects::ObjectError;
 
 pub(super) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -76,96 +76,37 @@ pub struct ForceQuery {
     pub force: bool,
 }
 
-/// An object's scope (for metadata) and key (for bytes).
-struct Target {
-    scope: ObjectScope,
-    key: ObjectKey,
-    name: String,
-    /// Most objects the scope keeps.
-    limit: Option<u64>,
-}
-
-fn pipeline_target(state: &ApiState, namespace: String, pipeline: String, key: String) -> Target {
-    Target {
-        scope: ObjectScope::Pipeline {
-            namespace_id: namespace.clone(),
-            pipeline_id: pipeline.clone(),
-        },
-        key: ObjectKey::Pipeline {
-            namespace,
-            pipeline,
-            key: key.clone(),
-        },
-        name: key,
-        limit: Some(state.config.objects.pipeline_object_limit),
+fn pipeline(namespace: String, pipeline: String) -> Owner {
+    Owner::Pipeline {
+        namespace,
+        pipeline,
     }
 }
 
-fn run_target(namespace: String, pipeline: String, run: u64, key: String) -> Target {
-    Target {
-        scope: ObjectScope::Run {
-            namespace_id: namespace.clone(),
-            pipeline_id: pipeline.clone(),
-            run_id: run,
-        },
-        key: ObjectKey::Run {
-            namespace,
-            pipeline,
-            run,
-            key: key.clone(),
-        },
-        name: key,
-        limit: None,
+fn run(namespace: String, pipeline: String, run: u64) -> Owner {
+    Owner::Run {
+        namespace,
+        pipeline,
+        run,
     }
 }
 
-/// Objects are a loaded plugin's own: an unknown name is a 404.
-fn require_loaded_plugin(state: &ApiState, plugin: &str) -> Result<(), ApiError> {
-    match state.triggers.registry().get(plugin) {
-        Some(_) => Ok(()),
-        None => Err(ApiError::not_found(format!("plugin '{plugin}' not found"))),
-    }
-}
-
-/// A loaded plugin's object.
-fn plugin_target(state: &ApiState, plugin: String, key: String) -> Result<Target, ApiError> {
-    require_loaded_plugin(state, &plugin)?;
-    Ok(Target {
-        scope: ObjectScope::Plugin {
-            plugin_id: plugin.clone(),
-        },
-        key: ObjectKey::Plugin {
-            plugin,
-            key: key.clone(),
-        },
-        name: key,
-        limit: None,
-    })
-}
-
-fn validate_key(key: &str) -> Result<(), ApiError> {
-    crate::objects::validate_key(key).map_err(ApiError::bad_request)
+fn plugin(plugin: String) -> Owner {
+    Owner::Plugin { plugin }
 }
 
 async fn list(
     state: &ApiState,
-    scope: ObjectScope,
+    owner: Owner,
     query: &PageQuery,
 ) -> Result<ApiJson<ListObjectsResponse>, ApiError> {
     let page = state.page(query)?;
-    let objects = state.read(move |db| db.list_objects(&scope, page)).await?;
+    let objects = state.app.list_objects(owner, page).await?;
     Ok(ApiJson(ListObjectsResponse { objects }))
 }
 
-async fn download(state: &ApiState, target: Target) -> Result<Response, ApiError> {
-    let (scope, name) = (target.scope.clone(), target.name.clone());
-    state.read(move |db| db.get_object(&scope, &name)).await?;
-    let stream = state.objects.get(&target.key).await?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "object '{}': its contents are missing",
-            target.name
-        ))
-    })?;
+async fn download(state: &ApiState, owner: Owner, key: String) -> Result<Response, ApiError> {
+    let stream = state.app.download_object(owner, &key).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
         Body::from_stream(stream),
@@ -175,44 +116,21 @@ async fn download(state: &ApiState, target: Target) -> Result<Response, ApiError
 
 async fn upload(
     state: &ApiState,
-    target: Target,
+    owner: Owner,
+    key: String,
     force: bool,
     body: Body,
 ) -> Result<(StatusCode, ApiJson<PutObjectResponse>), ApiError> {
-    validate_key(&target.name)?;
-    // Refuse an existing object without `force` before reading the body.
-    let (scope, name) = (target.scope.clone(), target.name.clone());
-    state
-        .read(move |db| match db.find_object(&scope, &name)? {
-            Some(_) if !force => Err(StorageError::Conflict(format!(
-                "object '{name}' already exists; add ?force=true to replace it"
-            ))),
-            _ => Ok(()),
-        })
-        .await?;
-    let max_bytes = state.config.objects.max_object_size_mb << 20;
     let stream = body
         .into_data_stream()
         .map_err(std::io::Error::other)
         .boxed();
-    // The bytes replace the old ones only when the whole upload arrived.
-    state.objects.put(&target.key, stream, max_bytes).await?;
-    let (scope, name, limit) = (target.scope.clone(), target.name.clone(), target.limit);
-    let (object, evicted) = state
-        .write(move |db| db.put_object(&scope, &name, now_millis(), true, limit))
-        .await?;
-    for key in evicted {
-        state.objects.delete(&target.key.sibling(key)).await?;
-    }
+    let object = state.app.upload_object(owner, &key, force, stream).await?;
     Ok((StatusCode::CREATED, ApiJson(PutObjectResponse { object })))
 }
 
-async fn remove(state: &ApiState, target: Target) -> Result<StatusCode, ApiError> {
-    let (scope, name) = (target.scope.clone(), target.name.clone());
-    state
-        .write(move |db| db.delete_object(&scope, &name))
-        .await?;
-    state.objects.delete(&target.key).await?;
+async fn remove(state: &ApiState, owner: Owner, key: String) -> Result<StatusCode, ApiError> {
+    state.app.delete_object(owner, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -231,11 +149,7 @@ async fn list_pipeline_objects(
     ApiPath((namespace_id, pipeline_id)): ApiPath<PipelinePath>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<ListObjectsResponse>, ApiError> {
-    let scope = ObjectScope::Pipeline {
-        namespace_id,
-        pipeline_id,
-    };
-    list(&state, scope, &query).await
+    list(&state, pipeline(namespace_id, pipeline_id), &query).await
 }
 
 /// Download a pipeline object (streamed, `application/octet-stream`).
@@ -247,8 +161,7 @@ async fn get_pipeline_object(
     state: AppState,
     ApiPath((namespace_id, pipeline_id, key)): ApiPath<PipelineKeyPath>,
 ) -> Result<Response, ApiError> {
-    let target = pipeline_target(&state, namespace_id, pipeline_id, key);
-    download(&state, target).await
+    download(&state, pipeline(namespace_id, pipeline_id), key).await
 }
 
 /// Upload a pipeline object (the raw body, streamed); the oldest is evicted past the limit.
@@ -263,8 +176,8 @@ async fn put_pipeline_object(
     ApiQuery(query): ApiQuery<ForceQuery>,
     body: Body,
 ) -> Result<(StatusCode, ApiJson<PutObjectResponse>), ApiError> {
-    let target = pipeline_target(&state, namespace_id, pipeline_id, key);
-    upload(&state, target, query.force, body).await
+    let owner = pipeline(namespace_id, pipeline_id);
+    upload(&state, owner, key, query.force, body).await
 }
 
 /// Delete a pipeline object.
@@ -276,8 +189,7 @@ async fn delete_pipeline_object(
     state: AppState,
     ApiPath((namespace_id, pipeline_id, key)): ApiPath<PipelineKeyPath>,
 ) -> Result<StatusCode, ApiError> {
-    let target = pipeline_target(&state, namespace_id, pipeline_id, key);
-    remove(&state, target).await
+    remove(&state, pipeline(namespace_id, pipeline_id), key).await
 }
 
 /// List a run's objects, oldest first.
@@ -290,12 +202,7 @@ async fn list_run_objects(
     ApiPath((namespace_id, pipeline_id, run_id)): ApiPath<RunPath>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<ListObjectsResponse>, ApiError> {
-    let scope = ObjectScope::Run {
-        namespace_id,
-        pipeline_id,
-        run_id,
-    };
-    list(&state, scope, &query).await
+    list(&state, run(namespace_id, pipeline_id, run_id), &query).await
 }
 
 /// Download a run object.
@@ -307,7 +214,7 @@ async fn get_run_object(
     state: AppState,
     ApiPath((namespace_id, pipeline_id, run_id, key)): ApiPath<RunKeyPath>,
 ) -> Result<Response, ApiError> {
-    download(&state, run_target(namespace_id, pipeline_id, run_id, key)).await
+    download(&state, run(namespace_id, pipeline_id, run_id), key).await
 }
 
 /// Upload a run object (the raw body, streamed).
@@ -322,8 +229,8 @@ async fn put_run_object(
     ApiQuery(query): ApiQuery<ForceQuery>,
     body: Body,
 ) -> Result<(StatusCode, ApiJson<PutObjectResponse>), ApiError> {
-    let target = run_target(namespace_id, pipeline_id, run_id, key);
-    upload(&state, target, query.force, body).await
+    let owner = run(namespace_id, pipeline_id, run_id);
+    upload(&state, owner, key, query.force, body).await
 }
 
 /// Delete a run object.
@@ -335,7 +242,7 @@ async fn delete_run_object(
     state: AppState,
     ApiPath((namespace_id, pipeline_id, run_id, key)): ApiPath<RunKeyPath>,
 ) -> Result<StatusCode, ApiError> {
-    remove(&state, run_target(namespace_id, pipeline_id, run_id, key)).await
+    remove(&state, run(namespace_id, pipeline_id, run_id), key).await
 }
 
 /// List a plugin's objects (its key-value store), oldest first.
@@ -348,8 +255,7 @@ async fn list_extension_objects(
     ApiPath(plugin_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<ListObjectsResponse>, ApiError> {
-    require_loaded_plugin(&state, &plugin_id)?;
-    list(&state, ObjectScope::Plugin { plugin_id }, &query).await
+    list(&state, plugin(plugin_id), &query).await
 }
 
 /// Download a plugin object.
@@ -361,7 +267,7 @@ async fn get_extension_object(
     state: AppState,
     ApiPath((plugin_id, key)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    download(&state, plugin_target(&state, plugin_id, key)?).await
+    download(&state, plugin(plugin_id), key).await
 }
 
 /// Upload a plugin object (the raw body, streamed).
@@ -376,13 +282,7 @@ async fn put_extension_object(
     ApiQuery(query): ApiQuery<ForceQuery>,
     body: Body,
 ) -> Result<(StatusCode, ApiJson<PutObjectResponse>), ApiError> {
-    upload(
-        &state,
-        plugin_target(&state, plugin_id, key)?,
-        query.force,
-        body,
-    )
-    .await
+    upload(&state, plugin(plugin_id), key, query.force, body).await
 }
 
 /// Delete a plugin object.
@@ -394,5 +294,5 @@ async fn delete_extension_object(
     state: AppState,
     ApiPath((plugin_id, key)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    remove(&state, plugin_target(&state, plugin_id, key)?).await
+    remove(&state, plugin(plugin_id), key).await
 }

@@ -1,7 +1,7 @@
 //! Pipeline, config and deployment endpoints (`/api/namespaces/{ns}/pipelines/...`).
 //!
-//! Owns the rules of registration (validation, versioning) and deployment (one live version per
-//! pipeline, the previous one deprecated, each switch recorded). Must not hold SQL.
+//! Registering, deploying and deleting are the application layer's (`crate::app`); the handlers
+//! here translate HTTP and read. Must not hold SQL.
 
 use axum::Extension;
 use axum::http::StatusCode;
@@ -14,8 +14,8 @@ use crate::auth::Needed;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
 use crate::models::{
-    ConfigState, Deployment, DeploymentState, DeploymentStatus, EventKind, Pipeline,
-    PipelineConfig, PipelineMetadata, PipelineState, now_millis,
+    ConfigState, Deployment, EventKind, Pipeline, PipelineConfig, PipelineMetadata, PipelineState,
+    now_millis,
 };
 use crate::pipeline_config::RegisterConfigRequest;
 use crate::storage::{Db, StorageError};
@@ -212,17 +212,12 @@ async fn update_pipeline(
     responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
 async fn delete_pipeline(
     state: AppState,
+    Extension(identity): Extension<Identity>,
     ApiPath(path): ApiPath<PipelinePath>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .write(move |db| {
-            require_pipeline(db, &path.namespace_id, &path.pipeline_id)?;
-            db.delete_pipeline(&path.namespace_id, &path.pipeline_id)?;
-            db.insert_event(EventKind::DeletedPipeline {
-                namespace_id: path.namespace_id,
-                pipeline_id: path.pipeline_id,
-            })
-        })
+        .app
+        .delete_pipeline(&identity, &path.namespace_id, &path.pipeline_id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -260,78 +255,9 @@ async fn register_config(
     ApiPath(path): ApiPath<PipelinePath>,
     ApiJson(request): ApiJson<RegisterConfigRequest>,
 ) -> Result<(StatusCode, ApiJson<RegisterConfigResponse>), ApiError> {
-    request.config.validate(&path.pipeline_id)?;
-    let registry = state.triggers.registry();
-    for task in &request.config.tasks {
-        if let Some(plugin) = task
-            .plugin
-            .as_deref()
-            .filter(|plugin| !plugin.trim().is_empty())
-            && registry.task(plugin).is_none()
-        {
-            return Err(ApiError::bad_request(format!(
-                "task '{}' names plugin '{plugin}', which is not a loaded shared-task plugin (see GET /api/plugins)",
-                task.id
-            )));
-        }
-    }
-    for trigger in &request.config.triggers {
-        if registry.trigger(&trigger.plugin).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "trigger '{}' names plugin '{}', which is not a loaded trigger plugin (see GET /api/plugins)",
-                trigger.id, trigger.plugin
-            )));
-        }
-    }
-    let mut input = request.config;
-    // Registry passwords are kept sealed under the secrets key, never in clear in the database
-    // (a password given as `pipeline_secret{{…}}` or `global_secret{{…}}` is a reference and
-    // stays one).
-    for task in &mut input.tasks {
-        if let Some(auth) = task.registry_auth.as_mut()
-            && !crate::secrets::is_sealed(&auth.pass)
-            && !crate::orchestrator::is_reference(&auth.pass)
-        {
-            auth.pass = state.secrets.seal(&auth.pass)?;
-        }
-    }
     let pipeline = state
-        .write(move |db| {
-            let (namespace_id, pipeline_id) = (path.namespace_id, path.pipeline_id);
-            db.get_namespace(&namespace_id)?;
-            let now = now_millis();
-            let metadata = match db.get_pipeline(&namespace_id, &pipeline_id) {
-                Ok(metadata) => metadata,
-                Err(StorageError::NotFound(_)) => {
-                    let metadata = PipelineMetadata {
-                        namespace_id: namespace_id.clone(),
-                        pipeline_id: pipeline_id.clone(),
-                        created: now,
-                        modified: 0,
-                        state: PipelineState::Active,
-                    };
-                    db.insert_pipeline(&metadata)?;
-                    db.insert_event(EventKind::CreatedPipeline {
-                        namespace_id: namespace_id.clone(),
-                        pipeline_id: pipeline_id.clone(),
-                    })?;
-                    metadata
-                }
-                Err(other) => return Err(other),
-            };
-            let version = db
-                .latest_config_version(&namespace_id, &pipeline_id)?
-                .unwrap_or(0)
-                + 1;
-            let config = input.into_config(&namespace_id, version, now);
-            db.insert_config(&config)?;
-            db.insert_event(EventKind::RegisteredPipelineConfig {
-                namespace_id,
-                pipeline_id,
-                version,
-            })?;
-            Ok(Pipeline { metadata, config })
-        })
+        .app
+        .register_config(path.namespace_id, path.pipeline_id, request.config)
         .await?;
     let pipeline = Pipeline {
         config: pipeline.config.redacted(),
@@ -378,64 +304,9 @@ async fn deploy_config(
     ApiPath(path): ApiPath<ConfigPath>,
 ) -> Result<(StatusCode, ApiJson<DeploymentResponse>), ApiError> {
     let deployment = state
-        .write(move |db| {
-            let (namespace_id, pipeline_id, version) =
-                (path.namespace_id, path.pipeline_id, path.version);
-            require_pipeline(db, &namespace_id, &pipeline_id)?;
-            let triggers = db
-                .get_config(&namespace_id, &pipeline_id, version)?
-                .triggers;
-            let live = db.live_config_version(&namespace_id, &pipeline_id)?;
-            let start_version = live.unwrap_or(version);
-            let started = now_millis();
-            let mut deployment = Deployment {
-                namespace_id: namespace_id.clone(),
-                pipeline_id: pipeline_id.clone(),
-                deployment_id: db.latest_deployment_id(&namespace_id, &pipeline_id)? + 1,
-                start_version,
-                end_version: version,
-                started,
-                ended: 0,
-                state: DeploymentState::Running,
-                status: DeploymentStatus::Unknown,
-                status_reason: None,
-                logs: Vec::new(),
-            };
-            db.put_deployment(&deployment)?;
-            db.insert_event(EventKind::StartedDeployment {
-                namespace_id: namespace_id.clone(),
-                pipeline_id: pipeline_id.clone(),
-                start_version,
-                end_version: version,
-            })?;
-            if let Some(previous) = live.filter(|previous| *previous != version) {
-                db.set_config_state(
-                    &namespace_id,
-                    &pipeline_id,
-                    previous,
-                    ConfigState::Deprecated,
-                    now_millis(),
-                )?;
-            }
-            db.set_config_state(&namespace_id, &pipeline_id, version, ConfigState::Live, 0)?;
-            deployment.state = DeploymentState::Complete;
-            deployment.status = DeploymentStatus::Successful;
-            deployment.ended = now_millis();
-            db.put_deployment(&deployment)?;
-            db.insert_event(EventKind::CompletedDeployment {
-                namespace_id,
-                pipeline_id,
-                start_version,
-                end_version: version,
-            })?;
-            Ok((deployment, triggers))
-        })
+        .app
+        .deploy(path.namespace_id, path.pipeline_id, path.version)
         .await?;
-    let (deployment, triggers) = deployment;
-    state
-        .triggers
-        .reconcile_declared(&deployment.namespace_id, &deployment.pipeline_id, triggers)
-        .await;
     Ok((
         StatusCode::CREATED,
         ApiJson(DeploymentResponse { deployment }),

@@ -4,9 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use axum::Extension;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -15,10 +19,9 @@ use super::auth::Identity;
 use crate::auth::Needed;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
-use crate::models::{Action, Plugin, PluginKind, Subscription, SubscriptionStatus};
-use crate::pipeline_config::validate_identifier;
+use crate::app::NewSubscription;
+use crate::models::{Plugin, Subscription, SubscriptionStatus};
 use crate::plugins::PluginError;
-use crate::storage::StorageError;
 
 pub(super) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -93,6 +96,17 @@ struct SubscriptionPath {
     pipeline_id: String,
     extension_id: String,
     subscription_id: String,
+}
+
+impl SubscriptionPath {
+    fn key(&self) -> (&str, &str, &str, &str) {
+        (
+            &self.namespace_id,
+            &self.pipeline_id,
+            &self.extension_id,
+            &self.subscription_id,
+        )
+    }
 }
 
 /// List the plugins: built-in and from the plugins folder, loaded or failed.
@@ -189,91 +203,22 @@ async fn create_subscription(
     ApiPath(path): ApiPath<PipelinePath>,
     ApiJson(request): ApiJson<CreateSubscriptionRequest>,
 ) -> Result<(StatusCode, ApiJson<SubscriptionResponse>), ApiError> {
-    validate_identifier("subscription id", &request.subscription_id)?;
-    // Settings that reference the pipeline's secrets or objects hand their values to the plugin:
-    // only for a caller who may read them.
-    for value in request.settings.values() {
-        if let Some(resource) = crate::orchestrator::referenced_resource(value) {
-            identity.require(
-                vec![
-                    Needed::on("namespaces", &path.namespace_id),
-                    Needed::on("pipelines", &path.pipeline_id),
-                    Needed {
-                        name: resource,
-                        target: None,
-                    },
-                ],
-                Action::Read,
-            )?;
-        }
-    }
-    match state.triggers.registry().get(&request.extension_id) {
-        Some(plugin) if plugin.kind == Some(PluginKind::Trigger) => {}
-        Some(_) => {
-            return Err(ApiError::bad_request(format!(
-                "plugin '{}' is not a trigger (or failed to load); see GET /api/plugins",
-                request.extension_id
-            )));
-        }
-        None => {
-            return Err(ApiError::not_found(format!(
-                "trigger plugin '{}' not found",
-                request.extension_id
-            )));
-        }
-    }
-    let subscription = Subscription {
-        namespace_id: path.namespace_id.clone(),
-        pipeline_id: path.pipeline_id.clone(),
-        extension_id: request.extension_id,
+    let request = NewSubscription {
+        plugin: request.extension_id,
         subscription_id: request.subscription_id,
         settings: request.settings,
-        status: SubscriptionStatus::Active,
-        status_reason: None,
     };
-    let lookup = subscription.clone();
-    let exists = state
-        .read(move |db| {
-            db.get_namespace(&lookup.namespace_id)?;
-            db.get_pipeline(&lookup.namespace_id, &lookup.pipeline_id)?;
-            match db.get_subscription(
-                &lookup.namespace_id,
-                &lookup.pipeline_id,
-                &lookup.extension_id,
-                &lookup.subscription_id,
-            ) {
-                Ok(_) => Ok(true),
-                Err(StorageError::NotFound(_)) => Ok(false),
-                Err(other) => Err(other),
-            }
-        })
+    let subscription = state
+        .app
+        .subscribe(&identity, &path.namespace_id, &path.pipeline_id, request)
         .await?;
-    if exists {
-        return Err(ApiError::conflict(format!(
-            "subscription '{}' of pipeline '{}' to '{}' already exists",
-            subscription.subscription_id, subscription.pipeline_id, subscription.extension_id
-        )));
-    }
-    state
-        .triggers
-        .subscribe(&subscription)
-        .await
-        .map_err(plugin_error)?;
-    let stored = subscription.clone();
-    if let Err(error) = state
-        .write(move |db| db.insert_subscription(&stored, false))
-        .await
-    {
-        state.triggers.unsubscribe(&subscription).await;
-        return Err(error);
-    }
     Ok((
         StatusCode::CREATED,
         ApiJson(SubscriptionResponse { subscription }),
     ))
 }
 
-fn plugin_error(error: PluginError) -> ApiError {
+pub(super) fn plugin_error(error: PluginError) -> ApiError {
     match error {
         PluginError::Refused(message) => ApiError::bad_request(message),
         other => ApiError::new(StatusCode::BAD_GATEWAY, other.to_string()),
@@ -311,35 +256,9 @@ async fn update_subscription(
     ApiPath(path): ApiPath<SubscriptionPath>,
     ApiJson(request): ApiJson<UpdateSubscriptionRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let mut subscription = state
-        .read(move |db| {
-            db.get_subscription(
-                &path.namespace_id,
-                &path.pipeline_id,
-                &path.extension_id,
-                &path.subscription_id,
-            )
-        })
-        .await?;
-    match request.status {
-        SubscriptionStatus::Active => {
-            state
-                .triggers
-                .subscribe(&subscription)
-                .await
-                .map_err(plugin_error)?;
-            subscription.status_reason = None;
-        }
-        SubscriptionStatus::Disabled => state.triggers.unsubscribe(&subscription).await,
-        _ => {
-            return Err(ApiError::bad_request(
-                "status must be \"active\" or \"disabled\"",
-            ));
-        }
-    }
-    subscription.status = request.status;
     state
-        .write(move |db| db.update_subscription(&subscription))
+        .app
+        .set_subscription_status(path.key(), request.status)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -352,24 +271,7 @@ async fn delete_subscription(
     state: AppState,
     ApiPath(path): ApiPath<SubscriptionPath>,
 ) -> Result<StatusCode, ApiError> {
-    let subscription = state
-        .write(move |db| {
-            let subscription = db.get_subscription(
-                &path.namespace_id,
-                &path.pipeline_id,
-                &path.extension_id,
-                &path.subscription_id,
-            )?;
-            db.delete_subscription(
-                &path.namespace_id,
-                &path.pipeline_id,
-                &path.extension_id,
-                &path.subscription_id,
-            )?;
-            Ok(subscription)
-        })
-        .await?;
-    state.triggers.unsubscribe(&subscription).await;
+    state.app.unsubscribe(path.key()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -381,10 +283,36 @@ async fn delete_subscription(
     responses((status = 202, body = ExternalEventResponse), (status = "4XX", body = super::ErrorBody)))]
 async fn external_event(
     state: AppState,
+    Extension(limits): Extension<Arc<OutsideEventLimits>>,
     ApiPath(plugin): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, ApiJson<ExternalEventResponse>), ApiError> {
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    if let Err(wait) = limits.admit(&plugin) {
+        let seconds = wait.as_secs().max(1);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many outside events for '{plugin}' (plugins.external_events_per_minute); try again in {seconds} s"
+            ),
+        )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Ok(response);
+    }
+    let body = axum::body::to_bytes(body, limits.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "an outside event's body may be at most {} KiB (plugins.external_event_max_kib)",
+                    limits.max_body_bytes >> 10
+                ),
+            )
+        })?;
     let headers: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(name, value)| {
@@ -405,5 +333,59 @@ async fn external_event(
         ApiJson(ExternalEventResponse {
             message: outcome.message,
         }),
-    ))
+    )
+        .into_response())
+}
+
+/// The outside-event endpoint's bounds: body size, and a token bucket per plugin
+/// (`plugins.external_events_per_minute`, bursts up to that many).
+#[derive(Debug)]
+pub(super) struct OutsideEventLimits {
+    max_body_bytes: usize,
+    per_minute: u64,
+    /// Per plugin: tokens left and when they were counted.
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl OutsideEventLimits {
+    /// Most plugins whose buckets are remembered; past it the fullest are forgotten (a full
+    /// bucket is what a new one starts as).
+    const MOST_BUCKETS: usize = 4096;
+
+    pub(super) fn new(config: &crate::config::PluginsSection) -> Self {
+        Self {
+            max_body_bytes: usize::try_from(config.external_event_max_kib << 10)
+                .unwrap_or(usize::MAX),
+            per_minute: config.external_events_per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token of the plugin's bucket, or says how long until one is there.
+    fn admit(&self, plugin: &str) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = self.per_minute as f64;
+        let per_second = capacity / 60.0;
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buckets.len() >= Self::MOST_BUCKETS && !buckets.contains_key(plugin) {
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + at.elapsed().as_secs_f64() * per_second < capacity
+            });
+        }
+        let (tokens, at) = buckets.entry(plugin.to_string()).or_insert((capacity, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(capacity);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / per_second))
+        }
+    }
 }

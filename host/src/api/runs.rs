@@ -13,11 +13,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::auth::Identity;
 use super::events::MaybeUpgrade;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState};
 use crate::logs::LogKey;
-use crate::models::{Initiator, Run, TaskExecution, TaskExecutionState};
+use crate::models::{Run, TaskExecution, TaskExecutionState};
 use crate::orchestrator::{OrchestratorError, RunKey};
+use axum::Extension;
 
 pub(super) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -40,10 +42,16 @@ impl From<OrchestratorError> for ApiError {
             }
             OrchestratorError::AlreadyComplete(message)
             | OrchestratorError::NotRunning(message) => ApiError::conflict(message),
-            OrchestratorError::Attach(error) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("could not attach: {error}"),
-            ),
+            OrchestratorError::Attach(_) | OrchestratorError::Scheduler(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, error.to_string())
+            }
+            OrchestratorError::Logs(error) => {
+                tracing::error!(%error, "task log");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the task log could not be changed; the server log has the details",
+                )
+            }
             OrchestratorError::Storage(error) => error.into(),
         }
     }
@@ -148,13 +156,6 @@ impl TaskPath {
 }
 
 /// Who is calling; in development mode everyone is the anonymous administrator.
-fn initiator() -> Initiator {
-    Initiator {
-        id: "0".into(),
-        user: "Anonymous".into(),
-    }
-}
-
 fn redacted(mut task: TaskExecution) -> TaskExecution {
     task.task = task.task.redacted();
     task
@@ -192,16 +193,17 @@ async fn list_runs(
     responses((status = 201, body = RunResponse), (status = "4XX", body = super::ErrorBody), (status = 503, body = super::ErrorBody)))]
 async fn start_run(
     state: AppState,
+    Extension(identity): Extension<Identity>,
     ApiPath(path): ApiPath<PipelinePath>,
     ApiJson(request): ApiJson<StartRunRequest>,
 ) -> Result<(StatusCode, ApiJson<RunResponse>), ApiError> {
     let run = state
-        .orchestrator
+        .app
         .start_run(
+            &identity,
             path.namespace_id,
             path.pipeline_id,
             request.variables,
-            initiator(),
         )
         .await?;
     Ok((StatusCode::CREATED, ApiJson(RunResponse { run })))
@@ -228,12 +230,10 @@ async fn get_run(
     responses((status = 204), (status = "4XX", body = super::ErrorBody)))]
 async fn cancel_run(
     state: AppState,
+    Extension(identity): Extension<Identity>,
     ApiPath(path): ApiPath<RunPath>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .orchestrator
-        .cancel_run(path.key(), initiator().user)
-        .await?;
+    state.app.cancel_run(&identity, path.key()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -289,20 +289,13 @@ async fn cancel_task_execution(
     ApiPath(path): ApiPath<TaskPath>,
     ApiQuery(query): ApiQuery<CancelTaskQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let grace = Duration::from_secs(
-        query
-            .wait_for
-            .unwrap_or(state.config.runs.stop_timeout_secs),
-    );
+    let grace = query.wait_for.map(Duration::from_secs);
     let key = RunKey {
         namespace_id: path.namespace_id,
         pipeline_id: path.pipeline_id,
         run_id: path.run_id,
     };
-    state
-        .orchestrator
-        .cancel_task(key, path.task_id, grace)
-        .await?;
+    state.app.cancel_task(key, path.task_id, grace).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -395,40 +388,12 @@ async fn delete_logs(
     state: AppState,
     ApiPath(path): ApiPath<TaskPath>,
 ) -> Result<StatusCode, ApiError> {
-    let key = path.log_key();
-    let lookup = TaskPath { ..path };
-    let mut task = state
-        .read(move |db| {
-            db.get_task_execution(
-                &lookup.namespace_id,
-                &lookup.pipeline_id,
-                lookup.run_id,
-                &lookup.task_id,
-            )
-        })
-        .await?;
-    if task.state != TaskExecutionState::Complete {
-        return Err(ApiError::bad_request(format!(
-            "cannot delete the logs of task '{}' while it is in progress",
-            task.task_id
-        )));
-    }
-    if task.logs_removed {
-        return Err(ApiError::not_found(format!(
-            "the logs of task '{}' were already removed",
-            task.task_id
-        )));
-    }
-    state
-        .orchestrator
-        .logs()
-        .remove(&key)
-        .await
-        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
-    task.logs_removed = true;
-    state
-        .write(move |db| db.update_task_execution(&task, None))
-        .await?;
+    let key = RunKey {
+        namespace_id: path.namespace_id,
+        pipeline_id: path.pipeline_id,
+        run_id: path.run_id,
+    };
+    state.app.delete_task_log(key, path.task_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

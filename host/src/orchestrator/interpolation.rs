@@ -88,37 +88,78 @@ impl Resolved {
     }
 }
 
-/// The environment with every reference replaced. An error is the reason the task cannot start,
-/// naming the variable and the key.
+/// The attempt's environment (its variables and `GOFER_TASK_ATTEMPT`) with the references in it
+/// replaced, where their source allows ([`crate::domain::interpolated`]: the config's and a
+/// checked caller's; a trigger's and Gofer's own are literal). An error is the reason the task
+/// cannot start, naming the variable and the key.
 pub(super) async fn resolve(
     sources: &Sources<'_>,
     task: &TaskExecution,
-    env: Vec<(String, String)>,
 ) -> Result<Resolved, String> {
     let scope = Scope {
         namespace: &task.namespace_id,
         pipeline: &task.pipeline_id,
         run: Some(task.run_id),
     };
-    resolve_pairs(sources, &scope, env, "variable").await
+    let mut variables: Vec<(String, String, bool)> = Vec::with_capacity(task.variables.len() + 1);
+    for variable in &task.variables {
+        let interpolated = crate::domain::interpolated(variable.source);
+        variables.push((variable.key.clone(), variable.value.clone(), interpolated));
+    }
+    variables.push(("GOFER_TASK_ATTEMPT".into(), task.attempt.to_string(), false));
+    resolve_values(sources, &scope, variables, "variable").await
 }
 
-/// Replaces the references in `pairs`; `what` names them in errors ("variable", "setting").
+/// Replaces the references in `pairs` (all of them: settings are the author's); `what` names
+/// them in errors ("setting").
 pub(super) async fn resolve_pairs(
     sources: &Sources<'_>,
     scope: &Scope<'_>,
     pairs: Vec<(String, String)>,
     what: &str,
 ) -> Result<Resolved, String> {
-    let mut resolved = Resolved::default();
+    let mut values = Vec::with_capacity(pairs.len());
     for (name, value) in pairs {
-        let Some((kind, key)) = parse(&value) else {
+        values.push((name, value, true));
+    }
+    resolve_values(sources, scope, values, what).await
+}
+
+/// Replaces the references among `values` marked to be interpolated; the others pass as they
+/// are.
+async fn resolve_values(
+    sources: &Sources<'_>,
+    scope: &Scope<'_>,
+    values: Vec<(String, String, bool)>,
+    what: &str,
+) -> Result<Resolved, String> {
+    let mut resolved = Resolved::default();
+    for (name, value, interpolated) in values {
+        let Some((kind, key)) = parse(&value).filter(|_| interpolated) else {
             resolved.pairs.push((name, value));
             continue;
         };
         let label = format!("{what} {name}");
         let value = match kind {
             Kind::PipelineSecret => {
+                // The pipeline must have the secret now: a value left behind by a deleted
+                // pipeline of the same id is never used.
+                let (namespace, pipeline, lookup) = (
+                    scope.namespace.to_string(),
+                    scope.pipeline.to_string(),
+                    key.to_string(),
+                );
+                let missing = || {
+                    format!(
+                        "{label}: pipeline secret '{key}' does not exist in pipeline '{}'",
+                        scope.pipeline
+                    )
+                };
+                sources
+                    .storage
+                    .read(move |db| db.get_pipeline_secret(&namespace, &pipeline, &lookup))
+                    .await
+                    .map_err(|_| missing())?;
                 let secret = sources
                     .secrets
                     .get(&SecretKey::Pipeline {
@@ -128,12 +169,7 @@ pub(super) async fn resolve_pairs(
                     })
                     .await
                     .map_err(|error| format!("{label}: {error}"))?
-                    .ok_or_else(|| {
-                        format!(
-                            "{label}: pipeline secret '{key}' does not exist in pipeline '{}'",
-                            scope.pipeline
-                        )
-                    })?;
+                    .ok_or_else(missing)?;
                 resolved.secrets.push(secret.clone());
                 secret
             }

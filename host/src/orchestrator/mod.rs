@@ -9,6 +9,7 @@
 
 mod dag;
 mod interpolation;
+pub mod triggers;
 
 pub use interpolation::{is_reference, referenced_resource};
 mod run;
@@ -23,12 +24,13 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::ServerConfig;
+use crate::domain::RunOrigin;
 use crate::events::EventBus;
 use crate::logs::LogStore;
 use crate::models::{
-    ConfigState, EventKind, Initiator, PipelineState, Run, RunState, RunStatus, RunStatusReason,
+    ConfigState, EventKind, PipelineState, Run, RunState, RunStatus, RunStatusReason,
     RunStatusReasonType, TaskExecution, TaskExecutionState, TaskExecutionStatus, Variable,
-    VariableSource, now_millis,
+    now_millis,
 };
 use crate::plugins::PluginRegistry;
 use crate::scheduler::Scheduler;
@@ -53,7 +55,11 @@ pub enum OrchestratorError {
     #[error("{0}")]
     NotRunning(String),
     #[error("could not attach: {0}")]
-    Attach(#[from] crate::scheduler::SchedulerError),
+    Attach(crate::scheduler::SchedulerError),
+    #[error(transparent)]
+    Scheduler(#[from] crate::scheduler::SchedulerError),
+    #[error(transparent)]
+    Logs(crate::logs::LogError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -108,6 +114,9 @@ impl RunSettings {
         }
     }
 }
+
+/// How long a deleted pipeline's runs get to wind up after their tasks' grace.
+const STOP_DRIVERS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long output that could be the start of a secret value is held back, waiting for the rest.
 const MASK_HOLD_BACK: Duration = Duration::from_millis(100);
@@ -192,8 +201,15 @@ fn instance_tag(database: &std::path::Path) -> String {
 /// What a run's driver can be told while it runs.
 #[derive(Debug)]
 enum Control {
-    CancelRun { by: String },
-    CancelTask { task_id: String, grace: Duration },
+    /// `grace`: how long each task gets to stop; `None`: `runs.stop_timeout_secs`.
+    CancelRun {
+        by: String,
+        grace: Option<Duration>,
+    },
+    CancelTask {
+        task_id: String,
+        grace: Duration,
+    },
 }
 
 /// Handle to the orchestrator; cheap to clone.
@@ -291,8 +307,10 @@ impl Orchestrator {
         namespace_id: String,
         pipeline_id: String,
         variables: BTreeMap<String, String>,
-        initiator: Initiator,
+        origin: RunOrigin,
     ) -> Result<Run, OrchestratorError> {
+        let source = origin.variable_source();
+        let initiator = origin.actor().initiator();
         for (key, value) in &variables {
             if let Some(problem) = crate::pipeline_config::variable_problem(key, value) {
                 return Err(OrchestratorError::InvalidVariable {
@@ -329,11 +347,7 @@ impl Orchestrator {
                     initiator,
                     variables: variables
                         .into_iter()
-                        .map(|(key, value)| Variable {
-                            key,
-                            value,
-                            source: VariableSource::RunOptions,
-                        })
+                        .map(|(key, value)| Variable { key, value, source })
                         .collect(),
                     token_id: None,
                     store_objects_expired: false,
@@ -358,8 +372,14 @@ impl Orchestrator {
     }
 
     /// Cancels a run: a queued run ends at once; a running one stops its tasks (SIGTERM, then
-    /// SIGKILL after `runs.stop_timeout_secs`). Cancelling a completed run is refused.
-    pub async fn cancel_run(&self, key: RunKey, by: String) -> Result<(), OrchestratorError> {
+    /// SIGKILL after `grace`, by default `runs.stop_timeout_secs`). Cancelling a completed run is
+    /// refused.
+    pub async fn cancel_run(
+        &self,
+        key: RunKey,
+        by: String,
+        grace: Option<Duration>,
+    ) -> Result<(), OrchestratorError> {
         let reason_by = by.clone();
         let cancel_key = key.clone();
         let outcome = self
@@ -408,7 +428,68 @@ impl Orchestrator {
         if let Some(message) = outcome {
             return Err(OrchestratorError::AlreadyComplete(message));
         }
-        self.send(&cancel_key, Control::CancelRun { by });
+        self.send(&cancel_key, Control::CancelRun { by, grace });
+        Ok(())
+    }
+
+    /// Stops a pipeline for good (it is being deleted): cancels its queued and running runs,
+    /// giving tasks `grace` to stop, waits until their drivers have finished (tasks stopped,
+    /// containers removed), and removes any container of the pipeline still left (kept by
+    /// `runs.remove_containers = false`, say). The caller has disabled the pipeline first, so no
+    /// run can start meanwhile.
+    pub async fn stop_pipeline_runs(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+        by: String,
+        grace: Duration,
+    ) -> Result<(), OrchestratorError> {
+        let (namespace, pipeline) = (namespace_id.to_string(), pipeline_id.to_string());
+        let runs = self
+            .inner
+            .storage
+            .read(move |db| db.unfinished_runs(&namespace, &pipeline))
+            .await?;
+        for run in &runs {
+            match self
+                .cancel_run(RunKey::of(run), by.clone(), Some(grace))
+                .await
+            {
+                Ok(()) | Err(OrchestratorError::AlreadyComplete(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        // Drivers end after their tasks have stopped and their containers are gone.
+        let deadline = tokio::time::Instant::now() + grace + STOP_DRIVERS_TIMEOUT;
+        loop {
+            let active = self
+                .inner
+                .active
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .keys()
+                .any(|key| key.namespace_id == namespace_id && key.pipeline_id == pipeline_id);
+            if !active {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    pipeline = pipeline_id,
+                    "runs of a deleted pipeline did not stop in time; removing their containers"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let labels = [
+            ("dev.gofer.instance", self.inner.settings.instance.as_str()),
+            ("dev.gofer.namespace", namespace_id),
+            ("dev.gofer.pipeline", pipeline_id),
+        ];
+        let left = self.inner.scheduler.list(&labels).await?;
+        for container in left {
+            self.inner.scheduler.remove(&container).await?;
+        }
         Ok(())
     }
 
@@ -448,6 +529,44 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Deletes a finished task's log and records that it is gone (the orchestrator is the only
+    /// writer of task executions).
+    pub async fn delete_task_log(
+        &self,
+        key: RunKey,
+        task_id: String,
+    ) -> Result<(), OrchestratorError> {
+        let task = self
+            .inner
+            .storage
+            .read(move |db| {
+                db.get_task_execution(&key.namespace_id, &key.pipeline_id, key.run_id, &task_id)
+            })
+            .await?;
+        if task.state != TaskExecutionState::Complete {
+            return Err(OrchestratorError::NotRunning(format!(
+                "cannot delete the logs of task '{}' while it is in progress",
+                task.task_id
+            )));
+        }
+        if task.logs_removed {
+            return Err(OrchestratorError::Storage(StorageError::NotFound(format!(
+                "the logs of task '{}' (they were already removed)",
+                task.task_id
+            ))));
+        }
+        self.inner
+            .logs
+            .remove(&task::log_key(&task))
+            .await
+            .map_err(OrchestratorError::Logs)?;
+        let mut task = task;
+        task.logs_removed = true;
+        self.write(move |db| db.update_task_execution(&task, None))
+            .await?;
+        Ok(())
+    }
+
     /// Starts `command` inside a running task's container, attached with a TTY.
     pub async fn attach(
         &self,
@@ -483,7 +602,12 @@ impl Orchestrator {
             Ok(resolved) => crate::masks::Masks::of(resolved.secrets),
             Err(_) => crate::masks::Masks::default(),
         };
-        let mut session = self.inner.scheduler.exec(&container, command).await?;
+        let mut session = self
+            .inner
+            .scheduler
+            .exec(&container, command)
+            .await
+            .map_err(OrchestratorError::Attach)?;
         session.output = masked_output(session.output, masks);
         Ok(session)
     }

@@ -316,8 +316,8 @@ impl Driver {
 
     async fn handle_control(&mut self, command: Control) -> Result<(), StorageError> {
         match command {
-            Control::CancelRun { by } => {
-                let grace = self.orchestrator.inner.settings.stop_timeout;
+            Control::CancelRun { by, grace } => {
+                let grace = grace.unwrap_or(self.orchestrator.inner.settings.stop_timeout);
                 self.interrupt(RunInterruption::Cancelled { by }, grace)
                     .await
             }

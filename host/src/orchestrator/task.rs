@@ -77,16 +77,6 @@ pub(super) fn environment(settings: &RunSettings, run: &Run, task: &Task) -> Vec
     merged
 }
 
-/// What an attempt runs with (before interpolation): the task's variables plus
-/// `GOFER_TASK_ATTEMPT`.
-fn attempt_environment(task: &TaskExecution) -> Vec<(String, String)> {
-    task.variables
-        .iter()
-        .map(|variable| (variable.key.clone(), variable.value.clone()))
-        .chain([("GOFER_TASK_ATTEMPT".to_string(), task.attempt.to_string())])
-        .collect()
-}
-
 /// Appends a shared task's output to its log.
 async fn write_output(writer: &mut LogWriter, chunk: &[u8]) {
     if let Err(error) = writer.write(chunk).await {
@@ -152,7 +142,7 @@ impl Orchestrator {
         task: &TaskExecution,
     ) -> Result<super::interpolation::Resolved, String> {
         let sources = self.interpolation_sources();
-        super::interpolation::resolve(&sources, task, attempt_environment(task)).await
+        super::interpolation::resolve(&sources, task).await
     }
 
     /// A subscription's settings with secrets and pipeline objects filled in (before they go to

@@ -8,6 +8,9 @@
 //! the server even when it is killed with -9), and is the only user of tonic. Must not run SQL,
 //! talk to Docker or know about runs: it answers trait calls.
 
+// The one home of tonic (host/clippy.toml refuses its types anywhere else).
+#![allow(clippy::disallowed_types)]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -860,7 +863,10 @@ impl TriggerShared {
                 self.pending
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push((fire.subscription, fire.variables.into_iter().collect()));
+                    .push(super::fire(
+                        fire.subscription,
+                        fire.variables.into_iter().collect(),
+                    ));
                 self.pushed.notify_one();
             }
         });
@@ -965,7 +971,7 @@ impl TriggerPlugin for GrpcTrigger {
             fires: response
                 .fires
                 .into_iter()
-                .map(|fire| (fire.subscription, fire.variables.into_iter().collect()))
+                .map(|fire| super::fire(fire.subscription, fire.variables.into_iter().collect()))
                 .collect(),
         })
     }

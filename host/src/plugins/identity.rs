@@ -6,15 +6,14 @@
 //! WebAssembly plugins' objects interface, always scoped to the calling plugin. Must not decide
 //! permissions, run SQL or handle object bytes itself.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use futures_util::StreamExt;
+use std::path::PathBuf;
 
 use crate::auth;
 use crate::models::{PluginKind, Token, now_millis};
-use crate::objects::{ObjectError, ObjectKey, ObjectStore, read_to_vec, validate_key};
-use crate::storage::{ObjectScope, Page, Storage, StorageError};
+use crate::object_service::{Limit, ObjectService, ObjectServiceError, Owner};
+use crate::objects::{ObjectError, validate_key};
+use crate::storage::{Page, Storage, StorageError};
 
 /// Environment variables a gRPC plugin process gets.
 pub const TOKEN_ENV: &str = "GOFER_PLUGIN_TOKEN";
@@ -114,10 +113,10 @@ impl PluginIdentities {
 }
 
 /// A plugin's own objects as the plugin reaches them (the WIT `objects` interface): always in its
-/// own scope, whatever it asks for.
+/// own scope, whatever it asks for, bounded in size and count, through the one
+/// [`ObjectService`].
 pub struct PluginObjects {
-    storage: Storage,
-    store: Arc<dyn ObjectStore>,
+    objects: ObjectService,
     /// Largest value (`plugins.object_max_kib`).
     max_bytes: u64,
     /// Most keys one plugin may hold (`plugins.object_limit`).
@@ -136,60 +135,58 @@ impl std::fmt::Debug for PluginObjects {
 /// Why a plugin's object call failed, as the plugin is told.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginObjectError {
-    #[error("{0}")]
-    Key(String),
     #[error(
         "the value is {size} bytes; a plugin object may be at most {max} bytes (plugins.object_max_kib)"
     )]
     TooLarge { size: usize, max: u64 },
     #[error("the plugin already has {0} objects (plugins.object_limit); delete some first")]
     Full(u64),
-    #[error("the object store failed: {0}")]
-    Store(#[from] ObjectError),
-    #[error("the object index failed: {0}")]
-    Index(#[from] StorageError),
+    #[error("{0}")]
+    Objects(ObjectServiceError),
+}
+
+impl From<ObjectServiceError> for PluginObjectError {
+    fn from(error: ObjectServiceError) -> Self {
+        match error {
+            ObjectServiceError::Full(limit) => Self::Full(limit),
+            other => Self::Objects(other),
+        }
+    }
 }
 
 impl PluginObjects {
-    pub fn new(
-        storage: Storage,
-        store: Arc<dyn ObjectStore>,
-        max_bytes: u64,
-        max_count: u64,
-    ) -> Self {
+    pub fn new(objects: ObjectService, max_bytes: u64, max_count: u64) -> Self {
         Self {
-            storage,
-            store,
+            objects,
             max_bytes,
             max_count,
         }
     }
 
-    fn place(plugin: &str, key: &str) -> Result<(ObjectScope, ObjectKey), PluginObjectError> {
-        validate_key(key).map_err(PluginObjectError::Key)?;
-        Ok((
-            ObjectScope::Plugin {
-                plugin_id: plugin.to_string(),
-            },
-            ObjectKey::Plugin {
-                plugin: plugin.to_string(),
-                key: key.to_string(),
-            },
-        ))
+    fn owner(plugin: &str) -> Owner {
+        Owner::Plugin {
+            plugin: plugin.to_string(),
+        }
     }
 
     pub async fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, PluginObjectError> {
-        let (scope, object_key) = Self::place(plugin, key)?;
-        let name = key.to_string();
-        if self
-            .storage
-            .read(move |db| db.find_object(&scope, &name))
-            .await?
-            .is_none()
-        {
+        validate_key(key).map_err(ObjectServiceError::InvalidKey)?;
+        let Some(mut stream) = self.objects.get(&Self::owner(plugin), key).await? else {
             return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|error| ObjectServiceError::Store(ObjectError::Upload(error)))?;
+            if (bytes.len() + chunk.len()) as u64 > self.max_bytes {
+                return Err(PluginObjectError::TooLarge {
+                    size: bytes.len() + chunk.len(),
+                    max: self.max_bytes,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        Ok(read_to_vec(self.store.as_ref(), &object_key, self.max_bytes as usize).await?)
+        Ok(Some(bytes))
     }
 
     pub async fn put(
@@ -198,73 +195,35 @@ impl PluginObjects {
         key: &str,
         value: Vec<u8>,
     ) -> Result<(), PluginObjectError> {
-        let (scope, object_key) = Self::place(plugin, key)?;
         if value.len() as u64 > self.max_bytes {
             return Err(PluginObjectError::TooLarge {
                 size: value.len(),
                 max: self.max_bytes,
             });
         }
-        // The row first (refused when a new key would pass the limit), then the bytes.
-        let (name, limit) = (key.to_string(), self.max_count);
-        let (row_scope, row_name) = (scope.clone(), name.clone());
-        let admitted = self
-            .storage
-            .write(move |db| {
-                if db.find_object(&row_scope, &row_name)?.is_none() {
-                    let all = Page {
-                        limit: limit.saturating_add(1).min(i64::MAX as u64),
-                        offset: 0,
-                    };
-                    if db.list_objects(&row_scope, all)?.len() as u64 >= limit {
-                        return Ok(false);
-                    }
-                }
-                db.put_object(&row_scope, &row_name, now_millis(), true, None)?;
-                Ok(true)
-            })
-            .await?
-            .0;
-        if !admitted {
-            return Err(PluginObjectError::Full(limit));
-        }
         let body = futures_util::stream::once(async { Ok(bytes::Bytes::from(value)) }).boxed();
-        if let Err(error) = self.store.put(&object_key, body, self.max_bytes).await {
-            let _ = self
-                .storage
-                .write(move |db| db.delete_object(&scope, &name))
-                .await;
-            return Err(error.into());
-        }
+        let bounds = (self.max_bytes, Limit::Refuse(self.max_count), true);
+        self.objects
+            .put(&Self::owner(plugin), key, body, bounds)
+            .await?;
         Ok(())
     }
 
     pub async fn delete(&self, plugin: &str, key: &str) -> Result<(), PluginObjectError> {
-        let (scope, object_key) = Self::place(plugin, key)?;
-        let name = key.to_string();
-        self.storage
-            .write(move |db| match db.find_object(&scope, &name)? {
-                Some(_) => db.delete_object(&scope, &name),
-                None => Ok(()),
-            })
-            .await?;
-        self.store.delete(&object_key).await?;
-        Ok(())
+        validate_key(key).map_err(ObjectServiceError::InvalidKey)?;
+        match self.objects.delete(&Self::owner(plugin), key).await {
+            Ok(()) | Err(ObjectServiceError::Index(StorageError::NotFound(_))) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// The plugin's keys, oldest first.
     pub async fn list(&self, plugin: &str) -> Result<Vec<String>, PluginObjectError> {
-        let scope = ObjectScope::Plugin {
-            plugin_id: plugin.to_string(),
-        };
         let all = Page {
             limit: i64::MAX as u64,
             offset: 0,
         };
-        let objects = self
-            .storage
-            .read(move |db| db.list_objects(&scope, all))
-            .await?;
+        let objects = self.objects.list(&Self::owner(plugin), all).await?;
         Ok(objects.into_iter().map(|object| object.key).collect())
     }
 }

@@ -10,7 +10,6 @@
 
 pub mod grpc;
 pub mod identity;
-pub mod triggers;
 pub mod wasm;
 
 use std::collections::BTreeMap;
@@ -53,8 +52,16 @@ pub struct PluginDescription {
     pub settings: Vec<PluginParameter>,
 }
 
-/// A request to start a run: (subscription handle, run variables).
-pub type Fire = (String, Vec<(String, String)>);
+pub use crate::domain::Fire;
+use crate::domain::SubscriptionHandle;
+
+/// A fire as a plugin sent it: the handle is looked up later, never trusted.
+fn fire(handle: String, variables: Vec<(String, String)>) -> Fire {
+    Fire {
+        handle: SubscriptionHandle::from_stored(handle),
+        variables,
+    }
+}
 
 /// What a trigger returns when woken.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,9 @@
 //! cap, in a sandbox with no filesystem, network or host environment. Calls run on tokio's
 //! blocking pool. A trapped trigger instance is dropped and re-created, its subscriptions replayed.
 
+// The one home of wasmtime (host/clippy.toml refuses its types anywhere else).
+#![allow(clippy::disallowed_types)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -619,12 +622,10 @@ impl WasmTrigger {
     }
 }
 
-fn fires(
-    fires: Vec<trigger_bindings::gofer::plugin::types::Fire>,
-) -> Vec<(String, Vec<(String, String)>)> {
+fn fires(fires: Vec<trigger_bindings::gofer::plugin::types::Fire>) -> Vec<super::Fire> {
     fires
         .into_iter()
-        .map(|fire| (fire.subscription, fire.variables))
+        .map(|fire| super::fire(fire.subscription, fire.variables))
         .collect()
 }
 

@@ -126,6 +126,21 @@ impl Db<'_> {
             .execute(params![namespace_id, pipeline_id, run_id.to_string()])?)
     }
 
+    /// Deletes the tokens made for any run of a pipeline; returns how many.
+    pub fn delete_pipeline_run_tokens(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+    ) -> Result<usize> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "DELETE FROM tokens WHERE json_extract(metadata, '$.run_namespace') = ?1
+                 AND json_extract(metadata, '$.run_pipeline') = ?2",
+            )?
+            .execute(params![namespace_id, pipeline_id])?)
+    }
+
     /// Stores a plugin's new token in place of its earlier ones (of an earlier process).
     pub fn replace_plugin_token(&self, plugin: &str, token: &Token, hash: &str) -> Result<()> {
         self.conn

@@ -133,6 +133,16 @@ impl Db<'_> {
         rows.map(|row| row?).collect()
     }
 
+    /// A pipeline's runs that are queued or running.
+    pub fn unfinished_runs(&self, namespace_id: &str, pipeline_id: &str) -> Result<Vec<Run>> {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE namespace_id = ?1 AND pipeline_id = ?2
+             AND state IN ('pending', 'running') ORDER BY run_id"
+        ))?;
+        let rows = statement.query_map([namespace_id, pipeline_id], |row| Ok(run_from_row(row)))?;
+        rows.map(|row| row?).collect()
+    }
+
     /// The run queue, first come first.
     pub fn queued_runs(&self) -> Result<Vec<QueuedRun>> {
         let mut statement = self.conn.prepare_cached(

@@ -4,17 +4,27 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::queries::{enum_from_text, enum_text, from_json, to_json};
 use super::{Db, Page, Result, StorageError};
+use crate::domain::SubscriptionHandle;
 use crate::models::{Subscription, SubscriptionStatus};
 
 const COLUMNS: &str =
     "namespace_id, pipeline_id, plugin_id, subscription_id, settings, status, status_reason";
 
+/// [`COLUMNS`] and the handle.
+const WITH_HANDLE: &str = "namespace_id, pipeline_id, plugin_id, subscription_id, settings, status, status_reason, handle";
+
 impl Db<'_> {
-    /// Stores a subscription; `declared`: made by deploying a config that declares it.
-    pub fn insert_subscription(&self, subscription: &Subscription, declared: bool) -> Result<()> {
+    /// Stores a subscription with the handle its plugin knows it by; `declared`: made by deploying
+    /// a config that declares it.
+    pub fn insert_subscription(
+        &self,
+        subscription: &Subscription,
+        handle: &SubscriptionHandle,
+        declared: bool,
+    ) -> Result<()> {
         self.conn
             .prepare_cached(&format!(
-                "INSERT INTO subscriptions ({COLUMNS}, declared) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                "INSERT INTO subscriptions ({COLUMNS}, declared, handle) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ))?
             .execute(params![
                 subscription.namespace_id,
@@ -25,6 +35,7 @@ impl Db<'_> {
                 enum_text(&subscription.status),
                 subscription.status_reason.as_ref().map(to_json),
                 declared,
+                handle.as_str(),
             ])
             .map_err(|error| match error {
                 rusqlite::Error::SqliteFailure(failure, _)
@@ -98,19 +109,77 @@ impl Db<'_> {
         rows.map(|row| row?).collect()
     }
 
-    /// The subscriptions of a pipeline that its live config declared.
+    /// The subscriptions of a pipeline that its live config declared, with their handles.
     pub fn declared_subscriptions(
         &self,
         namespace_id: &str,
         pipeline_id: &str,
-    ) -> Result<Vec<Subscription>> {
+    ) -> Result<Vec<(Subscription, SubscriptionHandle)>> {
         let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM subscriptions WHERE namespace_id = ?1 AND pipeline_id = ?2 AND declared = 1"
+            "SELECT {WITH_HANDLE} FROM subscriptions WHERE namespace_id = ?1 AND pipeline_id = ?2 AND declared = 1"
         ))?;
         let rows = statement.query_map([namespace_id, pipeline_id], |row| {
-            Ok(subscription_from_row(row))
+            Ok(with_handle_from_row(row))
         })?;
         rows.map(|row| row?).collect()
+    }
+
+    /// Every subscription of a pipeline, with its handle (to unsubscribe them all).
+    pub fn subscriptions_of_pipeline(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+    ) -> Result<Vec<(Subscription, SubscriptionHandle)>> {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {WITH_HANDLE} FROM subscriptions WHERE namespace_id = ?1 AND pipeline_id = ?2"
+        ))?;
+        let rows = statement.query_map([namespace_id, pipeline_id], |row| {
+            Ok(with_handle_from_row(row))
+        })?;
+        rows.map(|row| row?).collect()
+    }
+
+    /// The handle a subscription's plugin knows it by.
+    pub fn subscription_handle(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+        plugin: &str,
+        subscription_id: &str,
+    ) -> Result<SubscriptionHandle> {
+        let handle: Option<Option<String>> = self
+            .conn
+            .prepare_cached(
+                "SELECT handle FROM subscriptions
+                 WHERE namespace_id = ?1 AND pipeline_id = ?2 AND plugin_id = ?3 AND subscription_id = ?4",
+            )?
+            .query_row([namespace_id, pipeline_id, plugin, subscription_id], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        match handle.flatten() {
+            Some(handle) => Ok(SubscriptionHandle::from_stored(handle)),
+            None => Err(StorageError::NotFound(format!(
+                "subscription '{subscription_id}' of pipeline '{pipeline_id}' to '{plugin}'"
+            ))),
+        }
+    }
+
+    /// The subscription of `plugin` holding `handle`, if there is one.
+    pub fn subscription_by_handle(
+        &self,
+        plugin: &str,
+        handle: &SubscriptionHandle,
+    ) -> Result<Option<Subscription>> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM subscriptions WHERE plugin_id = ?1 AND handle = ?2"
+            ))?
+            .query_row([plugin, handle.as_str()], |row| {
+                Ok(subscription_from_row(row))
+            })
+            .optional()?
+            .transpose()
     }
 
     /// A page of every subscription to a plugin, by namespace, pipeline and id.
@@ -125,12 +194,15 @@ impl Db<'_> {
         rows.map(|row| row?).collect()
     }
 
-    /// Every subscription to a plugin that is not disabled.
-    pub fn enabled_subscriptions_of(&self, plugin: &str) -> Result<Vec<Subscription>> {
+    /// Every subscription to a plugin that is not disabled, with its handle.
+    pub fn enabled_subscriptions_of(
+        &self,
+        plugin: &str,
+    ) -> Result<Vec<(Subscription, SubscriptionHandle)>> {
         let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM subscriptions WHERE plugin_id = ?1 AND status != 'disabled'"
+            "SELECT {WITH_HANDLE} FROM subscriptions WHERE plugin_id = ?1 AND status != 'disabled'"
         ))?;
-        let rows = statement.query_map([plugin], |row| Ok(subscription_from_row(row)))?;
+        let rows = statement.query_map([plugin], |row| Ok(with_handle_from_row(row)))?;
         rows.map(|row| row?).collect()
     }
 
@@ -166,4 +238,13 @@ fn subscription_from_row(row: &Row) -> Result<Subscription> {
             .map(|reason| from_json("subscriptions.status_reason", &reason))
             .transpose()?,
     })
+}
+
+fn with_handle_from_row(row: &Row) -> Result<(Subscription, SubscriptionHandle)> {
+    let handle: Option<String> = row.get(7)?;
+    Ok((
+        subscription_from_row(row)?,
+        // Every row has one since migration 0002; a missing one matches no fire.
+        SubscriptionHandle::from_stored(handle.unwrap_or_default()),
+    ))
 }

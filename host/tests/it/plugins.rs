@@ -11,19 +11,19 @@ use crate::support::{
     Api, TestServer, assert_error, deploy, shell_task, start_run, tasks_of, wait_for_run,
 };
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("GOFER_FIXTURE_PLUGINS_DIR")).join(format!("{name}.wasm"))
 }
 
-fn plugins_dir(server: &TestServer) -> PathBuf {
+pub(crate) fn plugins_dir(server: &TestServer) -> PathBuf {
     server.data_dir.join("plugins")
 }
 
-fn subscriptions(pipeline: &str) -> String {
+pub(crate) fn subscriptions(pipeline: &str) -> String {
     format!("/api/namespaces/default/pipelines/{pipeline}/subscriptions")
 }
 
-async fn runs(api: &Api, pipeline: &str) -> Vec<Value> {
+pub(crate) async fn runs(api: &Api, pipeline: &str) -> Vec<Value> {
     let (_, body) = api
         .get(&format!(
             "/api/namespaces/default/pipelines/{pipeline}/runs?limit=1000"
@@ -33,7 +33,11 @@ async fn runs(api: &Api, pipeline: &str) -> Vec<Value> {
 }
 
 /// Waits until `check` holds for the plugin list (up to 10 s).
-async fn wait_for_plugins(api: &Api, what: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn wait_for_plugins(
+    api: &Api,
+    what: &str,
+    check: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, body) = api.get("/api/plugins").await;
@@ -188,11 +192,25 @@ async fn interval_starts_runs_every_second_until_unsubscribed_and_survives_a_res
     assert_error(&api.get(&path).await, StatusCode::NOT_FOUND, "not found");
 }
 
-/// The `(every_ms, next_ms)` the interval plugin keeps in its objects for a subscription.
-async fn kept_schedule(api: &Api, subscription: &str) -> Option<(u64, u64)> {
-    let key = format!("schedule default/{subscription}")
-        .replace(' ', "%20")
-        .replace('/', "%2F");
+/// The key of the one schedule the interval plugin keeps in its objects (`schedule ` and the
+/// subscription's opaque handle), URL-encoded.
+async fn schedule_key(api: &Api) -> Option<String> {
+    let (_, listed) = api.get("/api/extensions/interval/objects").await;
+    let keys: Vec<String> = listed["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|object| object["key"].as_str())
+        .filter(|key| key.starts_with("schedule "))
+        .map(str::to_string)
+        .collect();
+    assert!(keys.len() <= 1, "{keys:?}");
+    keys.into_iter().next().map(|key| key.replace(' ', "%20"))
+}
+
+/// The `(every_ms, next_ms)` the interval plugin keeps in its objects for its one subscription.
+async fn kept_schedule(api: &Api) -> Option<(u64, u64)> {
+    let key = schedule_key(api).await?;
     let (status, body) = api
         .get(&format!("/api/extensions/interval/objects/{key}"))
         .await;
@@ -223,16 +241,19 @@ async fn interval_keeps_its_schedule_in_its_objects_across_restarts() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // The plugin wrote its schedule through the host's objects interface, in its own scope.
-    let (every, next) = kept_schedule(&api, "daily/hourly")
-        .await
-        .expect("a kept schedule");
+    let (every, next) = kept_schedule(&api).await.expect("a kept schedule");
     assert_eq!(every, 3_600_000);
     assert!(
         (subscribed + 3_600_000..subscribed + 3_610_000).contains(&next),
         "{next} vs {subscribed}"
     );
-    let (_, listed) = api.get("/api/extensions/interval/objects").await;
-    assert_eq!(listed["objects"][0]["key"], "schedule default/daily/hourly");
+    // Kept under the subscription's handle: opaque, issued by the server, nothing of its names.
+    let key = schedule_key(&api).await.unwrap();
+    let handle = key.trim_start_matches("schedule%20");
+    assert!(
+        handle.len() == 32 && handle.chars().all(|c| c.is_ascii_hexdigit()),
+        "{key}"
+    );
     // v0's list of a plugin's subscriptions across pipelines.
     let (_, subscribed) = api.get("/api/extensions/interval/subscriptions").await;
     assert_eq!(
@@ -250,10 +271,7 @@ async fn interval_keeps_its_schedule_in_its_objects_across_restarts() {
     // A restart resumes the schedule instead of starting the hour over.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     server.restart().await;
-    assert_eq!(
-        kept_schedule(&api, "daily/hourly").await,
-        Some((every, next))
-    );
+    assert_eq!(kept_schedule(&api).await, Some((every, next)));
     assert!(runs(&api, "daily").await.is_empty());
 
     // A run that fell due while the server was down starts once it is back, and the next one
@@ -264,7 +282,7 @@ async fn interval_keeps_its_schedule_in_its_objects_across_restarts() {
     );
     let (status, body) = api
         .post_raw(
-            "/api/extensions/interval/objects/schedule%20default%2Fdaily%2Fhourly?force=true",
+            &format!("/api/extensions/interval/objects/{key}?force=true"),
             &overdue,
         )
         .await;
@@ -281,13 +299,13 @@ async fn interval_keeps_its_schedule_in_its_objects_across_restarts() {
         1,
         "one run, not one per missed hour"
     );
-    let (_, next) = kept_schedule(&api, "daily/hourly").await.unwrap();
+    let (_, next) = kept_schedule(&api).await.unwrap();
     assert!(next > crate::support::now_millis() + 3_500_000, "{next}");
 
     // Unsubscribing drops the kept schedule.
     let path = format!("{}/interval/hourly", subscriptions("daily"));
     assert_eq!(api.delete(&path).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(kept_schedule(&api, "daily/hourly").await, None);
+    assert_eq!(kept_schedule(&api).await, None);
 }
 
 #[tokio::test]

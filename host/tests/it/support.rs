@@ -184,6 +184,29 @@ impl TestServer {
         }
     }
 
+    /// Waits (up to `seconds`) for the server process to end by itself (a crash, say); its exit
+    /// status.
+    pub async fn wait_for_exit(&mut self, seconds: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server is still running:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Leaves an environment variable out of the next starts.
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(name, _)| name != key);
+    }
+
     /// Stops the server and starts it again on the same data directory.
     pub async fn restart(&mut self) {
         assert!(

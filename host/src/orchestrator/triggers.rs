@@ -1,28 +1,25 @@
-//! The trigger manager: keeps every enabled subscription subscribed in its plugin (at start-up,
-//! and again whenever the plugin is reloaded), wakes each trigger plugin when it asked to be
-//! woken, routes outside events to it, and turns its fires into runs of the pipeline's live
-//! config. Must not run SQL (it calls storage) nor start containers (it calls the orchestrator).
+//! The trigger manager, the orchestration side of trigger plugins: keeps every enabled
+//! subscription subscribed in its plugin (at start-up, and again whenever the plugin is
+//! reloaded), applies the subscriptions a deployment declared, wakes each trigger plugin when it
+//! asked to be woken, routes outside events to it, and turns its fires into runs.
+//!
+//! A fire starts a run only for a stored, active subscription of the plugin that sent it, named by
+//! the opaque handle the server issued; its variables reach the task literally. Must not run SQL
+//! (it calls storage) nor start containers (it calls the orchestrator).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::{ExternalOutcome, PluginError, PluginRegistry, TriggerPlugin};
+use super::Orchestrator;
+use crate::domain::{Fire, RunOrigin, SubscriptionHandle};
 use crate::models::{
-    DeclaredTrigger, Initiator, Subscription, SubscriptionStatus, SubscriptionStatusReason,
-    SubscriptionStatusReasonType, now_millis,
+    Subscription, SubscriptionStatus, SubscriptionStatusReason, SubscriptionStatusReasonType,
+    now_millis,
 };
-use crate::orchestrator::Orchestrator;
+use crate::plugins::{ExternalOutcome, PluginError, PluginRegistry, TriggerPlugin};
 use crate::storage::Storage;
-
-/// The opaque handle a plugin gets for a subscription.
-pub fn handle(subscription: &Subscription) -> String {
-    format!(
-        "{}/{}/{}",
-        subscription.namespace_id, subscription.pipeline_id, subscription.subscription_id
-    )
-}
 
 struct Driver {
     plugin: Arc<dyn TriggerPlugin>,
@@ -126,31 +123,41 @@ impl TriggerManager {
                     continue;
                 }
             };
-            for subscription in subscriptions {
-                let outcome = self.subscribe_in_plugin(&name, &subscription).await;
-                let mut updated = subscription.clone();
-                match outcome {
-                    Ok(()) => {
-                        updated.status = SubscriptionStatus::Active;
-                        updated.status_reason = None;
-                    }
-                    Err(error) => {
-                        tracing::warn!(plugin = %name, subscription = %handle(&subscription), %error, "could not resubscribe");
-                        updated.status = SubscriptionStatus::Error;
-                        updated.status_reason = Some(SubscriptionStatusReason {
-                            reason: SubscriptionStatusReasonType::Failed,
-                            description: error.to_string(),
-                        });
-                    }
-                }
-                if updated != subscription {
-                    let _ = self
-                        .inner
-                        .storage
-                        .write(move |db| db.update_subscription(&updated))
-                        .await;
-                }
+            for (subscription, handle) in subscriptions {
+                let outcome = self
+                    .subscribe_in_plugin(&name, &subscription, &handle)
+                    .await;
+                self.record_outcome(&subscription, outcome).await;
             }
+        }
+    }
+
+    /// Records whether a subscription is live in its plugin (`active`) or refused (`error`, with
+    /// the plugin's message), if that changed.
+    async fn record_outcome(&self, subscription: &Subscription, outcome: Result<(), PluginError>) {
+        let mut updated = subscription.clone();
+        match outcome {
+            Ok(()) => {
+                updated.status = SubscriptionStatus::Active;
+                updated.status_reason = None;
+            }
+            Err(error) => {
+                tracing::warn!(plugin = %subscription.extension_id, pipeline = %subscription.pipeline_id, subscription = %subscription.subscription_id, %error, "could not subscribe");
+                updated.status = SubscriptionStatus::Error;
+                updated.status_reason = Some(SubscriptionStatusReason {
+                    reason: SubscriptionStatusReasonType::Failed,
+                    description: error.to_string(),
+                });
+            }
+        }
+        if updated != *subscription
+            && let Err(error) = self
+                .inner
+                .storage
+                .write(move |db| db.update_subscription(&updated))
+                .await
+        {
+            tracing::warn!(%error, "could not record a subscription's state");
         }
     }
 
@@ -230,6 +237,7 @@ impl TriggerManager {
         &self,
         name: &str,
         subscription: &Subscription,
+        handle: &SubscriptionHandle,
     ) -> Result<(), PluginError> {
         let plugin = self.inner.registry.trigger(name).ok_or_else(|| {
             PluginError::Load(format!("no trigger plugin named '{name}' is loaded"))
@@ -250,7 +258,7 @@ impl TriggerManager {
         // The plugin's answer goes back to whoever made the subscription, who may not read the
         // secrets and objects it references: never with their values in it.
         let next = plugin
-            .subscribe(&handle(subscription), &settings, now_millis())
+            .subscribe(handle.as_str(), &settings, now_millis())
             .await
             .map_err(|error| match error {
                 PluginError::Refused(message) => PluginError::Refused(masks.text(&message)),
@@ -276,97 +284,41 @@ impl TriggerManager {
         Ok(())
     }
 
-    /// Validates a new subscription with its plugin and starts it (the caller stores it).
-    pub async fn subscribe(&self, subscription: &Subscription) -> Result<(), PluginError> {
-        self.subscribe_in_plugin(&subscription.extension_id, subscription)
+    /// Validates a new subscription with its plugin and starts it (the caller stores it with the
+    /// same handle).
+    pub async fn subscribe(
+        &self,
+        subscription: &Subscription,
+        handle: &SubscriptionHandle,
+    ) -> Result<(), PluginError> {
+        self.subscribe_in_plugin(&subscription.extension_id, subscription, handle)
             .await
     }
 
     /// Stops a subscription in its plugin (if the plugin is loaded).
-    pub async fn unsubscribe(&self, subscription: &Subscription) {
+    pub async fn unsubscribe(&self, subscription: &Subscription, handle: &SubscriptionHandle) {
         if let Some(plugin) = self.inner.registry.trigger(&subscription.extension_id)
-            && let Err(error) = plugin.unsubscribe(&handle(subscription)).await
+            && let Err(error) = plugin.unsubscribe(handle.as_str()).await
         {
             tracing::warn!(plugin = %subscription.extension_id, %error, "unsubscribe failed");
         }
     }
 
-    /// Makes a pipeline's declared subscriptions match what its newly deployed config declares:
-    /// new ones are subscribed, changed ones re-subscribed, dropped ones unsubscribed. Refused
-    /// settings are kept as a subscription with status `error` and the plugin's message.
-    /// Subscriptions made through the API are left alone.
-    pub async fn reconcile_declared(
+    /// Makes the plugins match what a deployment committed: `removed` subscriptions are
+    /// unsubscribed, `added` ones subscribed (a refusal is recorded on the subscription, status
+    /// `error` with the plugin's message). Whatever a crash leaves undone here is done at the next
+    /// start, which subscribes every stored subscription.
+    pub async fn apply(
         &self,
-        namespace_id: &str,
-        pipeline_id: &str,
-        declared: Vec<DeclaredTrigger>,
+        added: Vec<(Subscription, SubscriptionHandle)>,
+        removed: Vec<(Subscription, SubscriptionHandle)>,
     ) {
-        let (namespace, pipeline) = (namespace_id.to_string(), pipeline_id.to_string());
-        let existing = match self
-            .inner
-            .storage
-            .read(move |db| db.declared_subscriptions(&namespace, &pipeline))
-            .await
-        {
-            Ok(existing) => existing,
-            Err(error) => {
-                tracing::error!(pipeline = pipeline_id, %error, "could not read declared subscriptions");
-                return;
-            }
-        };
-        let same = |want: &DeclaredTrigger, old: &Subscription| {
-            want.plugin == old.extension_id
-                && want.id == old.subscription_id
-                && want.settings == old.settings
-        };
-        for old in &existing {
-            if !declared.iter().any(|want| same(want, old)) {
-                self.unsubscribe(old).await;
-                let gone = old.clone();
-                let _ = self
-                    .inner
-                    .storage
-                    .write(move |db| {
-                        db.delete_subscription(
-                            &gone.namespace_id,
-                            &gone.pipeline_id,
-                            &gone.extension_id,
-                            &gone.subscription_id,
-                        )
-                    })
-                    .await;
-            }
+        for (subscription, handle) in removed {
+            self.unsubscribe(&subscription, &handle).await;
         }
-        for want in declared {
-            if existing.iter().any(|old| same(&want, old)) {
-                continue;
-            }
-            let mut subscription = Subscription {
-                namespace_id: namespace_id.to_string(),
-                pipeline_id: pipeline_id.to_string(),
-                extension_id: want.plugin,
-                subscription_id: want.id,
-                settings: want.settings,
-                status: SubscriptionStatus::Active,
-                status_reason: None,
-            };
-            if let Err(error) = self.subscribe(&subscription).await {
-                subscription.status = SubscriptionStatus::Error;
-                subscription.status_reason = Some(SubscriptionStatusReason {
-                    reason: SubscriptionStatusReasonType::Failed,
-                    description: error.to_string(),
-                });
-            }
-            let stored = subscription.clone();
-            if let Err(error) = self
-                .inner
-                .storage
-                .write(move |db| db.insert_subscription(&stored, true))
-                .await
-            {
-                tracing::warn!(pipeline = pipeline_id, subscription = %subscription.subscription_id, %error, "could not store a declared subscription");
-                self.unsubscribe(&subscription).await;
-            }
+        for (subscription, handle) in added {
+            let outcome = self.subscribe(&subscription, &handle).await;
+            self.record_outcome(&subscription, outcome).await;
         }
     }
 
@@ -385,39 +337,58 @@ impl TriggerManager {
         Ok(outcome)
     }
 
-    /// Starts a run of the live config of each fired subscription's pipeline.
-    async fn fire(&self, plugin: &str, fires: Vec<(String, Vec<(String, String)>)>) {
-        for (fired, variables) in fires {
-            let mut parts = fired.splitn(3, '/');
-            let (Some(namespace), Some(pipeline), Some(subscription)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                tracing::warn!(plugin, handle = %fired, "the plugin fired an unknown subscription");
-                continue;
+    /// Starts a run of the live config of each fired subscription's pipeline: only for a stored,
+    /// active subscription of `plugin` holding the fire's handle. Anything else starts nothing and
+    /// is logged with the plugin's name.
+    async fn fire(&self, plugin: &str, fires: Vec<Fire>) {
+        for fire in fires {
+            let (name, handle) = (plugin.to_string(), fire.handle.clone());
+            let subscription = match self
+                .inner
+                .storage
+                .read(move |db| db.subscription_by_handle(&name, &handle))
+                .await
+            {
+                Ok(Some(subscription)) if subscription.status == SubscriptionStatus::Active => {
+                    subscription
+                }
+                Ok(found) => {
+                    tracing::warn!(
+                        plugin,
+                        handle = %fire.handle,
+                        found = found.is_some(),
+                        "ignored a fire for no active subscription of this plugin"
+                    );
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(plugin, %error, "could not look up a fired subscription");
+                    continue;
+                }
             };
-            let initiator = Initiator {
-                id: format!("plugin:{plugin}"),
-                user: format!("{plugin} trigger ({subscription})"),
+            let origin = RunOrigin::Trigger {
+                plugin: plugin.to_string(),
+                subscription: subscription.subscription_id.clone(),
             };
             match self
                 .inner
                 .orchestrator
                 .start_run(
-                    namespace.to_string(),
-                    pipeline.to_string(),
-                    variables.into_iter().collect(),
-                    initiator,
+                    subscription.namespace_id.clone(),
+                    subscription.pipeline_id.clone(),
+                    fire.variables.into_iter().collect(),
+                    origin,
                 )
                 .await
             {
                 Ok(run) => tracing::info!(
                     plugin,
-                    pipeline,
+                    pipeline = %subscription.pipeline_id,
                     run_id = run.run_id,
                     "trigger started a run"
                 ),
                 Err(error) => {
-                    tracing::warn!(plugin, pipeline, %error, "trigger could not start a run")
+                    tracing::warn!(plugin, pipeline = %subscription.pipeline_id, %error, "trigger could not start a run")
                 }
             }
         }
