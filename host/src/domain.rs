@@ -4,6 +4,8 @@
 //!
 //! Pure values: must not do I/O. The wire shapes stay in `models` (v0's field names).
 
+use std::time::Duration;
+
 use crate::models::{Initiator, VariableSource};
 
 /// Who asked for something: recorded on runs (v0's `initiator`) and in cancellations.
@@ -137,9 +139,65 @@ pub struct Fire {
     pub variables: Vec<(String, String)>,
 }
 
+/// A timeout as its author wrote it (`"90s"`, `"1h 30m"`) and as parsed, once, when the config
+/// was registered. On the wire and in storage it is the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeout {
+    text: String,
+    duration: Duration,
+}
+
+impl Timeout {
+    /// Parses a timeout; zero is refused. The error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let duration = humantime::parse_duration(text.trim()).map_err(|error| error.to_string())?;
+        if duration.is_zero() {
+            return Err("it must be longer than zero".into());
+        }
+        Ok(Self {
+            text: text.to_string(),
+            duration,
+        })
+    }
+
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// As written, for messages ("did not finish within its timeout of 90s").
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl serde::Serialize for Timeout {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timeout {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text)
+            .map_err(|problem| serde::de::Error::custom(format!("timeout '{text}': {problem}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_keep_their_text_and_their_duration() {
+        let timeout = Timeout::parse("1m 30s").unwrap();
+        assert_eq!(timeout.duration(), Duration::from_secs(90));
+        assert_eq!(serde_json::to_string(&timeout).unwrap(), "\"1m 30s\"");
+        let back: Timeout = serde_json::from_str("\"1m 30s\"").unwrap();
+        assert_eq!(back, timeout);
+        assert!(Timeout::parse("0s").unwrap_err().contains("longer than zero"));
+        assert!(serde_json::from_str::<Timeout>("\"5 parsecs\"").is_err());
+    }
 
     #[test]
     fn handles_are_unique_and_plain() {

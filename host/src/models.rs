@@ -145,7 +145,8 @@ pub struct Task {
     pub always_pull_newest_image: bool,
     /// Longest the task may run, e.g. `"90s"` or `"5m"` (beyond v0); absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub timeout: Option<crate::domain::Timeout>,
     /// How many more times a failed task is tried, with a growing pause (beyond v0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
@@ -186,7 +187,8 @@ pub struct PipelineConfig {
     pub deprecated: u64,
     /// Longest a run may take, e.g. `"30m"` (beyond v0); absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub timeout: Option<crate::domain::Timeout>,
     /// Triggers this config subscribes the pipeline to when it is deployed (beyond v0).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<DeclaredTrigger>,

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::domain::Timeout;
 use crate::models::{
     ConfigState, DeclaredTrigger, PipelineConfig, RegistryAuth, RequiredParentStatus, Task,
     Variable, VariableSource,
@@ -69,19 +70,13 @@ pub enum ConfigError {
 /// Most retries a task may ask for.
 pub const MAX_RETRIES: u32 = 10;
 
-/// Parses a timeout such as `"90s"` or `"5m"`; zero is refused.
-pub fn parse_timeout(owner: &str, value: &str) -> Result<std::time::Duration, ConfigError> {
-    let invalid = |problem: String| ConfigError::InvalidTimeout {
+/// Parses a timeout such as `"90s"` or `"5m"` of `owner`; zero is refused.
+pub fn parse_timeout(owner: &str, value: &str) -> Result<Timeout, ConfigError> {
+    Timeout::parse(value).map_err(|problem| ConfigError::InvalidTimeout {
         owner: owner.to_string(),
         value: value.to_string(),
         problem,
-    };
-    let duration =
-        humantime::parse_duration(value.trim()).map_err(|error| invalid(error.to_string()))?;
-    if duration.is_zero() {
-        return Err(invalid("it must be longer than zero".into()));
-    }
-    Ok(duration)
+    })
 }
 
 /// What is wrong with an environment variable, or `None`: the name must be non-empty without
@@ -241,14 +236,24 @@ impl PipelineConfigInput {
     }
 
     /// Turns a validated input into the stored form: tasks keyed by id, snake_case conditions,
-    /// variables tagged `pipeline_config`, null descriptions as `""`.
-    pub fn into_config(self, namespace_id: &str, version: u64, registered: u64) -> PipelineConfig {
+    /// variables tagged `pipeline_config`, null descriptions as `""`, timeouts parsed.
+    pub fn into_config(
+        self,
+        namespace_id: &str,
+        version: u64,
+        registered: u64,
+    ) -> Result<PipelineConfig, ConfigError> {
+        let timeout = self
+            .timeout
+            .as_deref()
+            .map(|timeout| parse_timeout(&format!("pipeline '{}'", self.id), timeout))
+            .transpose()?;
         let tasks = self
             .tasks
             .into_iter()
-            .map(|task| (task.id.clone(), task.into_task()))
-            .collect();
-        PipelineConfig {
+            .map(|task| Ok((task.id.clone(), task.into_task()?)))
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(PipelineConfig {
             namespace_id: namespace_id.to_string(),
             pipeline_id: self.id,
             version,
@@ -259,9 +264,9 @@ impl PipelineConfigInput {
             state: ConfigState::Unreleased,
             registered,
             deprecated: 0,
-            timeout: self.timeout,
+            timeout,
             triggers: self.triggers,
-        }
+        })
     }
 }
 
@@ -317,8 +322,13 @@ impl TaskInput {
         Ok(())
     }
 
-    fn into_task(self) -> Task {
-        Task {
+    fn into_task(self) -> Result<Task, ConfigError> {
+        let timeout = self
+            .timeout
+            .as_deref()
+            .map(|timeout| parse_timeout(&format!("task '{}'", self.id), timeout))
+            .transpose()?;
+        Ok(Task {
             id: self.id,
             description: self.description.unwrap_or_default(),
             image: self.image.unwrap_or_default(),
@@ -339,9 +349,9 @@ impl TaskInput {
             command: self.command,
             inject_api_token: self.inject_api_token,
             always_pull_newest_image: self.always_pull_newest_image,
-            timeout: self.timeout,
+            timeout,
             retries: self.retries,
-        }
+        })
     }
 }
 
@@ -489,7 +499,7 @@ mod tests {
         let mut pipeline = config(vec![fine]);
         pipeline.timeout = Some("2h".into());
         assert_eq!(pipeline.validate("simple"), Ok(()));
-        assert_eq!(parse_timeout("x", "1m 30s").unwrap().as_secs(), 90);
+        assert_eq!(parse_timeout("x", "1m 30s").unwrap().duration().as_secs(), 90);
     }
 
     #[test]
@@ -500,7 +510,7 @@ mod tests {
             {"id":"second","image":"busybox","depends_on":{"first-task":"Success"},"variables":{}}]}"#;
         let input: PipelineConfigInput = serde_json::from_str(json).unwrap();
         input.validate("dag").unwrap();
-        let stored = input.into_config("default", 3, 42);
+        let stored = input.into_config("default", 3, 42).unwrap();
         assert_eq!(
             stored.tasks["second"].depends_on["first-task"],
             RequiredParentStatus::Success

@@ -73,10 +73,12 @@ impl App {
                 auth.pass = self.secrets.seal(&auth.pass)?;
             }
         }
+        let now = now_millis();
+        // Its version is known inside the transaction.
+        let mut config = input.into_config(&namespace_id, 0, now)?;
         Ok(self
             .write(move |db| {
                 db.get_namespace(&namespace_id)?;
-                let now = now_millis();
                 let metadata = match db.get_pipeline(&namespace_id, &pipeline_id) {
                     Ok(metadata) => metadata,
                     Err(StorageError::NotFound(_)) => {
@@ -100,7 +102,7 @@ impl App {
                     .latest_config_version(&namespace_id, &pipeline_id)?
                     .unwrap_or(0)
                     + 1;
-                let config = input.into_config(&namespace_id, version, now);
+                config.version = version;
                 db.insert_config(&config)?;
                 db.insert_event(EventKind::RegisteredPipelineConfig {
                     namespace_id,

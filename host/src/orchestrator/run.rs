@@ -21,7 +21,6 @@ use crate::models::{
     EventKind, RunState, TaskExecution, TaskExecutionState, TaskExecutionStatus,
     TaskExecutionStatusReason, TaskExecutionStatusReasonType, now_millis,
 };
-use crate::pipeline_config::parse_timeout;
 use crate::storage::StorageError;
 
 /// Longest pause between two attempts of a task.
@@ -104,8 +103,7 @@ async fn drive_inner(
         }
         driver.tasks.insert(task.task_id.clone(), task);
     }
-    let run_limit =
-        run_timeout.and_then(|text| parse_timeout("run", &text).ok().map(|limit| (limit, text)));
+    let run_limit = run_timeout.map(|timeout| (timeout.duration(), timeout.text().to_string()));
     // Counted from when the run was dispatched (its tasks were created then), so a run resumed
     // after a restart keeps its original deadline.
     let dispatched = driver
@@ -494,8 +492,8 @@ fn elapsed_since(millis: u64) -> Duration {
 }
 
 pub(super) fn task_timeout(task: &TaskExecution) -> Option<(Duration, String)> {
-    let text = task.task.timeout.clone()?;
-    parse_timeout("task", &text).ok().map(|limit| (limit, text))
+    let timeout = task.task.timeout.as_ref()?;
+    Some((timeout.duration(), timeout.text().to_string()))
 }
 
 fn describe(outcome: &Outcome) -> String {

@@ -341,7 +341,7 @@ impl<'c> Db<'c> {
                 config.registered,
                 config.deprecated,
                 enum_text(&config.state),
-                config.timeout,
+                config.timeout.as_ref().map(|timeout| timeout.text()),
                 to_json(&config.triggers),
             ])?;
         let mut insert_task = self.conn.prepare_cached(
@@ -617,7 +617,13 @@ fn config_from_row(row: &Row) -> Result<PipelineConfig> {
             enum_from_text("pipeline_configs.state", text)
         })?,
         tasks: Default::default(),
-        timeout: row.get(9)?,
+        timeout: row
+            .get::<_, Option<String>>(9)?
+            .map(|text| {
+                let quoted = serde_json::Value::String(text).to_string();
+                from_json("pipeline_configs.timeout", &quoted)
+            })
+            .transpose()?,
         triggers: column(row, 10, |text| from_json("pipeline_configs.triggers", text))?,
     })
 }
