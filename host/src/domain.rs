@@ -195,7 +195,11 @@ mod tests {
         assert_eq!(serde_json::to_string(&timeout).unwrap(), "\"1m 30s\"");
         let back: Timeout = serde_json::from_str("\"1m 30s\"").unwrap();
         assert_eq!(back, timeout);
-        assert!(Timeout::parse("0s").unwrap_err().contains("longer than zero"));
+        assert!(
+            Timeout::parse("0s")
+                .unwrap_err()
+                .contains("longer than zero")
+        );
         assert!(serde_json::from_str::<Timeout>("\"5 parsecs\"").is_err());
     }
 

@@ -499,7 +499,10 @@ mod tests {
         let mut pipeline = config(vec![fine]);
         pipeline.timeout = Some("2h".into());
         assert_eq!(pipeline.validate("simple"), Ok(()));
-        assert_eq!(parse_timeout("x", "1m 30s").unwrap().duration().as_secs(), 90);
+        assert_eq!(
+            parse_timeout("x", "1m 30s").unwrap().duration().as_secs(),
+            90
+        );
     }
 
     #[test]

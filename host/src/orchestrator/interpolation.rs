@@ -12,6 +12,43 @@ use crate::objects::{ObjectKey, ObjectStore, read_to_vec};
 use crate::secrets::{SecretKey, SecretStore};
 use crate::storage::Storage;
 
+/// Why a reference could not be filled in; `what` names the variable or setting
+/// ("variable TOKEN", "setting secret"). Its message becomes the task's status reason.
+#[derive(Debug, thiserror::Error)]
+pub enum InterpolationError {
+    #[error("{what}: pipeline secret '{key}' does not exist in pipeline '{pipeline}'")]
+    NoPipelineSecret {
+        what: String,
+        key: String,
+        pipeline: String,
+    },
+    /// One message whether the secret is missing or kept from this namespace: which global
+    /// secrets exist, and for whom, is the administrators' business.
+    #[error(
+        "{what}: global secret '{key}' does not exist or may not be used in namespace '{namespace}'"
+    )]
+    GlobalSecretUnavailable {
+        what: String,
+        key: String,
+        namespace: String,
+    },
+    #[error("{what}: {object} does not exist")]
+    NoObject { what: String, object: String },
+    #[error("{what}: run_object{{{{{key}}}}} needs a run; it cannot be used here")]
+    NoRun { what: String, key: String },
+    #[error("{what}: {source}")]
+    Secrets {
+        what: String,
+        source: crate::secrets::SecretError,
+    },
+    #[error("{what}: {object}: {source}")]
+    Objects {
+        what: String,
+        object: String,
+        source: crate::objects::ObjectError,
+    },
+}
+
 /// Largest object interpolated into a variable.
 const MAX_OBJECT_VARIABLE_BYTES: usize = 1 << 20;
 
@@ -95,7 +132,7 @@ impl Resolved {
 pub(super) async fn resolve(
     sources: &Sources<'_>,
     task: &TaskExecution,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, InterpolationError> {
     let scope = Scope {
         namespace: &task.namespace_id,
         pipeline: &task.pipeline_id,
@@ -117,7 +154,7 @@ pub(super) async fn resolve_pairs(
     scope: &Scope<'_>,
     pairs: Vec<(String, String)>,
     what: &str,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, InterpolationError> {
     let mut values = Vec::with_capacity(pairs.len());
     for (name, value) in pairs {
         values.push((name, value, true));
@@ -132,7 +169,7 @@ async fn resolve_values(
     scope: &Scope<'_>,
     values: Vec<(String, String, bool)>,
     what: &str,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, InterpolationError> {
     let mut resolved = Resolved::default();
     for (name, value, interpolated) in values {
         let Some((kind, key)) = parse(&value).filter(|_| interpolated) else {
@@ -149,11 +186,10 @@ async fn resolve_values(
                     scope.pipeline.to_string(),
                     key.to_string(),
                 );
-                let missing = || {
-                    format!(
-                        "{label}: pipeline secret '{key}' does not exist in pipeline '{}'",
-                        scope.pipeline
-                    )
+                let missing = || InterpolationError::NoPipelineSecret {
+                    what: label.clone(),
+                    key: key.to_string(),
+                    pipeline: scope.pipeline.to_string(),
                 };
                 sources
                     .storage
@@ -168,7 +204,10 @@ async fn resolve_values(
                         key: key.to_string(),
                     })
                     .await
-                    .map_err(|error| format!("{label}: {error}"))?
+                    .map_err(|source| InterpolationError::Secrets {
+                        what: label.clone(),
+                        source,
+                    })?
                     .ok_or_else(missing)?;
                 resolved.secrets.push(secret.clone());
                 secret
@@ -198,15 +237,23 @@ async fn resolve_values(
                         format!("run object '{key}' of run {run}"),
                     ),
                     (_, None) => {
-                        return Err(format!(
-                            "{label}: run_object{{{{{key}}}}} needs a run; it cannot be used here"
-                        ));
+                        return Err(InterpolationError::NoRun {
+                            what: label,
+                            key: key.to_string(),
+                        });
                     }
                 };
                 let bytes = read_to_vec(sources.objects, &object_key, MAX_OBJECT_VARIABLE_BYTES)
                     .await
-                    .map_err(|error| format!("{label}: {object}: {error}"))?
-                    .ok_or_else(|| format!("{label}: {object} does not exist"))?;
+                    .map_err(|source| InterpolationError::Objects {
+                        what: label.clone(),
+                        object: object.clone(),
+                        source,
+                    })?
+                    .ok_or_else(|| InterpolationError::NoObject {
+                        what: label.clone(),
+                        object: object.clone(),
+                    })?;
                 let contents = String::from_utf8_lossy(&bytes).into_owned();
                 resolved.objects.push(contents.clone());
                 contents
@@ -221,15 +268,13 @@ async fn resolve_values(
 async fn global_secret(
     sources: &Sources<'_>,
     namespace: &str,
-    name: &str,
+    what: &str,
     key: &str,
-) -> Result<String, String> {
-    // One message whether the secret is missing or kept from this namespace: which global
-    // secrets exist, and for whom, is the administrators' business.
-    let unavailable = || {
-        format!(
-            "{name}: global secret '{key}' does not exist or may not be used in namespace '{namespace}'"
-        )
+) -> Result<String, InterpolationError> {
+    let unavailable = || InterpolationError::GlobalSecretUnavailable {
+        what: what.to_string(),
+        key: key.to_string(),
+        namespace: namespace.to_string(),
     };
     let lookup = key.to_string();
     let metadata = sources
@@ -249,7 +294,10 @@ async fn global_secret(
             key: key.to_string(),
         })
         .await
-        .map_err(|error| format!("{name}: {error}"))?
+        .map_err(|source| InterpolationError::Secrets {
+            what: what.to_string(),
+            source,
+        })?
         .ok_or_else(unavailable)
 }
 

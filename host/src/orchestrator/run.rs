@@ -579,7 +579,9 @@ impl Orchestrator {
                     (env, secrets)
                 })
             }
-            other => other.map(|resolved| (resolved.pairs, resolved.secrets)),
+            other => other
+                .map(|resolved| (resolved.pairs, resolved.secrets))
+                .map_err(|error| error.to_string()),
         };
         let (env, secrets) = match resolved {
             Ok(resolved) => resolved,

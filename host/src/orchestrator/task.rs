@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+use super::interpolation::InterpolationError;
 use super::{Orchestrator, RunSettings};
 use crate::logs::{LogKey, LogWriter};
 use crate::masks::Masks;
@@ -140,7 +141,7 @@ impl Orchestrator {
     pub(super) async fn interpolated_environment(
         &self,
         task: &TaskExecution,
-    ) -> Result<super::interpolation::Resolved, String> {
+    ) -> Result<super::interpolation::Resolved, InterpolationError> {
         let sources = self.interpolation_sources();
         super::interpolation::resolve(&sources, task).await
     }
@@ -153,7 +154,7 @@ impl Orchestrator {
         namespace: &str,
         pipeline: &str,
         settings: Vec<(String, String)>,
-    ) -> Result<(Vec<(String, String)>, Masks), String> {
+    ) -> Result<(Vec<(String, String)>, Masks), InterpolationError> {
         let sources = self.interpolation_sources();
         let scope = super::interpolation::Scope {
             namespace,
@@ -197,8 +198,9 @@ impl Orchestrator {
                 run: Some(task.run_id),
             };
             let pair = vec![("password".to_string(), auth.pass.clone())];
-            let resolved =
-                super::interpolation::resolve_pairs(&sources, &scope, pair, "registry").await?;
+            let resolved = super::interpolation::resolve_pairs(&sources, &scope, pair, "registry")
+                .await
+                .map_err(|error| error.to_string())?;
             resolved
                 .pairs
                 .into_iter()

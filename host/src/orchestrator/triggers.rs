@@ -254,7 +254,7 @@ impl TriggerManager {
                 settings,
             )
             .await
-            .map_err(PluginError::Refused)?;
+            .map_err(|error| PluginError::Refused(error.to_string()))?;
         // The plugin's answer goes back to whoever made the subscription, who may not read the
         // secrets and objects it references: never with their values in it.
         let next = plugin
