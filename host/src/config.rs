@@ -153,6 +153,10 @@ pub struct PluginGrants {
     /// Host directories the plugin may read and write, mounted at the same path.
     #[serde(default)]
     pub write_dirs: Vec<PathBuf>,
+    /// The deadline of this plugin's trigger calls (and of its gRPC calls), in milliseconds,
+    /// instead of `plugins.trigger_call_timeout_ms`.
+    #[serde(default)]
+    pub call_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

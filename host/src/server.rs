@@ -94,6 +94,17 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         Limits {
             memory_bytes: (config.plugins.memory_limit_mb as usize) << 20,
             trigger_call: Duration::from_millis(config.plugins.trigger_call_timeout_ms),
+            call_deadlines: config
+                .plugins
+                .grants
+                .iter()
+                .filter_map(|(plugin, grants)| {
+                    Some((
+                        plugin.clone(),
+                        Duration::from_millis(grants.call_timeout_ms?),
+                    ))
+                })
+                .collect(),
             http_hosts: config
                 .plugins
                 .grants

@@ -2,22 +2,26 @@
 //!
 //! Compiles components once and caches the machine code on disk (keyed by content hash and engine
 //! compatibility), refuses components built for another `gofer:plugin` version before
-//! instantiating them, and runs every call with a CPU deadline (epoch interruption) and a memory
-//! cap, in a sandbox with no filesystem, network or host environment. Calls run on tokio's
-//! blocking pool. A trapped trigger instance is dropped and re-created, its subscriptions replayed.
+//! instantiating them, and runs every call with a wall-clock deadline and a memory cap, in a
+//! sandbox with no filesystem, network or host environment. Calls are async (wasmtime fibers):
+//! the guest yields to tokio every epoch tick while it computes, and every host call it makes
+//! (WASI clocks and sleep, `wasi:http`, objects, log) is an await, so a deadline or a cancel
+//! (dropping the call) stops it within a tick, blocked or not. An instance whose call did not
+//! finish (trap, deadline) is discarded; a trigger's is re-created with its subscriptions
+//! replayed.
 
 // The one home of wasmtime (host/clippy.toml refuses its types anywhere else).
 #![allow(clippy::disallowed_types)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -34,14 +38,16 @@ pub const WIT_PACKAGE: &str = "gofer:plugin@0.1.0";
 /// How often the epoch ticks; deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// How often (in epoch ticks) a running shared task checks whether it was cancelled.
-const CANCEL_CHECK_TICKS: u64 = 5;
-
 /// Most output a shared task may print; the rest is cut.
 const MAX_TASK_OUTPUT: usize = 16 * 1024 * 1024;
 
 mod trigger_bindings {
-    wasmtime::component::bindgen!({ world: "trigger", path: "../wit" });
+    wasmtime::component::bindgen!({
+        world: "trigger",
+        path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
+    });
 }
 
 mod task_bindings {
@@ -49,6 +55,8 @@ mod task_bindings {
     wasmtime::component::bindgen!({
         world: "task",
         path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
         with: {
             "gofer:plugin/types": super::trigger_bindings::gofer::plugin::types,
             "gofer:plugin/host": super::trigger_bindings::gofer::plugin::host,
@@ -61,12 +69,24 @@ mod task_bindings {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub memory_bytes: usize,
-    /// Deadline of a trigger call (subscribe, wake, outside event).
+    /// Deadline of a trigger call (subscribe, wake, outside event) and of loading a plugin.
     pub trigger_call: Duration,
+    /// Per plugin (by name): a deadline of its own for those calls.
+    pub call_deadlines: BTreeMap<String, Duration>,
     /// Hosts each plugin (by name) may send HTTP requests to.
     pub http_hosts: BTreeMap<String, Vec<String>>,
     /// Directories each plugin (by name) may read, or read and write (`true`).
     pub dirs: BTreeMap<String, Vec<(PathBuf, bool)>>,
+}
+
+impl Limits {
+    /// The deadline of a plugin's calls: its own if the operator set one, else the default.
+    pub fn deadline_of(&self, plugin: &str) -> Duration {
+        self.call_deadlines
+            .get(plugin)
+            .copied()
+            .unwrap_or(self.trigger_call)
+    }
 }
 
 /// Whether `host` (with `port`) matches a granted pattern: `example.com`, `*.example.com`, `*`,
@@ -187,11 +207,15 @@ fn log(plugin: &str, level: u8, message: &str) {
 }
 
 impl trigger_bindings::gofer::plugin::host::Host for State {
-    fn log(&mut self, level: trigger_bindings::gofer::plugin::host::LogLevel, message: String) {
+    async fn log(
+        &mut self,
+        level: trigger_bindings::gofer::plugin::host::LogLevel,
+        message: String,
+    ) {
         log(&self.plugin, level as u8, &message);
     }
 
-    fn now_millis(&mut self) -> u64 {
+    async fn now_millis(&mut self) -> u64 {
         crate::models::now_millis()
     }
 }
@@ -199,39 +223,39 @@ impl trigger_bindings::gofer::plugin::host::Host for State {
 impl trigger_bindings::gofer::plugin::types::Host for State {}
 
 impl State {
-    /// Runs an object call in the calling plugin's own scope, waiting for it (plugin calls run on
-    /// the blocking pool, inside the server's runtime).
-    fn objects<T, F>(&self, call: impl FnOnce(Arc<PluginObjects>, String) -> F) -> Result<T, String>
-    where
-        F: std::future::Future<Output = Result<T, PluginObjectError>>,
-    {
+    /// The object store for a call in the calling plugin's own scope.
+    fn objects(&self) -> Result<(Arc<PluginObjects>, String), String> {
         let objects = self
             .objects
             .clone()
             .ok_or("this server gives plugins no object store")?;
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| "objects are not available outside a plugin call".to_string())?;
-        runtime
-            .block_on(call(objects, self.plugin.clone()))
-            .map_err(|error| error.to_string())
+        Ok((objects, self.plugin.clone()))
     }
 }
 
+fn message(error: PluginObjectError) -> String {
+    error.to_string()
+}
+
 impl trigger_bindings::gofer::plugin::objects::Host for State {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
-        self.objects(|objects, plugin| async move { objects.get(&plugin, &key).await })
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
+        let (objects, plugin) = self.objects()?;
+        objects.get(&plugin, &key).await.map_err(message)
     }
 
-    fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        self.objects(|objects, plugin| async move { objects.put(&plugin, &key, value).await })
+    async fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        let (objects, plugin) = self.objects()?;
+        objects.put(&plugin, &key, value).await.map_err(message)
     }
 
-    fn delete(&mut self, key: String) -> Result<(), String> {
-        self.objects(|objects, plugin| async move { objects.delete(&plugin, &key).await })
+    async fn delete(&mut self, key: String) -> Result<(), String> {
+        let (objects, plugin) = self.objects()?;
+        objects.delete(&plugin, &key).await.map_err(message)
     }
 
-    fn keys(&mut self) -> Result<Vec<String>, String> {
-        self.objects(|objects, plugin| async move { objects.list(&plugin).await })
+    async fn keys(&mut self) -> Result<Vec<String>, String> {
+        let (objects, plugin) = self.objects()?;
+        objects.list(&plugin).await.map_err(message)
     }
 }
 
@@ -269,15 +293,15 @@ impl WasmRuntime {
         config.wasm_component_model(true).epoch_interruption(true);
         let engine = Engine::new(&config).map_err(runtime_error)?;
         let mut trigger_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut trigger_linker).map_err(runtime_error)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut trigger_linker).map_err(runtime_error)?;
         trigger_bindings::Trigger::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
             &mut trigger_linker,
             |state| state,
         )
         .map_err(runtime_error)?;
         let mut task_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut task_linker).map_err(runtime_error)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut task_linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut task_linker).map_err(runtime_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut task_linker)
             .map_err(runtime_error)?;
         task_bindings::Task::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
             &mut task_linker,
@@ -351,25 +375,87 @@ impl WasmRuntime {
         Ok(component)
     }
 
-    /// Loads a plugin: compile (or read the cache), check its interface version, read its info.
+    /// Loads a plugin: compile (or read the cache, on the blocking pool), check its interface
+    /// version, read its info (within the trigger call deadline).
     pub async fn load(
         self: &Arc<Self>,
         file_name: &str,
         bytes: Vec<u8>,
     ) -> Result<(PluginDescription, LoadedPlugin), PluginError> {
         let runtime = Arc::clone(self);
-        let file_name = file_name.to_string();
-        tokio::task::spawn_blocking(move || runtime.load_blocking(&file_name, &bytes))
+        let component = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
             .await
-            .map_err(|error| PluginError::Crashed(error.to_string()))?
+            .map_err(|error| PluginError::Crashed(error.to_string()))??;
+        let kind = self.kind_of(&component)?;
+        let deadline = self.limits.deadline_of(file_name);
+        match kind {
+            PluginKind::Trigger => {
+                let pre = self
+                    .trigger_linker
+                    .instantiate_pre(&component)
+                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                let pre = trigger_bindings::TriggerPre::new(pre)
+                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                let mut store = self.new_store(file_name, WasiCtxBuilder::new().build());
+                let info = within(deadline, &self.limits, async {
+                    let bindings = pre.instantiate_async(&mut store).await?;
+                    bindings.call_info(&mut store).await
+                })
+                .await?;
+                // From now on the plugin acts as the name it gave (its objects' scope, its
+                // grants' key), whatever its file is called.
+                let trigger = Arc::new(WasmTrigger {
+                    runtime: Arc::clone(self),
+                    pre,
+                    name: info.name.clone(),
+                    live: tokio::sync::Mutex::new(None),
+                    subscriptions: Mutex::new(BTreeMap::new()),
+                });
+                let settings = info
+                    .settings
+                    .into_iter()
+                    .map(|p| (p.key, p.required, p.documentation));
+                let description =
+                    describe(kind, info.name, info.version, info.description, settings);
+                Ok((description, LoadedPlugin::Trigger(Arc::new(trigger))))
+            }
+            PluginKind::Task => {
+                let pre = self
+                    .task_linker
+                    .instantiate_pre(&component)
+                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                let pre = task_bindings::TaskPre::new(pre)
+                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                let task = WasmTask {
+                    runtime: Arc::clone(self),
+                    pre,
+                    name: file_name.to_string(),
+                };
+                let mut store = task.store(&[], None);
+                let info = within(deadline, &self.limits, async {
+                    let bindings = task.pre.instantiate_async(&mut store).await?;
+                    bindings.call_info(&mut store).await
+                })
+                .await?;
+                // Grants and objects are keyed by the plugin's own name, whatever its file is
+                // called.
+                let task = Arc::new(WasmTask {
+                    name: info.name.clone(),
+                    ..task
+                });
+                let settings = info
+                    .settings
+                    .into_iter()
+                    .map(|p| (p.key, p.required, p.documentation));
+                let description =
+                    describe(kind, info.name, info.version, info.description, settings);
+                Ok((description, LoadedPlugin::Task(Arc::new(task))))
+            }
+        }
     }
 
-    fn load_blocking(
-        self: &Arc<Self>,
-        file_name: &str,
-        bytes: &[u8],
-    ) -> Result<(PluginDescription, LoadedPlugin), PluginError> {
-        let component = self.compile(bytes)?;
+    /// Whether a component is a trigger or a task of this server's interface version.
+    fn kind_of(&self, component: &Component) -> Result<PluginKind, PluginError> {
         let component_type = component.component_type();
         let mut names: Vec<String> = component_type
             .imports(&self.engine)
@@ -390,86 +476,14 @@ impl WasmRuntime {
                 "it was built for gofer:plugin@{version}, but this server supports {WIT_PACKAGE}; rebuild it against this server's wit/"
             )));
         }
-        let kind = if exports.iter().any(|name| name == "run") {
-            PluginKind::Task
+        if exports.iter().any(|name| name == "run") {
+            Ok(PluginKind::Task)
         } else if exports.iter().any(|name| name == "wake") {
-            PluginKind::Trigger
+            Ok(PluginKind::Trigger)
         } else {
-            return Err(PluginError::Load(format!(
+            Err(PluginError::Load(format!(
                 "it exports neither the `trigger` nor the `task` world of {WIT_PACKAGE}"
-            )));
-        };
-        match kind {
-            PluginKind::Trigger => {
-                let pre = self
-                    .trigger_linker
-                    .instantiate_pre(&component)
-                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
-                let pre = trigger_bindings::TriggerPre::new(pre)
-                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
-                let trigger = Arc::new(WasmTrigger {
-                    runtime: Arc::clone(self),
-                    pre,
-                    name: file_name.to_string(),
-                    live: Mutex::new(None),
-                    subscriptions: Mutex::new(BTreeMap::new()),
-                });
-                let info = trigger.call(
-                    |store, bindings| bindings.call_info(store),
-                    self.limits.trigger_call,
-                )?;
-                // From now on the plugin acts as the name it gave (its objects' scope), whatever
-                // its file is called; the next call makes a fresh instance.
-                let trigger = Arc::new(WasmTrigger {
-                    runtime: Arc::clone(self),
-                    pre: trigger.pre.clone(),
-                    name: info.name.clone(),
-                    live: Mutex::new(None),
-                    subscriptions: Mutex::new(BTreeMap::new()),
-                });
-                let settings = info
-                    .settings
-                    .into_iter()
-                    .map(|p| (p.key, p.required, p.documentation));
-                let description =
-                    describe(kind, info.name, info.version, info.description, settings);
-                Ok((description, LoadedPlugin::Trigger(Arc::new(trigger))))
-            }
-            PluginKind::Task => {
-                let pre = self
-                    .task_linker
-                    .instantiate_pre(&component)
-                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
-                let pre = task_bindings::TaskPre::new(pre)
-                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
-                let task = Arc::new(WasmTask {
-                    runtime: Arc::clone(self),
-                    pre,
-                    name: file_name.to_string(),
-                });
-                let mut store = task.store(&[], None);
-                let bindings = task
-                    .pre
-                    .instantiate(&mut store)
-                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
-                let info = bindings
-                    .call_info(&mut store)
-                    .map_err(|error| classify(error, &self.limits))?;
-                // Grants and objects are keyed by the plugin's own name, whatever its file is
-                // called.
-                let task = Arc::new(WasmTask {
-                    runtime: Arc::clone(self),
-                    pre: task.pre.clone(),
-                    name: info.name.clone(),
-                });
-                let settings = info
-                    .settings
-                    .into_iter()
-                    .map(|p| (p.key, p.required, p.documentation));
-                let description =
-                    describe(kind, info.name, info.version, info.description, settings);
-                Ok((description, LoadedPlugin::Task(Arc::new(task))))
-            }
+            )))
         }
     }
 
@@ -499,9 +513,10 @@ impl WasmRuntime {
             },
         );
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        // Instantiation runs guest code too; the caller sets the real deadline of each call.
-        store.set_epoch_deadline(ticks(self.limits.trigger_call));
+        // A computing guest hands the thread back at every epoch tick, so the wall-clock deadline
+        // around each call (and a cancel) is noticed within a tick.
+        store.epoch_deadline_async_yield_and_update(1);
+        store.set_epoch_deadline(1);
         store
     }
 }
@@ -529,8 +544,19 @@ fn describe(
     }
 }
 
-fn ticks(deadline: Duration) -> u64 {
-    (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+/// Runs `call` (instantiation or a call of the guest) within `deadline` of wall-clock time: at
+/// the deadline the call is dropped, whatever the guest is doing (computing, or blocked in a host
+/// call), and its instance must not be used again.
+async fn within<T>(
+    deadline: Duration,
+    limits: &Limits,
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> Result<T, PluginError> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(classify(error, limits)),
+        Err(_) => Err(PluginError::Deadline),
+    }
 }
 
 /// Names what went wrong in a call, in the plugin author's and operator's terms.
@@ -545,80 +571,63 @@ fn classify(error: wasmtime::Error, limits: &Limits) -> PluginError {
     PluginError::Crashed(text)
 }
 
-/// A trigger plugin: one long-lived instance, re-created after a trap.
+/// A trigger plugin: one long-lived instance, re-created after a call that did not finish.
 struct WasmTrigger {
     runtime: Arc<WasmRuntime>,
     pre: trigger_bindings::TriggerPre<State>,
     name: String,
-    live: Mutex<Option<(Store<State>, trigger_bindings::Trigger)>>,
+    /// The live instance; calls take turns.
+    live: tokio::sync::Mutex<Option<(Store<State>, trigger_bindings::Trigger)>>,
     /// What to replay into a fresh instance.
     subscriptions: Mutex<BTreeMap<String, Vec<(String, String)>>>,
 }
 
+/// Runs one call on a trigger's live instance (made, with its subscriptions replayed, if there is
+/// none) within the plugin's deadline; a call that does not finish discards the instance.
+macro_rules! on_instance {
+    ($trigger:expr, |$store:ident, $bindings:ident| $call:expr) => {{
+        let trigger = $trigger;
+        let deadline = trigger.runtime.limits.deadline_of(&trigger.name);
+        let mut live = trigger.live.lock().await;
+        if live.is_none() {
+            *live = Some(trigger.instantiate(deadline).await?);
+        }
+        let (store, bindings) = live.as_mut().expect("instantiated above");
+        let ($store, $bindings) = (store, &*bindings);
+        let outcome = within(deadline, &trigger.runtime.limits, $call).await;
+        if let Err(error) = &outcome {
+            *live = None;
+            tracing::warn!(plugin = %trigger.name, %error, "trigger call failed; the instance is discarded");
+        }
+        outcome
+    }};
+}
+
 impl WasmTrigger {
-    fn instantiate(&self) -> Result<(Store<State>, trigger_bindings::Trigger), PluginError> {
+    async fn instantiate(
+        &self,
+        deadline: Duration,
+    ) -> Result<(Store<State>, trigger_bindings::Trigger), PluginError> {
         let mut store = self
             .runtime
             .new_store(&self.name, WasiCtxBuilder::new().build());
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|error| PluginError::Crashed(format!("{error:#}")))?;
-        Ok((store, bindings))
-    }
-
-    /// Runs one call on the live instance (creating it, and replaying subscriptions, if needed).
-    /// A trap discards the instance.
-    fn call<T>(
-        &self,
-        call: impl FnOnce(&mut Store<State>, &trigger_bindings::Trigger) -> wasmtime::Result<T>,
-        deadline: Duration,
-    ) -> Result<T, PluginError> {
-        let mut live = self
-            .live
+        let limits = &self.runtime.limits;
+        let bindings = within(deadline, limits, self.pre.instantiate_async(&mut store)).await?;
+        let replay: Vec<(String, Vec<(String, String)>)> = self
+            .subscriptions
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if live.is_none() {
-            let (mut store, bindings) = self.instantiate()?;
-            let replay: Vec<(String, Vec<(String, String)>)> = self
-                .subscriptions
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .iter()
-                .map(|(handle, settings)| (handle.clone(), settings.clone()))
-                .collect();
-            for (handle, settings) in replay {
-                store.set_epoch_deadline(ticks(deadline));
-                let now = crate::models::now_millis();
-                if let Err(error) = bindings.call_subscribe(&mut store, &handle, &settings, now) {
-                    return Err(classify(error, &self.runtime.limits));
-                }
-            }
-            *live = Some((store, bindings));
-        }
-        let (store, bindings) = live.as_mut().expect("instantiated above");
-        store.set_epoch_deadline(ticks(deadline));
-        match call(store, bindings) {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                *live = None;
-                let error = classify(error, &self.runtime.limits);
-                tracing::warn!(plugin = %self.name, %error, "trigger call failed; the instance is discarded");
-                Err(error)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(handle, settings)| (handle.clone(), settings.clone()))
+            .collect();
+        for (handle, settings) in replay {
+            let now = crate::models::now_millis();
+            let call = bindings.call_subscribe(&mut store, &handle, &settings, now);
+            if let Err(message) = within(deadline, limits, call).await? {
+                tracing::warn!(plugin = %self.name, subscription = %handle, %message, "a replayed subscription was refused");
             }
         }
-    }
-
-    fn blocking<T: Send + 'static>(
-        self: &Arc<Self>,
-        work: impl FnOnce(&WasmTrigger) -> Result<T, PluginError> + Send + 'static,
-    ) -> impl std::future::Future<Output = Result<T, PluginError>> {
-        let this = Arc::clone(self);
-        async move {
-            tokio::task::spawn_blocking(move || work(&this))
-                .await
-                .map_err(|error| PluginError::Crashed(error.to_string()))?
-        }
+        Ok((store, bindings))
     }
 }
 
@@ -637,56 +646,41 @@ impl TriggerPlugin for Arc<WasmTrigger> {
         settings: &[(String, String)],
         now: u64,
     ) -> Result<Option<u64>, PluginError> {
-        let (handle, settings) = (handle.to_string(), settings.to_vec());
-        let deadline = self.runtime.limits.trigger_call;
-        self.blocking(move |trigger| {
-            let result = trigger.call(
-                |store, bindings| bindings.call_subscribe(store, &handle, &settings, now),
-                deadline,
-            )?;
-            match result {
-                Ok(next) => {
-                    trigger
-                        .subscriptions
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .insert(handle, settings);
-                    Ok(next)
-                }
-                Err(message) => Err(PluginError::Refused(message)),
+        let pairs = settings.to_vec();
+        let result = on_instance!(self.as_ref(), |store, bindings| bindings.call_subscribe(
+            &mut *store,
+            handle,
+            &pairs,
+            now
+        ))?;
+        match result {
+            Ok(next) => {
+                self.subscriptions
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(handle.to_string(), pairs);
+                Ok(next)
             }
-        })
-        .await
+            Err(message) => Err(PluginError::Refused(message)),
+        }
     }
 
     async fn unsubscribe(&self, handle: &str) -> Result<(), PluginError> {
-        let handle = handle.to_string();
-        let deadline = self.runtime.limits.trigger_call;
-        self.blocking(move |trigger| {
-            trigger
-                .subscriptions
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&handle);
-            trigger.call(
-                |store, bindings| bindings.call_unsubscribe(store, &handle),
-                deadline,
-            )
-        })
-        .await
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(handle);
+        on_instance!(self.as_ref(), |store, bindings| bindings
+            .call_unsubscribe(&mut *store, handle))
     }
 
     async fn wake(&self, now: u64) -> Result<WakeOutcome, PluginError> {
-        let deadline = self.runtime.limits.trigger_call;
-        self.blocking(move |trigger| {
-            let result =
-                trigger.call(|store, bindings| bindings.call_wake(store, now), deadline)?;
-            Ok(WakeOutcome {
-                fires: fires(result.fires),
-                next_wake: result.next_wake,
-            })
+        let result = on_instance!(self.as_ref(), |store, bindings| bindings
+            .call_wake(&mut *store, now))?;
+        Ok(WakeOutcome {
+            fires: fires(result.fires),
+            next_wake: result.next_wake,
         })
-        .await
     }
 
     async fn external_event(
@@ -694,20 +688,14 @@ impl TriggerPlugin for Arc<WasmTrigger> {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<ExternalOutcome, PluginError> {
-        let deadline = self.runtime.limits.trigger_call;
-        self.blocking(move |trigger| {
-            let event = trigger_bindings::gofer::plugin::types::ExternalEvent { headers, body };
-            let result = trigger.call(
-                |store, bindings| bindings.call_external_event(store, &event),
-                deadline,
-            )?;
-            Ok(ExternalOutcome {
-                status: result.status,
-                message: result.message,
-                fires: fires(result.fires),
-            })
+        let event = trigger_bindings::gofer::plugin::types::ExternalEvent { headers, body };
+        let result = on_instance!(self.as_ref(), |store, bindings| bindings
+            .call_external_event(&mut *store, &event))?;
+        Ok(ExternalOutcome {
+            status: result.status,
+            message: result.message,
+            fires: fires(result.fires),
         })
-        .await
     }
 }
 
@@ -756,9 +744,9 @@ impl OutputStream for TaskOutput {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
         let chunk = self.admit(&bytes);
         if !chunk.is_empty() {
-            // Plugin calls run on the blocking pool, so waiting for room in the log is allowed;
-            // a log that is gone (the task was cancelled) just drops the output.
-            let _ = self.sink.blocking_send(chunk);
+            // `check_write` said there is room; a log that is gone (the task was cancelled)
+            // just drops the output.
+            let _ = self.sink.try_send(chunk);
         }
         Ok(())
     }
@@ -767,14 +755,24 @@ impl OutputStream for TaskOutput {
         Ok(())
     }
 
+    /// Room for a write when the log has room (so a guest printing faster than the log is
+    /// written waits, in `ready`), or when there is no log any more.
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(64 * 1024)
+        if self.sink.capacity() > 0 || self.sink.is_closed() {
+            Ok(64 * 1024)
+        } else {
+            Ok(0)
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl Pollable for TaskOutput {
-    async fn ready(&mut self) {}
+    async fn ready(&mut self) {
+        if let Ok(permit) = self.sink.reserve().await {
+            drop(permit);
+        }
+    }
 }
 
 impl tokio::io::AsyncWrite for TaskOutput {
@@ -854,48 +852,31 @@ impl WasmTask {
 
 #[async_trait::async_trait]
 impl TaskPlugin for Arc<WasmTask> {
+    /// Runs in the caller's future: dropping it (the task was cancelled) drops the guest at
+    /// once, even when it is blocked in a host call.
     async fn run(&self, request: TaskRequest) -> Result<u8, PluginError> {
-        let task = Arc::clone(self);
-        let limits = self.runtime.limits.clone();
         let output = TaskOutput::new(request.output.clone());
-        // Dropping this future (the task was cancelled) stops the guest within a check interval.
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancelled));
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut store = task.store(&request.env, Some(output));
-            let deadline = Instant::now() + request.deadline;
-            let stop = Arc::clone(&cancelled);
-            store.epoch_deadline_callback(move |_| {
-                if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
-                    return Err(Trap::Interrupt.into());
-                }
-                Ok(UpdateDeadline::Continue(CANCEL_CHECK_TICKS))
-            });
-            store.set_epoch_deadline(CANCEL_CHECK_TICKS);
-            let outcome = match task.pre.instantiate(&mut store) {
-                Ok(bindings) => match bindings.call_run(&mut store, &request.settings) {
-                    Ok(Ok(code)) => Ok(code),
-                    Ok(Err(message)) => Err(PluginError::Refused(message)),
-                    Err(error) => Err(classify(error, &limits)),
-                },
-                Err(error) => Err(PluginError::Crashed(format!("{error:#}"))),
-            };
-            drop(store);
-            if cancelled.load(Ordering::SeqCst) {
-                tracing::info!(plugin = %task.name, "a cancelled shared task was stopped");
-            }
-            outcome
+        let mut store = self.store(&request.env, Some(output));
+        let limits = &self.runtime.limits;
+        let mut unfinished = Unfinished(Some(self.name.clone()));
+        let result = within(request.deadline, limits, async {
+            let bindings = self.pre.instantiate_async(&mut store).await?;
+            bindings.call_run(&mut store, &request.settings).await
         })
         .await;
-        joined.unwrap_or_else(|error| Err(PluginError::Crashed(error.to_string())))
+        unfinished.0 = None;
+        result?.map_err(PluginError::Refused)
     }
 }
 
-/// Sets its flag when dropped.
-struct CancelOnDrop(Arc<AtomicBool>);
+/// Says, when dropped before its call finished (a cancel), that the guest was stopped: the call's
+/// future, the guest's fiber and its store go with it.
+struct Unfinished(Option<String>);
 
-impl Drop for CancelOnDrop {
+impl Drop for Unfinished {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
+        if let Some(plugin) = &self.0 {
+            tracing::info!(plugin = %plugin, "a cancelled shared task was stopped");
+        }
     }
 }

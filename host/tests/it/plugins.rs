@@ -971,3 +971,85 @@ async fn a_wasm_plugin_keeps_its_own_objects_within_limits() {
     let (_, others) = api.get("/api/extensions/debug/objects").await;
     assert_eq!(others["objects"], json!([]));
 }
+
+/// Deadlines hold while a guest is blocked in a host call (here WASI's clock: a 60 s sleep),
+/// not only while it computes; a cancel stops it at once; the server serves meanwhile.
+#[tokio::test]
+async fn a_guest_blocked_in_a_host_call_meets_its_deadline_and_its_cancel() {
+    let server =
+        TestServer::start_with_env(&[("GOFER_PLUGINS__GRANTS__FORGER__CALL_TIMEOUT_MS", "4000")])
+            .await;
+    let api = server.client();
+    load_misbehave(&server, &api).await;
+    std::fs::copy(fixture("forger"), plugins_dir(&server).join("forger.wasm")).unwrap();
+    wait_for_plugins(&api, "forger loads", |plugins| {
+        plugins
+            .iter()
+            .any(|p| p["name"] == "forger" && p["status"] == "loaded")
+    })
+    .await;
+    let task = |timeout: &str| json!({"id": "nap", "plugin": "misbehave", "settings": {"mode": "sleep"}, "depends_on": {}, "variables": {}, "timeout": timeout});
+    deploy(
+        &api,
+        json!({"id": "napper", "name": "napper", "tasks": [task("1s")]}),
+    )
+    .await;
+
+    // A shared task: failed at its 1 s timeout, not after its 60 s sleep.
+    let started = Instant::now();
+    let run_id = start_run(&api, "napper", json!({})).await;
+    let answered = Instant::now();
+    assert_eq!(api.get("/api/system/metadata").await.0, StatusCode::OK);
+    assert!(answered.elapsed() < Duration::from_millis(500));
+    let run = wait_for_run(&api, "napper", run_id, 30).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let tasks = tasks_of(&api, "napper", run_id).await;
+    assert_eq!(tasks["nap"]["status_reason"]["reason"], "timeout", "{run}");
+
+    // Cancelled while blocked: stopped within a moment.
+    deploy(
+        &api,
+        json!({"id": "napper", "name": "napper", "tasks": [task("60s")]}),
+    )
+    .await;
+    let run_id = start_run(&api, "napper", json!({})).await;
+    crate::support::wait_for_log(&api, "napper", run_id, "nap", "sleeping").await;
+    let cancelled = Instant::now();
+    let run = crate::support::cancel_run(&api, "napper", run_id).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        cancelled.elapsed()
+    );
+    assert!(server.log().contains("a cancelled shared task was stopped"));
+    let log = crate::support::task_log(&api, "napper", run_id, "nap").await;
+    assert!(!log.contains("woke up"), "{log}");
+
+    // A trigger call blocked the same way fails at the plugin's own deadline (4 s here, set for
+    // it), and the plugin works again after (a fresh instance).
+    deploy(&api, debug_pipeline("blocked")).await;
+    let sleepy = |id: &str, millis: u64| json!({"extension_id": "forger", "subscription_id": id, "settings": {"sleep_ms": millis.to_string()}});
+    let started = Instant::now();
+    let (status, body) = api
+        .post(&subscriptions("blocked"), sleepy("forever", 60_000))
+        .await;
+    assert!(status.is_server_error(), "{status} {body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("deadline"),
+        "{body}"
+    );
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_secs(3)..Duration::from_secs(8)).contains(&took),
+        "{took:?}"
+    );
+    let (status, body) = api
+        .post(&subscriptions("blocked"), sleepy("brief", 2_000))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "within its 4 s: {body}");
+}
