@@ -137,6 +137,10 @@ pub struct PluginsSection {
     /// What each plugin may reach beyond its sandbox, by plugin name.
     #[serde(default)]
     pub grants: std::collections::BTreeMap<String, PluginGrants>,
+    /// The operator's settings of each plugin, by plugin name (a plugin reads them with
+    /// `host.config`); values may be `global_secret{{k}}` references.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 /// Access granted to one plugin (`[plugins.grants.<plugin>]`).
@@ -218,6 +222,7 @@ impl Default for ServerConfig {
                 external_event_max_kib: 1024,
                 external_events_per_minute: 600,
                 grants: Default::default(),
+                config: Default::default(),
             },
             log: LogSection {
                 level: "info".into(),

@@ -58,10 +58,11 @@ pub enum RunOrigin {
     /// the secrets and objects they reference: they are interpolated.
     Api(Actor),
     /// A trigger's fire: its variables come from outside (a webhook body, say) and reach the
-    /// task literally.
+    /// task literally. `fire` is the fire's stored row, marked in the run's own transaction.
     Trigger {
         plugin: String,
         subscription: String,
+        fire: Option<i64>,
     },
 }
 
@@ -72,6 +73,7 @@ impl RunOrigin {
             Self::Trigger {
                 plugin,
                 subscription,
+                ..
             } => Actor::Trigger {
                 plugin: plugin.clone(),
                 subscription: subscription.clone(),
@@ -131,12 +133,25 @@ impl std::fmt::Display for SubscriptionHandle {
     }
 }
 
-/// A trigger's request to start a run: the handle of the subscription it fires for, and the
-/// variables it passes (data, never references).
+/// A trigger's request to start a run: the handle of the subscription it fires for, the
+/// variables it passes (data, never references), and an optional key: fires of one plugin with
+/// the same key start one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fire {
     pub handle: SubscriptionHandle,
     pub variables: Vec<(String, String)>,
+    pub idempotency_key: Option<String>,
+}
+
+/// What became of a fire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FireOutcome {
+    /// A run was queued: its id.
+    Started(u64),
+    /// The same key fired before: that fire's run.
+    Duplicate(u64),
+    /// No run, and why.
+    Refused(String),
 }
 
 /// A timeout as its author wrote it (`"90s"`, `"1h 30m"`) and as parsed, once, when the config
@@ -220,6 +235,7 @@ mod tests {
         let fired = RunOrigin::Trigger {
             plugin: "webhook".into(),
             subscription: "push".into(),
+            fire: None,
         };
         assert_eq!(fired.variable_source(), VariableSource::Extension);
         assert_eq!(fired.actor().initiator().user, "webhook trigger (push)");

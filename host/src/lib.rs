@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod failpoints;
 pub mod logs;
 pub mod masks;
 pub mod models;

@@ -169,7 +169,13 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         run_settings,
     );
     orchestrator.start().await?;
-    let triggers = TriggerManager::start(storage.clone(), orchestrator.clone(), registry).await;
+    let triggers = TriggerManager::start(
+        storage.clone(),
+        orchestrator.clone(),
+        registry,
+        config.plugins.config.clone(),
+    )
+    .await;
 
     if config.development.bypass_auth {
         tracing::warn!(
@@ -267,13 +273,19 @@ fn serve_on(
             let listener =
                 crate::tls::TlsListener::new(listener, acceptor).map_err(ServerError::Serve)?;
             Box::pin(
-                axum::serve(listener, app.into_make_service())
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<api::Peer>(),
+                )
                     .with_graceful_shutdown(stop)
                     .into_future(),
             )
         }
         None => Box::pin(
-            axum::serve(listener, app.into_make_service())
+            axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<api::Peer>(),
+                )
                 .with_graceful_shutdown(stop)
                 .into_future(),
         ),

@@ -382,6 +382,26 @@ pub fn openapi_json() -> String {
     json
 }
 
+/// The address a request came from (`ConnectInfo<Peer>`), over plain TCP or TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
 /// The header carrying a request's id, in requests (a caller's own, if sane) and responses.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -472,6 +492,10 @@ pub fn router(state: ApiState) -> axum::Router {
     let (api, _) = api_router().split_for_parts();
     let openapi = openapi_json();
     api.route(
+        "/api/external/{plugin}/{*path}",
+        axum::routing::any(plugins::external_event_with_path),
+    )
+    .route(
         "/api/openapi.json",
         axum::routing::get(move || async move {
             (

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Extension;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,7 +22,7 @@ use crate::auth::Needed;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, AppState, PageQuery};
 use crate::app::NewSubscription;
 use crate::models::{Plugin, Subscription, SubscriptionStatus};
-use crate::plugins::PluginError;
+use crate::plugins::{OutsideEvent, PluginError};
 
 pub(super) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -277,6 +278,8 @@ async fn delete_subscription(
 
 /// An outside event (e.g. a webhook delivery) for a trigger plugin; no version header or token is
 /// needed, the plugin checks authenticity (e.g. a signature). Answers with the plugin's status.
+/// `/api/external/{plugin}/{path...}` (any method) reaches the same plugin with the path suffix,
+/// for plugins that route by path (`gofer:plugin@0.2.0`).
 #[utoipa::path(post, path = "/api/external/{plugin}", tag = "Plugins", operation_id = "external_event",
     params(("plugin" = String, Path)),
     request_body(content = String, content_type = "application/octet-stream"),
@@ -285,8 +288,31 @@ async fn external_event(
     state: AppState,
     Extension(limits): Extension<Arc<OutsideEventLimits>>,
     ApiPath(plugin): ApiPath<String>,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    sender: ConnectInfo<super::Peer>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    outside_event(&state, &limits, plugin, String::new(), sender, request).await
+}
+
+/// `/api/external/{plugin}/{path...}`, any method (not in the OpenAPI document: the path is the
+/// plugin's).
+pub(super) async fn external_event_with_path(
+    state: AppState,
+    Extension(limits): Extension<Arc<OutsideEventLimits>>,
+    ApiPath((plugin, path)): ApiPath<(String, String)>,
+    sender: ConnectInfo<super::Peer>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    outside_event(&state, &limits, plugin, format!("/{path}"), sender, request).await
+}
+
+async fn outside_event(
+    state: &ApiState,
+    limits: &OutsideEventLimits,
+    plugin: String,
+    path: String,
+    ConnectInfo(super::Peer(sender)): ConnectInfo<super::Peer>,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     if let Err(wait) = limits.admit(&plugin) {
         let seconds = wait.as_secs().max(1);
@@ -302,6 +328,7 @@ async fn external_event(
         }
         return Ok(response);
     }
+    let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, limits.max_body_bytes)
         .await
         .map_err(|_| {
@@ -313,15 +340,23 @@ async fn external_event(
                 ),
             )
         })?;
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
-        })
-        .collect();
+    let event = OutsideEvent {
+        method: parts.method.to_string(),
+        path,
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        remote_address: sender.to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
     let outcome = state
         .triggers
-        .external_event(&plugin, headers, body.to_vec())
+        .external_event(&plugin, event)
         .await
         .map_err(|error| match error {
             PluginError::Load(message) => ApiError::not_found(message),

@@ -159,12 +159,3 @@ fn require_on_pipeline(
         caller.actor()
     )))
 }
-
-/// A fail point for tests: a debug build stops dead here when `GOFER_FAILPOINT` names `point`,
-/// as a crash would. Release builds have none.
-fn fail_point(point: &str) {
-    if cfg!(debug_assertions) && std::env::var("GOFER_FAILPOINT").is_ok_and(|name| name == point) {
-        tracing::error!(point, "fail point reached: stopping the process");
-        std::process::abort();
-    }
-}

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{App, AppError, Caller, fail_point};
+use super::{App, AppError, Caller};
 use crate::domain::SubscriptionHandle;
 use crate::models::{
     ConfigState, DeclaredTrigger, Deployment, DeploymentState, DeploymentStatus, EventKind,
@@ -177,7 +177,7 @@ impl App {
                 Ok((deployment, added, removed))
             })
             .await?;
-        fail_point("deploy-committed");
+        crate::failpoints::reached("deploy-committed");
         self.triggers.apply(added, removed).await;
         Ok(deployment)
     }

@@ -36,6 +36,8 @@ pub enum InterpolationError {
     NoObject { what: String, object: String },
     #[error("{what}: run_object{{{{{key}}}}} needs a run; it cannot be used here")]
     NoRun { what: String, key: String },
+    #[error("{what}: only global_secret{{{{…}}}} references can be used in a plugin's configuration")]
+    OnlyGlobalSecrets { what: String },
     #[error("{what}: {source}")]
     Secrets {
         what: String,
@@ -260,6 +262,40 @@ async fn resolve_values(
             }
         };
         resolved.pairs.push((name, value));
+    }
+    Ok(resolved)
+}
+
+/// The operator's configuration of a plugin with its `global_secret{{…}}` references filled in
+/// (the operator's own configuration reaches every global secret; pipeline secrets and objects
+/// mean nothing there).
+pub(super) async fn resolve_operator(
+    sources: &Sources<'_>,
+    pairs: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, InterpolationError> {
+    let mut resolved = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let what = format!("plugin setting {name}");
+        let value = match parse(&value) {
+            None => value,
+            Some((Kind::GlobalSecret, key)) => sources
+                .secrets
+                .get(&SecretKey::Global {
+                    key: key.to_string(),
+                })
+                .await
+                .map_err(|source| InterpolationError::Secrets {
+                    what: what.clone(),
+                    source,
+                })?
+                .ok_or_else(|| InterpolationError::GlobalSecretUnavailable {
+                    what: what.clone(),
+                    key: key.to_string(),
+                    namespace: "(the operator's plugin configuration)".into(),
+                })?,
+            Some(_) => return Err(InterpolationError::OnlyGlobalSecrets { what }),
+        };
+        resolved.push((name, value));
     }
     Ok(resolved)
 }

@@ -311,6 +311,10 @@ impl Orchestrator {
     ) -> Result<Run, OrchestratorError> {
         let source = origin.variable_source();
         let initiator = origin.actor().initiator();
+        let fire = match &origin {
+            RunOrigin::Trigger { fire, .. } => *fire,
+            RunOrigin::Api(_) => None,
+        };
         for (key, value) in &variables {
             if let Some(problem) = crate::pipeline_config::variable_problem(key, value) {
                 return Err(OrchestratorError::InvalidVariable {
@@ -354,6 +358,9 @@ impl Orchestrator {
                     event_id: None,
                 };
                 db.insert_run(&run, true)?;
+                if let Some(fire) = fire {
+                    db.fire_started(fire, &run.namespace_id, &run.pipeline_id, run.run_id)?;
+                }
                 let event = db.insert_event(EventKind::QueuedRun {
                     namespace_id: run.namespace_id.clone(),
                     pipeline_id: run.pipeline_id.clone(),

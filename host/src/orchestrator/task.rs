@@ -176,6 +176,15 @@ impl Orchestrator {
         }
     }
 
+    /// The operator's configuration of a plugin, its `global_secret{{…}}` references filled in.
+    pub async fn resolve_operator_values(
+        &self,
+        pairs: Vec<(String, String)>,
+    ) -> Result<Vec<(String, String)>, InterpolationError> {
+        let sources = self.interpolation_sources();
+        super::interpolation::resolve_operator(&sources, pairs).await
+    }
+
     /// The task's registry user and password: unsealed, or the secret it references (a password
     /// in a config registered before sealing existed is used as it is).
     async fn registry_credentials(

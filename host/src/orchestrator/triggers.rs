@@ -3,23 +3,27 @@
 //! reloaded), applies the subscriptions a deployment declared, wakes each trigger plugin when it
 //! asked to be woken, routes outside events to it, and turns its fires into runs.
 //!
-//! A fire starts a run only for a stored, active subscription of the plugin that sent it, named by
-//! the opaque handle the server issued; its variables reach the task literally. Must not run SQL
-//! (it calls storage) nor start containers (it calls the orchestrator).
+//! A fire is committed before it is acted on (and, with an idempotency key, once per plugin and
+//! key), and starts a run only for a stored, active subscription of the plugin that sent it,
+//! named by the opaque handle the server issued; its variables reach the task literally. A fire
+//! the server stopped in the middle of is finished at the next start. Must not run SQL (it calls
+//! storage) nor start containers (it calls the orchestrator).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
 use super::Orchestrator;
-use crate::domain::{Fire, RunOrigin, SubscriptionHandle};
+use crate::domain::{Fire, FireOutcome, RunOrigin, SubscriptionHandle};
 use crate::models::{
     Subscription, SubscriptionStatus, SubscriptionStatusReason, SubscriptionStatusReasonType,
     now_millis,
 };
-use crate::plugins::{ExternalOutcome, PluginError, PluginRegistry, TriggerPlugin};
-use crate::storage::Storage;
+use crate::plugins::{
+    ExternalOutcome, HostServices, OutsideEvent, PluginError, PluginRegistry, TriggerPlugin,
+};
+use crate::storage::{Recorded, Storage, StoredFire};
 
 struct Driver {
     plugin: Arc<dyn TriggerPlugin>,
@@ -39,6 +43,8 @@ struct Inner {
     orchestrator: Orchestrator,
     registry: PluginRegistry,
     drivers: Mutex<HashMap<String, Driver>>,
+    /// The operator's configuration of plugins (`[plugins.config.<name>]`), by plugin.
+    plugin_config: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for TriggerManager {
@@ -53,6 +59,7 @@ impl TriggerManager {
         storage: Storage,
         orchestrator: Orchestrator,
         registry: PluginRegistry,
+        plugin_config: BTreeMap<String, BTreeMap<String, String>>,
     ) -> Self {
         let manager = Self {
             inner: Arc::new(Inner {
@@ -60,8 +67,14 @@ impl TriggerManager {
                 orchestrator,
                 registry,
                 drivers: Mutex::new(HashMap::new()),
+                plugin_config,
             }),
         };
+        manager
+            .inner
+            .registry
+            .set_services(Arc::new(manager.clone()));
+        manager.recover_fires().await;
         manager.reconcile().await;
         let watcher = manager.clone();
         let mut changes = manager.inner.registry.changes();
@@ -326,71 +339,164 @@ impl TriggerManager {
     pub async fn external_event(
         &self,
         name: &str,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
+        event: OutsideEvent,
     ) -> Result<ExternalOutcome, PluginError> {
         let plugin = self.inner.registry.trigger(name).ok_or_else(|| {
             PluginError::Load(format!("no trigger plugin named '{name}' is loaded"))
         })?;
-        let outcome = plugin.external_event(headers, body).await?;
+        let outcome = plugin.external_event(event).await?;
         self.fire(name, outcome.fires.clone()).await;
         Ok(outcome)
     }
 
-    /// Starts a run of the live config of each fired subscription's pipeline: only for a stored,
-    /// active subscription of `plugin` holding the fire's handle. Anything else starts nothing and
-    /// is logged with the plugin's name.
+    /// Acts on fires a plugin returned (their outcomes are logged).
     async fn fire(&self, plugin: &str, fires: Vec<Fire>) {
         for fire in fires {
-            let (name, handle) = (plugin.to_string(), fire.handle.clone());
-            let subscription = match self
-                .inner
-                .storage
-                .read(move |db| db.subscription_by_handle(&name, &handle))
-                .await
-            {
-                Ok(Some(subscription)) if subscription.status == SubscriptionStatus::Active => {
-                    subscription
-                }
-                Ok(found) => {
-                    tracing::warn!(
-                        plugin,
-                        handle = %fire.handle,
-                        found = found.is_some(),
-                        "ignored a fire for no active subscription of this plugin"
-                    );
-                    continue;
-                }
-                Err(error) => {
-                    tracing::error!(plugin, %error, "could not look up a fired subscription");
-                    continue;
-                }
-            };
-            let origin = RunOrigin::Trigger {
-                plugin: plugin.to_string(),
-                subscription: subscription.subscription_id.clone(),
-            };
-            match self
-                .inner
-                .orchestrator
-                .start_run(
-                    subscription.namespace_id.clone(),
-                    subscription.pipeline_id.clone(),
-                    fire.variables.into_iter().collect(),
-                    origin,
-                )
-                .await
-            {
-                Ok(run) => tracing::info!(
-                    plugin,
+            let outcome = self.fire_one(plugin, fire).await;
+            if let FireOutcome::Refused(why) = outcome {
+                tracing::warn!(plugin, reason = %why, "a fire started no run");
+            }
+        }
+    }
+
+    /// Commits a fire (before anything else; a key seen before answers with that fire's
+    /// outcome), then starts its run: only for a stored, active subscription of `plugin` holding
+    /// the fire's handle. The run and the fire's outcome are written in one transaction, so a
+    /// fire starts at most one run, also across a crash.
+    async fn fire_one(&self, plugin: &str, fire: Fire) -> FireOutcome {
+        let (name, pending) = (plugin.to_string(), fire);
+        let recorded = self
+            .inner
+            .storage
+            .write(move |db| db.record_fire(&name, &pending, now_millis()))
+            .await;
+        let stored = match recorded {
+            Ok((Recorded::Pending(stored), _)) => stored,
+            Ok((Recorded::Done(outcome), _)) => return outcome,
+            Err(error) => {
+                tracing::error!(plugin, %error, "could not record a fire");
+                return FireOutcome::Refused(format!("the fire could not be recorded: {error}"));
+            }
+        };
+        crate::failpoints::reached("fire-committed");
+        self.act_on(stored).await
+    }
+
+    /// Starts the run of a recorded fire, or records why not.
+    async fn act_on(&self, stored: StoredFire) -> FireOutcome {
+        let (name, handle) = (stored.plugin.clone(), stored.fire.handle.clone());
+        let found = self
+            .inner
+            .storage
+            .read(move |db| db.subscription_by_handle(&name, &handle))
+            .await;
+        let subscription = match found {
+            Ok(Some(subscription)) if subscription.status == SubscriptionStatus::Active => {
+                subscription
+            }
+            Ok(found) => {
+                tracing::warn!(
+                    plugin = %stored.plugin,
+                    handle = %stored.fire.handle,
+                    found = found.is_some(),
+                    "ignored a fire for no active subscription of this plugin"
+                );
+                let why = match found {
+                    Some(_) => "the subscription is disabled or in error",
+                    None => "no subscription of this plugin has that handle",
+                };
+                return self.refuse(stored.id, why.to_string()).await;
+            }
+            Err(error) => {
+                tracing::error!(plugin = %stored.plugin, %error, "could not look up a fired subscription");
+                return FireOutcome::Refused(format!("the subscription could not be read: {error}"));
+            }
+        };
+        let origin = RunOrigin::Trigger {
+            plugin: stored.plugin.clone(),
+            subscription: subscription.subscription_id.clone(),
+            fire: Some(stored.id),
+        };
+        match self
+            .inner
+            .orchestrator
+            .start_run(
+                subscription.namespace_id.clone(),
+                subscription.pipeline_id.clone(),
+                stored.fire.variables.into_iter().collect(),
+                origin,
+            )
+            .await
+        {
+            Ok(run) => {
+                tracing::info!(
+                    plugin = %stored.plugin,
                     pipeline = %subscription.pipeline_id,
                     run_id = run.run_id,
                     "trigger started a run"
-                ),
-                Err(error) => {
-                    tracing::warn!(plugin, pipeline = %subscription.pipeline_id, %error, "trigger could not start a run")
+                );
+                FireOutcome::Started(run.run_id)
+            }
+            Err(error) => self.refuse(stored.id, error.to_string()).await,
+        }
+    }
+
+    async fn refuse(&self, fire: i64, why: String) -> FireOutcome {
+        let reason = why.clone();
+        if let Err(error) = self
+            .inner
+            .storage
+            .write(move |db| db.fire_refused(fire, &reason))
+            .await
+        {
+            tracing::error!(%error, "could not record a refused fire");
+        }
+        FireOutcome::Refused(why)
+    }
+
+    /// Finishes the fires the server stopped in the middle of (recorded, no outcome), and forgets
+    /// finished ones older than [`FIRE_MEMORY`]. Called at start-up.
+    async fn recover_fires(&self) {
+        let forget_before = now_millis().saturating_sub(FIRE_MEMORY.as_millis() as u64);
+        let pending = self
+            .inner
+            .storage
+            .write(move |db| {
+                db.prune_fires(forget_before)?;
+                db.pending_fires()
+            })
+            .await;
+        match pending {
+            Ok((pending, _)) => {
+                for stored in pending {
+                    tracing::info!(plugin = %stored.plugin, fire = stored.id, "finishing a fire the server stopped in the middle of");
+                    self.act_on(stored).await;
                 }
             }
+            Err(error) => tracing::error!(%error, "could not read unfinished fires"),
         }
+    }
+}
+
+/// How long a finished fire (and so its idempotency key) is remembered.
+const FIRE_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+#[async_trait::async_trait]
+impl HostServices for TriggerManager {
+    async fn fire(&self, plugin: &str, fire: Fire) -> FireOutcome {
+        self.fire_one(plugin, fire).await
+    }
+
+    async fn config(&self, plugin: &str) -> Result<Vec<(String, String)>, String> {
+        let Some(config) = self.inner.plugin_config.get(plugin) else {
+            return Ok(Vec::new());
+        };
+        let pairs: Vec<(String, String)> =
+            config.iter().map(|(key, value)| (key.clone(), value.clone())).collect();
+        self.inner
+            .orchestrator
+            .resolve_operator_values(pairs)
+            .await
+            .map_err(|error| error.to_string())
     }
 }

@@ -27,7 +27,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::identity::PluginIdentities;
 use super::{
-    ExternalOutcome, Fire, LoadedPlugin, PluginDescription, PluginError, TaskPlugin, TaskRequest,
+    ExternalOutcome, Fire, LoadedPlugin, OutsideEvent, PluginDescription, PluginError, TaskPlugin, TaskRequest,
     TriggerPlugin, WakeOutcome,
 };
 use crate::models::{PluginKind, PluginParameter};
@@ -863,14 +863,17 @@ impl TriggerShared {
                 self.pending
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push(super::fire(
-                        fire.subscription,
-                        fire.variables.into_iter().collect(),
-                    ));
+                    .push(proto_fire(fire));
                 self.pushed.notify_one();
             }
         });
     }
+}
+
+/// A fire as a gRPC plugin sent it.
+fn proto_fire(fire: proto::Fire) -> super::Fire {
+    let key = Some(fire.idempotency_key).filter(|key| !key.is_empty());
+    super::fire(fire.subscription, fire.variables.into_iter().collect(), key)
 }
 
 fn subscribe_request(handle: &str, settings: &[(String, String)]) -> proto::SubscribeRequest {
@@ -944,18 +947,19 @@ impl TriggerPlugin for GrpcTrigger {
         })
     }
 
-    async fn external_event(
-        &self,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    ) -> Result<ExternalOutcome, PluginError> {
+    async fn external_event(&self, event: OutsideEvent) -> Result<ExternalOutcome, PluginError> {
         let mut client = self.client().await?;
         let call = client.external_event(proto::ExternalEventRequest {
-            headers: headers
+            headers: event
+                .headers
                 .into_iter()
                 .map(|(name, value)| proto::Header { name, value })
                 .collect(),
-            body,
+            body: event.body,
+            method: event.method,
+            path: event.path,
+            query: event.query,
+            remote_address: event.remote_address,
         });
         let response = tokio::time::timeout(self.shared.call_timeout, call)
             .await
@@ -971,7 +975,7 @@ impl TriggerPlugin for GrpcTrigger {
             fires: response
                 .fires
                 .into_iter()
-                .map(|fire| super::fire(fire.subscription, fire.variables.into_iter().collect()))
+                .map(proto_fire)
                 .collect(),
         })
     }

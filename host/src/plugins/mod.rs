@@ -52,15 +52,41 @@ pub struct PluginDescription {
     pub settings: Vec<PluginParameter>,
 }
 
-pub use crate::domain::Fire;
+pub use crate::domain::{Fire, FireOutcome};
 use crate::domain::SubscriptionHandle;
 
 /// A fire as a plugin sent it: the handle is looked up later, never trusted.
-fn fire(handle: String, variables: Vec<(String, String)>) -> Fire {
+fn fire(handle: String, variables: Vec<(String, String)>, idempotency_key: Option<String>) -> Fire {
     Fire {
         handle: SubscriptionHandle::from_stored(handle),
         variables,
+        idempotency_key,
     }
+}
+
+/// An HTTP request to `/api/external/{plugin}[/{path}]`, as a trigger gets it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutsideEvent {
+    pub method: String,
+    /// What follows `/api/external/{plugin}`: `""` or `/...`.
+    pub path: String,
+    /// The query string without `?`.
+    pub query: String,
+    /// The sender's `ip:port`.
+    pub remote_address: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What the host offers plugins beyond their sandbox, from the orchestration side (set once the
+/// trigger manager exists): firing at once, and the operator's configuration of a plugin.
+#[async_trait::async_trait]
+pub trait HostServices: Send + Sync {
+    /// Commits a plugin's fire and starts its run; what became of it.
+    async fn fire(&self, plugin: &str, fire: Fire) -> FireOutcome;
+    /// The operator's configuration of a plugin (`[plugins.config.<name>]`), references filled
+    /// in; an error says which one failed.
+    async fn config(&self, plugin: &str) -> Result<Vec<(String, String)>, String>;
 }
 
 /// What a trigger returns when woken.
@@ -90,11 +116,7 @@ pub trait TriggerPlugin: Send + Sync {
     ) -> Result<Option<u64>, PluginError>;
     async fn unsubscribe(&self, handle: &str) -> Result<(), PluginError>;
     async fn wake(&self, now: u64) -> Result<WakeOutcome, PluginError>;
-    async fn external_event(
-        &self,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    ) -> Result<ExternalOutcome, PluginError>;
+    async fn external_event(&self, event: OutsideEvent) -> Result<ExternalOutcome, PluginError>;
     /// For plugins that push fires instead of asking to be woken: notified when fires wait, which
     /// the next `wake` returns.
     fn pushed_fires(&self) -> Option<Arc<tokio::sync::Notify>> {
@@ -251,6 +273,11 @@ fn failed(name: String, source: &str, runtime: Runtime, error: &PluginError) -> 
 }
 
 impl PluginRegistry {
+    /// Gives WebAssembly plugins firing and their configuration (the trigger manager).
+    pub fn set_services(&self, services: Arc<dyn HostServices>) {
+        self.inner.runtime.set_services(services);
+    }
+
     /// Loads the built-ins and the plugins folder, and starts watching the folder.
     pub async fn start(
         runtime: Arc<wasm::WasmRuntime>,

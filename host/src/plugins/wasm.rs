@@ -27,13 +27,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::identity::{PluginObjectError, PluginObjects};
 use super::{
-    ExternalOutcome, LoadedPlugin, PluginDescription, PluginError, TaskPlugin, TaskRequest,
-    TriggerPlugin, WakeOutcome,
+    ExternalOutcome, FireOutcome, HostServices, LoadedPlugin, OutsideEvent, PluginDescription,
+    PluginError, TaskPlugin, TaskRequest, TriggerPlugin, WakeOutcome,
 };
 use crate::models::{PluginKind, PluginParameter};
 
-/// The WIT package version this server implements.
-pub const WIT_PACKAGE: &str = "gofer:plugin@0.1.0";
+/// The WIT package this server implements (the current version; older ones are still loaded,
+/// see [`WIT_VERSIONS`]).
+pub const WIT_PACKAGE: &str = "gofer:plugin@0.2.0";
 
 /// How often the epoch ticks; deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -41,29 +42,61 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Most output a shared task may print; the rest is cut.
 const MAX_TASK_OUTPUT: usize = 16 * 1024 * 1024;
 
-mod trigger_bindings {
-    wasmtime::component::bindgen!({
-        world: "trigger",
-        path: "../wit",
-        imports: { default: async },
-        exports: { default: async },
-    });
+/// `gofer:plugin@0.1.0`, still loaded: plugins built before 0.2 keep working unchanged.
+mod v1 {
+    pub mod trigger {
+        wasmtime::component::bindgen!({
+            world: "trigger",
+            path: "../wit/0.1.0",
+            imports: { default: async },
+            exports: { default: async },
+        });
+    }
+
+    pub mod task {
+        // The interfaces both worlds import are the trigger bindings' (one host implementation).
+        wasmtime::component::bindgen!({
+            world: "task",
+            path: "../wit/0.1.0",
+            imports: { default: async },
+            exports: { default: async },
+            with: {
+                "gofer:plugin/types": super::trigger::gofer::plugin::types,
+                "gofer:plugin/host": super::trigger::gofer::plugin::host,
+                "gofer:plugin/objects": super::trigger::gofer::plugin::objects,
+            },
+        });
+    }
 }
 
-mod task_bindings {
-    // The interfaces both worlds import are the trigger bindings' (one host implementation).
-    wasmtime::component::bindgen!({
-        world: "task",
-        path: "../wit",
-        imports: { default: async },
-        exports: { default: async },
-        with: {
-            "gofer:plugin/types": super::trigger_bindings::gofer::plugin::types,
-            "gofer:plugin/host": super::trigger_bindings::gofer::plugin::host,
-            "gofer:plugin/objects": super::trigger_bindings::gofer::plugin::objects,
-        },
-    });
+/// `gofer:plugin@0.2.0`, the current interface.
+mod v2 {
+    pub mod trigger {
+        wasmtime::component::bindgen!({
+            world: "trigger",
+            path: "../wit/0.2.0",
+            imports: { default: async },
+            exports: { default: async },
+        });
+    }
+
+    pub mod task {
+        wasmtime::component::bindgen!({
+            world: "task",
+            path: "../wit/0.2.0",
+            imports: { default: async },
+            exports: { default: async },
+            with: {
+                "gofer:plugin/types": super::trigger::gofer::plugin::types,
+                "gofer:plugin/host": super::trigger::gofer::plugin::host,
+                "gofer:plugin/objects": super::trigger::gofer::plugin::objects,
+            },
+        });
+    }
 }
+
+/// The interface versions this server loads, oldest first.
+pub const WIT_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// Limits every call runs under.
 #[derive(Debug, Clone)]
@@ -175,6 +208,8 @@ struct State {
     http: wasmtime_wasi_http::WasiHttpCtx,
     grants: HttpGrants,
     objects: Option<Arc<PluginObjects>>,
+    /// Firing and the operator's configuration (none until the trigger manager exists).
+    services: Option<Arc<dyn HostServices>>,
 }
 
 impl wasmtime_wasi_http::WasiHttpView for State {
@@ -206,22 +241,6 @@ fn log(plugin: &str, level: u8, message: &str) {
     }
 }
 
-impl trigger_bindings::gofer::plugin::host::Host for State {
-    async fn log(
-        &mut self,
-        level: trigger_bindings::gofer::plugin::host::LogLevel,
-        message: String,
-    ) {
-        log(&self.plugin, level as u8, &message);
-    }
-
-    async fn now_millis(&mut self) -> u64 {
-        crate::models::now_millis()
-    }
-}
-
-impl trigger_bindings::gofer::plugin::types::Host for State {}
-
 impl State {
     /// The object store for a call in the calling plugin's own scope.
     fn objects(&self) -> Result<(Arc<PluginObjects>, String), String> {
@@ -237,36 +256,99 @@ fn message(error: PluginObjectError) -> String {
     error.to_string()
 }
 
-impl trigger_bindings::gofer::plugin::objects::Host for State {
-    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
-        let (objects, plugin) = self.objects()?;
-        objects.get(&plugin, &key).await.map_err(message)
+/// The host interfaces both versions share (`host`'s log and clock, `objects`), implemented once
+/// per version's generated traits.
+macro_rules! shared_host {
+    ($version:ident) => {
+        impl $version::trigger::gofer::plugin::types::Host for State {}
+
+        impl $version::trigger::gofer::plugin::objects::Host for State {
+            async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
+                let (objects, plugin) = self.objects()?;
+                objects.get(&plugin, &key).await.map_err(message)
+            }
+
+            async fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+                let (objects, plugin) = self.objects()?;
+                objects.put(&plugin, &key, value).await.map_err(message)
+            }
+
+            async fn delete(&mut self, key: String) -> Result<(), String> {
+                let (objects, plugin) = self.objects()?;
+                objects.delete(&plugin, &key).await.map_err(message)
+            }
+
+            async fn keys(&mut self) -> Result<Vec<String>, String> {
+                let (objects, plugin) = self.objects()?;
+                objects.list(&plugin).await.map_err(message)
+            }
+        }
+    };
+}
+
+shared_host!(v1);
+shared_host!(v2);
+
+impl v1::trigger::gofer::plugin::host::Host for State {
+    async fn log(&mut self, level: v1::trigger::gofer::plugin::host::LogLevel, message: String) {
+        log(&self.plugin, level as u8, &message);
     }
 
-    async fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        let (objects, plugin) = self.objects()?;
-        objects.put(&plugin, &key, value).await.map_err(message)
+    async fn now_millis(&mut self) -> u64 {
+        crate::models::now_millis()
+    }
+}
+
+impl v2::trigger::gofer::plugin::host::Host for State {
+    async fn log(&mut self, level: v2::trigger::gofer::plugin::host::LogLevel, message: String) {
+        log(&self.plugin, level as u8, &message);
     }
 
-    async fn delete(&mut self, key: String) -> Result<(), String> {
-        let (objects, plugin) = self.objects()?;
-        objects.delete(&plugin, &key).await.map_err(message)
+    async fn now_millis(&mut self) -> u64 {
+        crate::models::now_millis()
     }
 
-    async fn keys(&mut self) -> Result<Vec<String>, String> {
-        let (objects, plugin) = self.objects()?;
-        objects.list(&plugin).await.map_err(message)
+    async fn config(&mut self) -> Vec<(String, String)> {
+        let Some(services) = self.services.clone() else {
+            return Vec::new();
+        };
+        match services.config(&self.plugin).await {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(plugin = %self.plugin, %error, "could not give the plugin its configuration");
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl v2::trigger::gofer::plugin::fires::Host for State {
+    async fn send(
+        &mut self,
+        fire: v2::trigger::gofer::plugin::types::Fire,
+    ) -> v2::trigger::gofer::plugin::types::FireOutcome {
+        use v2::trigger::gofer::plugin::types::FireOutcome as Wit;
+        let Some(services) = self.services.clone() else {
+            return Wit::Refused("this server cannot take fires yet".into());
+        };
+        let fire = super::fire(fire.subscription, fire.variables, fire.idempotency_key);
+        match services.fire(&self.plugin, fire).await {
+            FireOutcome::Started(run) => Wit::Started(run),
+            FireOutcome::Duplicate(run) => Wit::Duplicate(run),
+            FireOutcome::Refused(why) => Wit::Refused(why),
+        }
     }
 }
 
 /// The engine, linkers and code cache; shared by every plugin.
 pub struct WasmRuntime {
     engine: Engine,
-    trigger_linker: Linker<State>,
-    task_linker: Linker<State>,
+    /// Per interface version ([`WIT_VERSIONS`] order): the trigger and the task linker.
+    linkers: [(Linker<State>, Linker<State>); 2],
     cache_dir: PathBuf,
     limits: Limits,
     objects: Option<Arc<PluginObjects>>,
+    services: std::sync::OnceLock<Arc<dyn HostServices>>,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -292,22 +374,25 @@ impl WasmRuntime {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         let engine = Engine::new(&config).map_err(runtime_error)?;
-        let mut trigger_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut trigger_linker).map_err(runtime_error)?;
-        trigger_bindings::Trigger::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
-            &mut trigger_linker,
-            |state| state,
-        )
-        .map_err(runtime_error)?;
-        let mut task_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut task_linker).map_err(runtime_error)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut task_linker)
+        // Every world gets WASI and outgoing `wasi:http` (requests go only to granted hosts).
+        let base = || -> Result<Linker<State>, PluginError> {
+            let mut linker = Linker::new(&engine);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(runtime_error)?;
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+                .map_err(runtime_error)?;
+            Ok(linker)
+        };
+        type Own = wasmtime::component::HasSelf<State>;
+        let (mut trigger_v1, mut task_v1) = (base()?, base()?);
+        v1::trigger::Trigger::add_to_linker::<State, Own>(&mut trigger_v1, |state| state)
             .map_err(runtime_error)?;
-        task_bindings::Task::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
-            &mut task_linker,
-            |state| state,
-        )
-        .map_err(runtime_error)?;
+        v1::task::Task::add_to_linker::<State, Own>(&mut task_v1, |state| state)
+            .map_err(runtime_error)?;
+        let (mut trigger_v2, mut task_v2) = (base()?, base()?);
+        v2::trigger::Trigger::add_to_linker::<State, Own>(&mut trigger_v2, |state| state)
+            .map_err(runtime_error)?;
+        v2::task::Task::add_to_linker::<State, Own>(&mut task_v2, |state| state)
+            .map_err(runtime_error)?;
         std::fs::create_dir_all(&cache_dir).map_err(|error| {
             PluginError::Load(format!(
                 "could not create the plugin cache {}: {error}",
@@ -327,12 +412,18 @@ impl WasmRuntime {
             .map_err(runtime_error)?;
         Ok(Arc::new(Self {
             engine,
-            trigger_linker,
-            task_linker,
+            linkers: [(trigger_v1, task_v1), (trigger_v2, task_v2)],
             cache_dir,
             limits,
             objects,
+            services: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Gives plugins firing and their configuration (once; the trigger manager comes after the
+    /// plugins, which it drives).
+    pub fn set_services(&self, services: Arc<dyn HostServices>) {
+        let _ = self.services.set(services);
     }
 
     /// Compiles a component, or loads its machine code from the cache.
@@ -375,8 +466,8 @@ impl WasmRuntime {
         Ok(component)
     }
 
-    /// Loads a plugin: compile (or read the cache, on the blocking pool), check its interface
-    /// version, read its info (within the trigger call deadline).
+    /// Loads a plugin: compile (or read the cache, on the blocking pool), find its interface
+    /// version and world, read its info (within the plugin's deadline).
     pub async fn load(
         self: &Arc<Self>,
         file_name: &str,
@@ -386,20 +477,22 @@ impl WasmRuntime {
         let component = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
             .await
             .map_err(|error| PluginError::Crashed(error.to_string()))??;
-        let kind = self.kind_of(&component)?;
+        let (version, kind) = self.world_of(&component)?;
         let deadline = self.limits.deadline_of(file_name);
+        let (trigger_linker, task_linker) = &self.linkers[version];
+        let load_error = |error: wasmtime::Error| PluginError::Load(format!("{error:#}"));
         match kind {
             PluginKind::Trigger => {
-                let pre = self
-                    .trigger_linker
+                let pre = trigger_linker
                     .instantiate_pre(&component)
-                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
-                let pre = trigger_bindings::TriggerPre::new(pre)
-                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                    .map_err(load_error)?;
+                let pre = match version {
+                    0 => TriggerPre::V1(v1::trigger::TriggerPre::new(pre).map_err(load_error)?),
+                    _ => TriggerPre::V2(v2::trigger::TriggerPre::new(pre).map_err(load_error)?),
+                };
                 let mut store = self.new_store(file_name, WasiCtxBuilder::new().build());
                 let info = within(deadline, &self.limits, async {
-                    let bindings = pre.instantiate_async(&mut store).await?;
-                    bindings.call_info(&mut store).await
+                    pre.instantiate(&mut store).await?.info(&mut store).await
                 })
                 .await?;
                 // From now on the plugin acts as the name it gave (its objects' scope, its
@@ -411,51 +504,35 @@ impl WasmRuntime {
                     live: tokio::sync::Mutex::new(None),
                     subscriptions: Mutex::new(BTreeMap::new()),
                 });
-                let settings = info
-                    .settings
-                    .into_iter()
-                    .map(|p| (p.key, p.required, p.documentation));
-                let description =
-                    describe(kind, info.name, info.version, info.description, settings);
-                Ok((description, LoadedPlugin::Trigger(Arc::new(trigger))))
+                Ok((info, LoadedPlugin::Trigger(Arc::new(trigger))))
             }
             PluginKind::Task => {
-                let pre = self
-                    .task_linker
-                    .instantiate_pre(&component)
-                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
-                let pre = task_bindings::TaskPre::new(pre)
-                    .map_err(|error| PluginError::Load(format!("{error:#}")))?;
+                let pre = task_linker.instantiate_pre(&component).map_err(load_error)?;
+                let pre = match version {
+                    0 => TaskPre::V1(v1::task::TaskPre::new(pre).map_err(load_error)?),
+                    _ => TaskPre::V2(v2::task::TaskPre::new(pre).map_err(load_error)?),
+                };
                 let task = WasmTask {
                     runtime: Arc::clone(self),
                     pre,
                     name: file_name.to_string(),
                 };
                 let mut store = task.store(&[], None);
-                let info = within(deadline, &self.limits, async {
-                    let bindings = task.pre.instantiate_async(&mut store).await?;
-                    bindings.call_info(&mut store).await
-                })
-                .await?;
+                let info = within(deadline, &self.limits, task.pre.info(&mut store)).await?;
                 // Grants and objects are keyed by the plugin's own name, whatever its file is
                 // called.
                 let task = Arc::new(WasmTask {
                     name: info.name.clone(),
                     ..task
                 });
-                let settings = info
-                    .settings
-                    .into_iter()
-                    .map(|p| (p.key, p.required, p.documentation));
-                let description =
-                    describe(kind, info.name, info.version, info.description, settings);
-                Ok((description, LoadedPlugin::Task(Arc::new(task))))
+                Ok((info, LoadedPlugin::Task(Arc::new(task))))
             }
         }
     }
 
-    /// Whether a component is a trigger or a task of this server's interface version.
-    fn kind_of(&self, component: &Component) -> Result<PluginKind, PluginError> {
+    /// A component's interface version (an index into [`WIT_VERSIONS`]) and world, or why this
+    /// server cannot load it.
+    fn world_of(&self, component: &Component) -> Result<(usize, PluginKind), PluginError> {
         let component_type = component.component_type();
         let mut names: Vec<String> = component_type
             .imports(&self.engine)
@@ -466,25 +543,50 @@ impl WasmRuntime {
             .map(|(name, _)| name.to_string())
             .collect();
         names.extend(exports.iter().cloned());
-        if let Some(other) = names
+        let mut versions: Vec<&str> = names
             .iter()
             .filter(|name| name.starts_with("gofer:plugin/"))
-            .find(|name| !name.ends_with(&WIT_PACKAGE["gofer:plugin".len()..]))
-        {
-            let version = other.rsplit('@').next().unwrap_or("?");
-            return Err(PluginError::Load(format!(
-                "it was built for gofer:plugin@{version}, but this server supports {WIT_PACKAGE}; rebuild it against this server's wit/"
-            )));
-        }
-        if exports.iter().any(|name| name == "run") {
-            Ok(PluginKind::Task)
+            .filter_map(|name| name.rsplit_once('@').map(|(_, version)| version))
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let supported = WIT_VERSIONS
+            .iter()
+            .map(|version| format!("gofer:plugin@{version}"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let version = match versions.as_slice() {
+            [version] => WIT_VERSIONS
+                .iter()
+                .position(|known| known == version)
+                .ok_or_else(|| {
+                    PluginError::Load(format!(
+                        "it was built for gofer:plugin@{version}, but this server supports {supported}; rebuild it against this server's wit/"
+                    ))
+                })?,
+            [] => {
+                return Err(PluginError::Load(format!(
+                    "it uses no gofer:plugin interface; build it for {supported}"
+                )));
+            }
+            several => {
+                return Err(PluginError::Load(format!(
+                    "it mixes interface versions ({}); build it for one of {supported}",
+                    several.join(", ")
+                )));
+            }
+        };
+        let kind = if exports.iter().any(|name| name == "run") {
+            PluginKind::Task
         } else if exports.iter().any(|name| name == "wake") {
-            Ok(PluginKind::Trigger)
+            PluginKind::Trigger
         } else {
-            Err(PluginError::Load(format!(
-                "it exports neither the `trigger` nor the `task` world of {WIT_PACKAGE}"
-            )))
-        }
+            return Err(PluginError::Load(format!(
+                "it exports neither the `trigger` nor the `task` world of gofer:plugin@{}",
+                WIT_VERSIONS[version]
+            )));
+        };
+        Ok((version, kind))
     }
 
     fn new_store(&self, plugin: &str, wasi: WasiCtx) -> Store<State> {
@@ -500,6 +602,7 @@ impl WasmRuntime {
                 limits,
                 plugin: plugin.to_string(),
                 objects: self.objects.clone(),
+                services: self.services.get().cloned(),
                 http: wasmtime_wasi_http::WasiHttpCtx::new(),
                 grants: HttpGrants {
                     plugin: plugin.to_string(),
@@ -518,29 +621,6 @@ impl WasmRuntime {
         store.epoch_deadline_async_yield_and_update(1);
         store.set_epoch_deadline(1);
         store
-    }
-}
-
-/// The description a plugin's `info` gives (each world has its own generated types).
-fn describe(
-    kind: PluginKind,
-    name: String,
-    version: String,
-    description: String,
-    settings: impl Iterator<Item = (String, bool, String)>,
-) -> PluginDescription {
-    PluginDescription {
-        name,
-        kind,
-        version,
-        description,
-        settings: settings
-            .map(|(key, required, documentation)| PluginParameter {
-                key,
-                required,
-                documentation,
-            })
-            .collect(),
     }
 }
 
@@ -571,13 +651,167 @@ fn classify(error: wasmtime::Error, limits: &Limits) -> PluginError {
     PluginError::Crashed(text)
 }
 
+/// A trigger component's pre-instantiated form, of its interface version.
+enum TriggerPre {
+    V1(v1::trigger::TriggerPre<State>),
+    V2(v2::trigger::TriggerPre<State>),
+}
+
+/// A trigger instance's exports, of its interface version: one call each, in the current
+/// version's terms.
+enum TriggerInstance {
+    V1(v1::trigger::Trigger),
+    V2(v2::trigger::Trigger),
+}
+
+impl TriggerPre {
+    async fn instantiate(&self, store: &mut Store<State>) -> wasmtime::Result<TriggerInstance> {
+        Ok(match self {
+            Self::V1(pre) => TriggerInstance::V1(pre.instantiate_async(store).await?),
+            Self::V2(pre) => TriggerInstance::V2(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// The `plugin-info` of either version as the registry describes a plugin.
+macro_rules! description {
+    ($info:expr, $types:path) => {{
+        use $types as types;
+        let info = $info;
+        PluginDescription {
+            name: info.name,
+            kind: match info.kind {
+                types::PluginKind::Trigger => PluginKind::Trigger,
+                types::PluginKind::Task => PluginKind::Task,
+            },
+            version: info.version,
+            description: info.description,
+            settings: info
+                .settings
+                .into_iter()
+                .map(|p| PluginParameter {
+                    key: p.key,
+                    required: p.required,
+                    documentation: p.documentation,
+                })
+                .collect(),
+        }
+    }};
+}
+
+impl TriggerInstance {
+    async fn info(&self, store: &mut Store<State>) -> wasmtime::Result<PluginDescription> {
+        Ok(match self {
+            Self::V1(trigger) => description!(
+                trigger.call_info(store).await?,
+                v1::trigger::gofer::plugin::types
+            ),
+            Self::V2(trigger) => description!(
+                trigger.call_info(store).await?,
+                v2::trigger::gofer::plugin::types
+            ),
+        })
+    }
+
+    async fn subscribe(
+        &self,
+        store: &mut Store<State>,
+        handle: &str,
+        settings: &Vec<(String, String)>,
+        now: u64,
+    ) -> wasmtime::Result<Result<Option<u64>, String>> {
+        match self {
+            Self::V1(trigger) => trigger.call_subscribe(store, handle, settings, now).await,
+            Self::V2(trigger) => trigger.call_subscribe(store, handle, settings, now).await,
+        }
+    }
+
+    async fn unsubscribe(&self, store: &mut Store<State>, handle: &str) -> wasmtime::Result<()> {
+        match self {
+            Self::V1(trigger) => trigger.call_unsubscribe(store, handle).await,
+            Self::V2(trigger) => trigger.call_unsubscribe(store, handle).await,
+        }
+    }
+
+    async fn wake(&self, store: &mut Store<State>, now: u64) -> wasmtime::Result<WakeOutcome> {
+        Ok(match self {
+            Self::V1(trigger) => {
+                let result = trigger.call_wake(store, now).await?;
+                WakeOutcome {
+                    fires: fires_v1(result.fires),
+                    next_wake: result.next_wake,
+                }
+            }
+            Self::V2(trigger) => {
+                let result = trigger.call_wake(store, now).await?;
+                WakeOutcome {
+                    fires: fires_v2(result.fires),
+                    next_wake: result.next_wake,
+                }
+            }
+        })
+    }
+
+    async fn external_event(
+        &self,
+        store: &mut Store<State>,
+        event: OutsideEvent,
+    ) -> wasmtime::Result<ExternalOutcome> {
+        Ok(match self {
+            Self::V1(trigger) => {
+                // 0.1 knows headers and body only.
+                let event = v1::trigger::gofer::plugin::types::ExternalEvent {
+                    headers: event.headers,
+                    body: event.body,
+                };
+                let result = trigger.call_external_event(store, &event).await?;
+                ExternalOutcome {
+                    status: result.status,
+                    message: result.message,
+                    fires: fires_v1(result.fires),
+                }
+            }
+            Self::V2(trigger) => {
+                let event = v2::trigger::gofer::plugin::types::ExternalEvent {
+                    method: event.method,
+                    path: event.path,
+                    query: event.query,
+                    remote_address: event.remote_address,
+                    headers: event.headers,
+                    body: event.body,
+                };
+                let result = trigger.call_external_event(store, &event).await?;
+                ExternalOutcome {
+                    status: result.status,
+                    message: result.message,
+                    fires: fires_v2(result.fires),
+                }
+            }
+        })
+    }
+}
+
+fn fires_v1(fires: Vec<v1::trigger::gofer::plugin::types::Fire>) -> Vec<super::Fire> {
+    fires
+        .into_iter()
+        .map(|fire| super::fire(fire.subscription, fire.variables, None))
+        .collect()
+}
+
+fn fires_v2(fires: Vec<v2::trigger::gofer::plugin::types::Fire>) -> Vec<super::Fire> {
+    fires
+        .into_iter()
+        .map(|fire| super::fire(fire.subscription, fire.variables, fire.idempotency_key))
+        .collect()
+}
+
 /// A trigger plugin: one long-lived instance, re-created after a call that did not finish.
 struct WasmTrigger {
     runtime: Arc<WasmRuntime>,
-    pre: trigger_bindings::TriggerPre<State>,
+    pre: TriggerPre,
     name: String,
     /// The live instance; calls take turns.
-    live: tokio::sync::Mutex<Option<(Store<State>, trigger_bindings::Trigger)>>,
+    live: tokio::sync::Mutex<Option<(Store<State>, TriggerInstance)>>,
     /// What to replay into a fresh instance.
     subscriptions: Mutex<BTreeMap<String, Vec<(String, String)>>>,
 }
@@ -585,15 +819,15 @@ struct WasmTrigger {
 /// Runs one call on a trigger's live instance (made, with its subscriptions replayed, if there is
 /// none) within the plugin's deadline; a call that does not finish discards the instance.
 macro_rules! on_instance {
-    ($trigger:expr, |$store:ident, $bindings:ident| $call:expr) => {{
+    ($trigger:expr, |$store:ident, $instance:ident| $call:expr) => {{
         let trigger = $trigger;
         let deadline = trigger.runtime.limits.deadline_of(&trigger.name);
         let mut live = trigger.live.lock().await;
         if live.is_none() {
             *live = Some(trigger.instantiate(deadline).await?);
         }
-        let (store, bindings) = live.as_mut().expect("instantiated above");
-        let ($store, $bindings) = (store, &*bindings);
+        let (store, instance) = live.as_mut().expect("instantiated above");
+        let ($store, $instance) = (store, &*instance);
         let outcome = within(deadline, &trigger.runtime.limits, $call).await;
         if let Err(error) = &outcome {
             *live = None;
@@ -607,12 +841,10 @@ impl WasmTrigger {
     async fn instantiate(
         &self,
         deadline: Duration,
-    ) -> Result<(Store<State>, trigger_bindings::Trigger), PluginError> {
-        let mut store = self
-            .runtime
-            .new_store(&self.name, WasiCtxBuilder::new().build());
+    ) -> Result<(Store<State>, TriggerInstance), PluginError> {
+        let mut store = self.runtime.new_store(&self.name, self.runtime.wasi(&self.name, &[], None));
         let limits = &self.runtime.limits;
-        let bindings = within(deadline, limits, self.pre.instantiate_async(&mut store)).await?;
+        let instance = within(deadline, limits, self.pre.instantiate(&mut store)).await?;
         let replay: Vec<(String, Vec<(String, String)>)> = self
             .subscriptions
             .lock()
@@ -622,20 +854,13 @@ impl WasmTrigger {
             .collect();
         for (handle, settings) in replay {
             let now = crate::models::now_millis();
-            let call = bindings.call_subscribe(&mut store, &handle, &settings, now);
+            let call = instance.subscribe(&mut store, &handle, &settings, now);
             if let Err(message) = within(deadline, limits, call).await? {
                 tracing::warn!(plugin = %self.name, subscription = %handle, %message, "a replayed subscription was refused");
             }
         }
-        Ok((store, bindings))
+        Ok((store, instance))
     }
-}
-
-fn fires(fires: Vec<trigger_bindings::gofer::plugin::types::Fire>) -> Vec<super::Fire> {
-    fires
-        .into_iter()
-        .map(|fire| super::fire(fire.subscription, fire.variables))
-        .collect()
 }
 
 #[async_trait::async_trait]
@@ -647,12 +872,8 @@ impl TriggerPlugin for Arc<WasmTrigger> {
         now: u64,
     ) -> Result<Option<u64>, PluginError> {
         let pairs = settings.to_vec();
-        let result = on_instance!(self.as_ref(), |store, bindings| bindings.call_subscribe(
-            &mut *store,
-            handle,
-            &pairs,
-            now
-        ))?;
+        let result = on_instance!(self.as_ref(), |store, instance| instance
+            .subscribe(&mut *store, handle, &pairs, now))?;
         match result {
             Ok(next) => {
                 self.subscriptions
@@ -670,40 +891,63 @@ impl TriggerPlugin for Arc<WasmTrigger> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(handle);
-        on_instance!(self.as_ref(), |store, bindings| bindings
-            .call_unsubscribe(&mut *store, handle))
+        on_instance!(self.as_ref(), |store, instance| instance
+            .unsubscribe(&mut *store, handle))
     }
 
     async fn wake(&self, now: u64) -> Result<WakeOutcome, PluginError> {
-        let result = on_instance!(self.as_ref(), |store, bindings| bindings
-            .call_wake(&mut *store, now))?;
-        Ok(WakeOutcome {
-            fires: fires(result.fires),
-            next_wake: result.next_wake,
-        })
+        on_instance!(self.as_ref(), |store, instance| instance.wake(&mut *store, now))
     }
 
-    async fn external_event(
-        &self,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    ) -> Result<ExternalOutcome, PluginError> {
-        let event = trigger_bindings::gofer::plugin::types::ExternalEvent { headers, body };
-        let result = on_instance!(self.as_ref(), |store, bindings| bindings
-            .call_external_event(&mut *store, &event))?;
-        Ok(ExternalOutcome {
-            status: result.status,
-            message: result.message,
-            fires: fires(result.fires),
-        })
+    async fn external_event(&self, event: OutsideEvent) -> Result<ExternalOutcome, PluginError> {
+        on_instance!(self.as_ref(), |store, instance| instance
+            .external_event(&mut *store, event))
     }
 }
 
 /// A shared-task plugin: a fresh instance for every run.
 struct WasmTask {
     runtime: Arc<WasmRuntime>,
-    pre: task_bindings::TaskPre<State>,
+    pre: TaskPre,
     name: String,
+}
+
+/// A task component's pre-instantiated form, of its interface version.
+enum TaskPre {
+    V1(v1::task::TaskPre<State>),
+    V2(v2::task::TaskPre<State>),
+}
+
+impl TaskPre {
+    async fn info(&self, store: &mut Store<State>) -> wasmtime::Result<PluginDescription> {
+        Ok(match self {
+            Self::V1(pre) => description!(
+                pre.instantiate_async(&mut *store).await?.call_info(store).await?,
+                v1::trigger::gofer::plugin::types
+            ),
+            Self::V2(pre) => description!(
+                pre.instantiate_async(&mut *store).await?.call_info(store).await?,
+                v2::trigger::gofer::plugin::types
+            ),
+        })
+    }
+
+    async fn run(
+        &self,
+        store: &mut Store<State>,
+        settings: &Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<u8, String>> {
+        match self {
+            Self::V1(pre) => {
+                let task = pre.instantiate_async(&mut *store).await?;
+                task.call_run(store, settings).await
+            }
+            Self::V2(pre) => {
+                let task = pre.instantiate_async(&mut *store).await?;
+                task.call_run(store, settings).await
+            }
+        }
+    }
 }
 
 /// A shared task's stdout and stderr: each write goes to the task's log as it happens, up to
@@ -824,29 +1068,31 @@ impl wasmtime_wasi::cli::StdoutStream for TaskOutput {
 impl WasmTask {
     /// A store for one run (or for `info`, with no output); the task's output goes to `output`.
     fn store(&self, env: &[(String, String)], output: Option<TaskOutput>) -> Store<State> {
+        let wasi = self.runtime.wasi(&self.name, env, output);
+        self.runtime.new_store(&self.name, wasi)
+    }
+}
+
+impl WasmRuntime {
+    /// A plugin's WASI context: `env`, its output (else none), and the directories the operator
+    /// granted it.
+    fn wasi(&self, plugin: &str, env: &[(String, String)], output: Option<TaskOutput>) -> WasiCtx {
         let mut builder = WasiCtxBuilder::new();
         builder.envs(env);
         if let Some(output) = output {
             builder.stdout(output.clone()).stderr(output);
         }
-        for (dir, writable) in self
-            .runtime
-            .limits
-            .dirs
-            .get(&self.name)
-            .into_iter()
-            .flatten()
-        {
+        for (dir, writable) in self.limits.dirs.get(plugin).into_iter().flatten() {
             let perms = if *writable {
                 wasmtime_wasi::FsPerms::ReadWrite
             } else {
                 wasmtime_wasi::FsPerms::ReadOnly
             };
             if let Err(error) = builder.preopened_dir(dir, dir.to_string_lossy(), perms) {
-                tracing::warn!(plugin = %self.name, dir = %dir.display(), %error, "could not grant a directory");
+                tracing::warn!(plugin, dir = %dir.display(), %error, "could not grant a directory");
             }
         }
-        self.runtime.new_store(&self.name, builder.build())
+        builder.build()
     }
 }
 
@@ -859,10 +1105,11 @@ impl TaskPlugin for Arc<WasmTask> {
         let mut store = self.store(&request.env, Some(output));
         let limits = &self.runtime.limits;
         let mut unfinished = Unfinished(Some(self.name.clone()));
-        let result = within(request.deadline, limits, async {
-            let bindings = self.pre.instantiate_async(&mut store).await?;
-            bindings.call_run(&mut store, &request.settings).await
-        })
+        let result = within(
+            request.deadline,
+            limits,
+            self.pre.run(&mut store, &request.settings),
+        )
         .await;
         unfinished.0 = None;
         result?.map_err(PluginError::Refused)

@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_types)]
 
 mod auth;
+mod fires;
 mod objects;
 mod queries;
 mod runs;
@@ -18,6 +19,7 @@ mod secret_values;
 mod secrets;
 mod subscriptions;
 
+pub use fires::{Recorded, StoredFire};
 pub use objects::ObjectScope;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +38,7 @@ use crate::models::Event;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_subscription_handles.sql"),
+    include_str!("migrations/0003_fires.sql"),
 ];
 
 /// How many idle read connections are kept open.

@@ -632,7 +632,8 @@ async fn the_plugins_folder_is_watched() {
     assert_eq!(future["status"], "failed");
     let reason = future["error"].as_str().unwrap();
     assert!(
-        reason.contains("gofer:plugin@0.2.0") && reason.contains("supports gofer:plugin@0.1.0"),
+        reason.contains("gofer:plugin@0.9.0")
+            && reason.contains("supports gofer:plugin@0.1.0 and gofer:plugin@0.2.0"),
         "{reason}"
     );
     // The other plugins were not disturbed.

@@ -96,13 +96,15 @@ impl Trigger for Cron {
             let mut fires = Vec::new();
             for (id, subscription) in subscriptions.iter_mut() {
                 if subscription.next.is_some_and(|next| next <= now_millis) {
-                    fires.push(Fire {
-                        subscription: id.clone(),
-                        variables: vec![(
-                            "GOFER_TRIGGER_CRON_TIME".into(),
-                            subscription.next.unwrap_or_default().to_string(),
-                        )],
-                    });
+                    let time = subscription.next.unwrap_or_default();
+                    // One run per scheduled time, even if fired again after a restart.
+                    fires.push(
+                        Fire::new(
+                            id.clone(),
+                            vec![("GOFER_TRIGGER_CRON_TIME".into(), time.to_string())],
+                        )
+                        .idempotent(format!("{id}@{time}")),
+                    );
                     subscription.next = next_after(&subscription.schedule, now_millis);
                 }
             }

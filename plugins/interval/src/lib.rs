@@ -182,13 +182,18 @@ impl Trigger for Interval {
             let mut fires = Vec::new();
             for (id, subscription) in subscriptions.iter_mut() {
                 if subscription.next <= now_millis {
-                    fires.push(Fire {
-                        subscription: id.clone(),
-                        variables: vec![(
-                            "GOFER_TRIGGER_INTERVAL".into(),
-                            format!("{}ms", subscription.every),
-                        )],
-                    });
+                    // One run per due time, even if fired again after a restart.
+                    let due = subscription.next;
+                    fires.push(
+                        Fire::new(
+                            id.clone(),
+                            vec![(
+                                "GOFER_TRIGGER_INTERVAL".into(),
+                                format!("{}ms", subscription.every),
+                            )],
+                        )
+                        .idempotent(format!("{id}@{due}")),
+                    );
                     // Missed intervals are not made up for one by one: the next is `every` on.
                     subscription.next = now_millis + subscription.every;
                     store_schedule(id, subscription.every, subscription.next);

@@ -137,13 +137,21 @@ impl Trigger for Webhook {
                         .as_ref()
                         .is_none_or(|events| events.contains(&kind))
                 })
-                .map(|(id, _)| Fire {
-                    subscription: id.clone(),
-                    variables: vec![
-                        ("GOFER_WEBHOOK_EVENT".into(), kind.clone()),
-                        ("GOFER_WEBHOOK_DELIVERY".into(), delivery.clone()),
-                        ("GOFER_WEBHOOK_BODY".into(), body.clone()),
-                    ],
+                .map(|(id, _)| {
+                    let fire = Fire::new(
+                        id.clone(),
+                        vec![
+                            ("GOFER_WEBHOOK_EVENT".into(), kind.clone()),
+                            ("GOFER_WEBHOOK_DELIVERY".into(), delivery.clone()),
+                            ("GOFER_WEBHOOK_BODY".into(), body.clone()),
+                        ],
+                    );
+                    // A delivery sent again (GitHub retries with the same id) starts no second run.
+                    if delivery.is_empty() {
+                        fire
+                    } else {
+                        fire.idempotent(format!("{id}/{delivery}"))
+                    }
                 })
                 .collect()
         });
