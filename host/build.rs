@@ -5,7 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BUILTINS: &[&str] = &["interval", "cron", "webhook", "debug", "http-request"];
+const BUILTINS: &[&str] = &[
+    "interval",
+    "cron",
+    "webhook",
+    "debug",
+    "http-request",
+    "http-poll",
+];
 const FIXTURES: &[&str] = &["misbehave", "future", "forger"];
 
 fn main() {

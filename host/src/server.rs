@@ -277,17 +277,17 @@ fn serve_on(
                     listener,
                     app.into_make_service_with_connect_info::<api::Peer>(),
                 )
-                    .with_graceful_shutdown(stop)
-                    .into_future(),
+                .with_graceful_shutdown(stop)
+                .into_future(),
             )
         }
         None => Box::pin(
             axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<api::Peer>(),
-                )
-                .with_graceful_shutdown(stop)
-                .into_future(),
+                listener,
+                app.into_make_service_with_connect_info::<api::Peer>(),
+            )
+            .with_graceful_shutdown(stop)
+            .into_future(),
         ),
     })
 }

@@ -60,6 +60,160 @@ pub mod objects {
     }
 }
 
+/// Outgoing HTTP through `wasi:http`, for triggers and tasks alike: only to the hosts the
+/// operator granted the plugin (`[plugins.grants.<name>] http_hosts`); any other is refused.
+pub mod http {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+
+    /// A request: `method` (`GET`, `POST`...), an `http://` or `https://` `url`, headers, a body.
+    #[derive(Debug, Clone, Default)]
+    pub struct Request {
+        pub method: String,
+        pub url: String,
+        pub headers: Vec<(String, String)>,
+        pub body: Option<Vec<u8>>,
+        /// Most of the response body read (the rest is not); 0: 1 MiB.
+        pub max_body: usize,
+    }
+
+    impl Request {
+        /// A `GET` of `url`.
+        pub fn get(url: impl Into<String>) -> Self {
+            Self {
+                method: "GET".into(),
+                url: url.into(),
+                ..Self::default()
+            }
+        }
+    }
+
+    /// A response: its status and (up to `max_body` of) its body.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Response {
+        pub status: u16,
+        pub body: Vec<u8>,
+    }
+
+    /// Why a request was not made.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Error {
+        /// The request itself is wrong (URL, method, header): the message says what.
+        Invalid(String),
+        /// It could not be made or answered (a host not granted, a connection error).
+        Failed(String),
+    }
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Self::Invalid(message) => write!(f, "bad request: {message}"),
+                Self::Failed(message) => write!(f, "request failed: {message}"),
+            }
+        }
+    }
+
+    fn method(name: &str) -> Method {
+        match name.to_ascii_uppercase().as_str() {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            other => Method::Other(other.to_string()),
+        }
+    }
+
+    /// Sends `request` and waits for the response (the host's deadline bounds the wait).
+    pub fn send(request: &Request) -> Result<Response, Error> {
+        let invalid = |message: String| Error::Invalid(message);
+        let failed = |message: String| Error::Failed(message);
+        let (scheme, rest) = if let Some(rest) = request.url.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else if let Some(rest) = request.url.strip_prefix("https://") {
+            (Scheme::Https, rest)
+        } else {
+            return Err(invalid(format!(
+                "url '{}' must start with http:// or https://",
+                request.url
+            )));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, "/"),
+        };
+        let headers = Fields::new();
+        for (name, value) in &request.headers {
+            headers
+                .append(name, value.as_bytes())
+                .map_err(|error| invalid(format!("header '{name}': {error:?}")))?;
+        }
+        let outgoing = OutgoingRequest::new(headers);
+        outgoing
+            .set_method(&method(&request.method))
+            .map_err(|()| invalid(format!("method '{}'", request.method)))?;
+        outgoing
+            .set_scheme(Some(&scheme))
+            .map_err(|()| invalid("scheme".into()))?;
+        outgoing
+            .set_authority(Some(authority))
+            .map_err(|()| invalid(format!("host '{authority}'")))?;
+        outgoing
+            .set_path_with_query(Some(path))
+            .map_err(|()| invalid(format!("path '{path}'")))?;
+        let body = outgoing
+            .body()
+            .map_err(|()| failed("could not open the request body".into()))?;
+        if let Some(bytes) = &request.body {
+            let stream = body
+                .write()
+                .map_err(|()| failed("could not write the request body".into()))?;
+            for chunk in bytes.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|error| failed(format!("could not send the body: {error:?}")))?;
+            }
+            drop(stream);
+        }
+        OutgoingBody::finish(body, None)
+            .map_err(|error| failed(format!("could not finish the body: {error:?}")))?;
+        let pending = outgoing_handler::handle(outgoing, None)
+            .map_err(|error| failed(format!("{error:?}")))?;
+        pending.subscribe().block();
+        let response = pending
+            .get()
+            .ok_or_else(|| failed("no response".into()))?
+            .map_err(|()| failed("the response was already taken".into()))?
+            .map_err(|error| failed(format!("{error:?}")))?;
+        let status = response.status();
+        let incoming = response
+            .consume()
+            .map_err(|()| failed("could not read the response body".into()))?;
+        let stream = incoming
+            .stream()
+            .map_err(|()| failed("could not read the response body".into()))?;
+        let most = if request.max_body == 0 {
+            1 << 20
+        } else {
+            request.max_body
+        };
+        let mut received = Vec::new();
+        while received.len() < most {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => received.extend_from_slice(&chunk),
+                Err(_) => break,
+            }
+        }
+        received.truncate(most);
+        Ok(Response {
+            status,
+            body: received,
+        })
+    }
+}
+
 /// How important a [`log`] line is.
 pub use import_bindings::gofer::plugin::host::LogLevel;
 

@@ -36,7 +36,9 @@ pub enum InterpolationError {
     NoObject { what: String, object: String },
     #[error("{what}: run_object{{{{{key}}}}} needs a run; it cannot be used here")]
     NoRun { what: String, key: String },
-    #[error("{what}: only global_secret{{{{…}}}} references can be used in a plugin's configuration")]
+    #[error(
+        "{what}: only global_secret{{{{…}}}} references can be used in a plugin's configuration"
+    )]
     OnlyGlobalSecrets { what: String },
     #[error("{what}: {source}")]
     Secrets {

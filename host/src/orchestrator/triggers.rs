@@ -409,7 +409,9 @@ impl TriggerManager {
             }
             Err(error) => {
                 tracing::error!(plugin = %stored.plugin, %error, "could not look up a fired subscription");
-                return FireOutcome::Refused(format!("the subscription could not be read: {error}"));
+                return FireOutcome::Refused(format!(
+                    "the subscription could not be read: {error}"
+                ));
             }
         };
         let origin = RunOrigin::Trigger {
@@ -491,8 +493,10 @@ impl HostServices for TriggerManager {
         let Some(config) = self.inner.plugin_config.get(plugin) else {
             return Ok(Vec::new());
         };
-        let pairs: Vec<(String, String)> =
-            config.iter().map(|(key, value)| (key.clone(), value.clone())).collect();
+        let pairs: Vec<(String, String)> = config
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
         self.inner
             .orchestrator
             .resolve_operator_values(pairs)

@@ -27,8 +27,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::identity::PluginIdentities;
 use super::{
-    ExternalOutcome, Fire, LoadedPlugin, OutsideEvent, PluginDescription, PluginError, TaskPlugin, TaskRequest,
-    TriggerPlugin, WakeOutcome,
+    ExternalOutcome, Fire, LoadedPlugin, OutsideEvent, PluginDescription, PluginError, TaskPlugin,
+    TaskRequest, TriggerPlugin, WakeOutcome,
 };
 use crate::models::{PluginKind, PluginParameter};
 
@@ -972,11 +972,7 @@ impl TriggerPlugin for GrpcTrigger {
                 .filter(|status| (100..=599).contains(status))
                 .unwrap_or(500),
             message: response.message,
-            fires: response
-                .fires
-                .into_iter()
-                .map(proto_fire)
-                .collect(),
+            fires: response.fires.into_iter().map(proto_fire).collect(),
         })
     }
 

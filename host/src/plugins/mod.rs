@@ -52,8 +52,8 @@ pub struct PluginDescription {
     pub settings: Vec<PluginParameter>,
 }
 
-pub use crate::domain::{Fire, FireOutcome};
 use crate::domain::SubscriptionHandle;
+pub use crate::domain::{Fire, FireOutcome};
 
 /// A fire as a plugin sent it: the handle is looked up later, never trusted.
 fn fire(handle: String, variables: Vec<(String, String)>, idempotency_key: Option<String>) -> Fire {

@@ -507,7 +507,9 @@ impl WasmRuntime {
                 Ok((info, LoadedPlugin::Trigger(Arc::new(trigger))))
             }
             PluginKind::Task => {
-                let pre = task_linker.instantiate_pre(&component).map_err(load_error)?;
+                let pre = task_linker
+                    .instantiate_pre(&component)
+                    .map_err(load_error)?;
                 let pre = match version {
                     0 => TaskPre::V1(v1::task::TaskPre::new(pre).map_err(load_error)?),
                     _ => TaskPre::V2(v2::task::TaskPre::new(pre).map_err(load_error)?),
@@ -842,7 +844,9 @@ impl WasmTrigger {
         &self,
         deadline: Duration,
     ) -> Result<(Store<State>, TriggerInstance), PluginError> {
-        let mut store = self.runtime.new_store(&self.name, self.runtime.wasi(&self.name, &[], None));
+        let mut store = self
+            .runtime
+            .new_store(&self.name, self.runtime.wasi(&self.name, &[], None));
         let limits = &self.runtime.limits;
         let instance = within(deadline, limits, self.pre.instantiate(&mut store)).await?;
         let replay: Vec<(String, Vec<(String, String)>)> = self
@@ -872,8 +876,12 @@ impl TriggerPlugin for Arc<WasmTrigger> {
         now: u64,
     ) -> Result<Option<u64>, PluginError> {
         let pairs = settings.to_vec();
-        let result = on_instance!(self.as_ref(), |store, instance| instance
-            .subscribe(&mut *store, handle, &pairs, now))?;
+        let result = on_instance!(self.as_ref(), |store, instance| instance.subscribe(
+            &mut *store,
+            handle,
+            &pairs,
+            now
+        ))?;
         match result {
             Ok(next) => {
                 self.subscriptions
@@ -896,7 +904,8 @@ impl TriggerPlugin for Arc<WasmTrigger> {
     }
 
     async fn wake(&self, now: u64) -> Result<WakeOutcome, PluginError> {
-        on_instance!(self.as_ref(), |store, instance| instance.wake(&mut *store, now))
+        on_instance!(self.as_ref(), |store, instance| instance
+            .wake(&mut *store, now))
     }
 
     async fn external_event(&self, event: OutsideEvent) -> Result<ExternalOutcome, PluginError> {
@@ -922,11 +931,17 @@ impl TaskPre {
     async fn info(&self, store: &mut Store<State>) -> wasmtime::Result<PluginDescription> {
         Ok(match self {
             Self::V1(pre) => description!(
-                pre.instantiate_async(&mut *store).await?.call_info(store).await?,
+                pre.instantiate_async(&mut *store)
+                    .await?
+                    .call_info(store)
+                    .await?,
                 v1::trigger::gofer::plugin::types
             ),
             Self::V2(pre) => description!(
-                pre.instantiate_async(&mut *store).await?.call_info(store).await?,
+                pre.instantiate_async(&mut *store)
+                    .await?
+                    .call_info(store)
+                    .await?,
                 v2::trigger::gofer::plugin::types
             ),
         })

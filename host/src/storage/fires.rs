@@ -81,7 +81,13 @@ impl Db<'_> {
     }
 
     /// Marks a fire as having started a run (call in the run's own transaction).
-    pub fn fire_started(&self, id: i64, namespace: &str, pipeline: &str, run_id: u64) -> Result<()> {
+    pub fn fire_started(
+        &self,
+        id: i64,
+        namespace: &str,
+        pipeline: &str,
+        run_id: u64,
+    ) -> Result<()> {
         self.conn
             .prepare_cached(
                 "UPDATE fires SET run_namespace = ?2, run_pipeline = ?3, run_id = ?4 WHERE id = ?1",

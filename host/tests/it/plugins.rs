@@ -85,7 +85,7 @@ async fn built_in_plugins_are_listed() {
         .collect();
     assert_eq!(
         names,
-        ["cron", "debug", "http-request", "interval", "webhook"]
+        ["cron", "debug", "http-poll", "http-request", "interval", "webhook"]
     );
     let (_, interval) = api.get("/api/plugins/interval").await;
     let interval = &interval["plugin"];
@@ -1053,4 +1053,137 @@ async fn a_guest_blocked_in_a_host_call_meets_its_deadline_and_its_cancel() {
         .post(&subscriptions("blocked"), sleepy("brief", 2_000))
         .await;
     assert_eq!(status, StatusCode::CREATED, "within its 4 s: {body}");
+}
+
+/// A polling trigger (built with the SDK against gofer:plugin@0.2.0) fetches a granted loopback
+/// server and starts a run each time what it gets back changes; a host not granted is refused at
+/// subscribe.
+#[tokio::test]
+async fn a_polling_trigger_fires_when_what_it_polls_changes() {
+    use std::sync::{Arc, Mutex};
+    let content = Arc::new(Mutex::new("version 1".to_string()));
+    let served = Arc::clone(&content);
+    let app = axum::Router::new().route(
+        "/release",
+        axum::routing::get(move || {
+            let served = Arc::clone(&served);
+            async move { served.lock().unwrap().clone() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::write_file(
+        dir.path(),
+        "gofer.toml",
+        &format!("[plugins.grants.http-poll]\nhttp_hosts = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let server = TestServer::start_with(&[], &["--config", config.to_str().unwrap()]).await;
+    let api = server.client();
+    deploy(
+        &api,
+        json!({"id": "watcher", "name": "watcher", "tasks": [shell_task("show", "echo \"seen=$GOFER_POLL_BODY\"", json!({}))]}),
+    )
+    .await;
+    // Not granted: refused at once, with the reason.
+    let (status, body) = api
+        .post(
+            &subscriptions("watcher"),
+            json!({"extension_id": "http-poll", "subscription_id": "elsewhere",
+                   "settings": {"url": format!("http://localhost:{port}/release"), "every": "1s"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("request failed"),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(
+            &subscriptions("watcher"),
+            json!({"extension_id": "http-poll", "subscription_id": "release",
+                   "settings": {"url": format!("http://127.0.0.1:{port}/release"), "every": "1s"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Nothing changed: no run.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(runs(&api, "watcher").await.is_empty());
+    // A change: one run, with what was seen.
+    *content.lock().unwrap() = "version 2".into();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let run_id = loop {
+        if let Some(run) = runs(&api, "watcher").await.first() {
+            break run["run_id"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the change was never noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    wait_for_run(&api, "watcher", run_id, 60).await;
+    let log = crate::support::task_log(&api, "watcher", run_id, "show").await;
+    assert!(log.contains("seen=version 2"), "{log}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(runs(&api, "watcher").await.len(), 1, "one run per change");
+}
+
+/// The webhook routes by the path after /api/external/webhook and checks a query token.
+#[tokio::test]
+async fn a_webhook_routes_by_path_and_checks_a_query_token() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    for pipeline in ["deployer", "builder"] {
+        deploy(&api, debug_pipeline(pipeline)).await;
+    }
+    for (pipeline, settings) in [
+        (
+            "deployer",
+            json!({"path": "/deploy", "token": "s3cr3t-token"}),
+        ),
+        ("builder", json!({"path": "/build"})),
+    ] {
+        let (status, body) = api
+            .post(
+                &subscriptions(pipeline),
+                json!({"extension_id": "webhook", "subscription_id": "hook", "settings": settings}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let http = crate::support::http_client();
+    let send = |path: &str| {
+        http.post(format!("{}/api/external/webhook{path}", server.base_url()))
+            .body("{}")
+            .send()
+    };
+    assert_eq!(
+        send("/deploy?token=wrong").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send("/deploy").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(send("/elsewhere").await.unwrap().status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(runs(&api, "deployer").await.is_empty());
+    assert!(runs(&api, "builder").await.is_empty());
+    assert_eq!(
+        send("/deploy?x=1&token=s3cr3t-token")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(send("/build").await.unwrap().status(), StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runs(&api, "deployer").await.is_empty() || runs(&api, "builder").await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the routed requests started no runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(runs(&api, "deployer").await.len(), 1);
+    assert_eq!(runs(&api, "builder").await.len(), 1);
 }

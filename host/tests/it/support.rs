@@ -202,6 +202,12 @@ impl TestServer {
         }
     }
 
+    /// Sets an environment variable for the next starts.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.remove_env(key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Leaves an environment variable out of the next starts.
     pub fn remove_env(&mut self, key: &str) {
         self.env.retain(|(name, _)| name != key);

@@ -530,3 +530,114 @@ async fn outside_events_are_bounded_in_size_and_rate() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+/// Loads the `forger` fixture and subscribes `pipeline` to it (subscription `mine`).
+async fn forger_subscribed(server: &TestServer, api: &Api, pipeline: &str) {
+    std::fs::create_dir_all(plugins_dir(server)).unwrap();
+    std::fs::copy(fixture("forger"), plugins_dir(server).join("forger.wasm")).unwrap();
+    wait_for_plugins(api, "forger loads", |plugins| {
+        plugins
+            .iter()
+            .any(|p| p["name"] == "forger" && p["status"] == "loaded")
+    })
+    .await;
+    deploy(
+        api,
+        json!({"id": pipeline, "name": pipeline, "tasks": [shell_task("echo", "echo fired", json!({}))]}),
+    )
+    .await;
+    let (status, body) = api
+        .post(
+            &subscriptions(pipeline),
+            json!({"extension_id": "forger", "subscription_id": "mine", "settings": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// Sends an outside event to the forger; its status and message.
+async fn forge(server: &TestServer, body: &str) -> (StatusCode, String) {
+    let response = crate::support::http_client()
+        .post(format!("{}/api/external/forger", server.base_url()))
+        .body(body.to_string())
+        .send()
+        .await;
+    match response {
+        Ok(response) => {
+            let status = response.status();
+            (status, response.text().await.unwrap_or_default())
+        }
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn the_same_fire_twice_starts_one_run_and_says_so() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    forger_subscribed(&server, &api, "once").await;
+    // Fired from the plugin's answer, twice with one key: one run.
+    assert_eq!(
+        forge(&server, "@seen#delivery-1").await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        forge(&server, "@seen#delivery-1").await.0,
+        StatusCode::ACCEPTED
+    );
+    let run = first_run(&api, "once").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(runs(&api, "once").await.len(), 1, "one run for one key");
+    // Fired through fires.send: the outcome comes back, the run's id, then the same as a duplicate.
+    let (status, message) = forge(&server, "@now#delivery-2").await;
+    assert_eq!(status, StatusCode::OK);
+    let run_id = run["run_id"].as_u64().unwrap() + 1;
+    assert!(message.contains(&format!("started {run_id}")), "{message}");
+    let (_, message) = forge(&server, "@now#delivery-2").await;
+    assert!(
+        message.contains(&format!("duplicate {run_id}")),
+        "{message}"
+    );
+    let (_, message) = forge(&server, "@now#delivery-1").await;
+    assert!(message.contains("duplicate 1"), "{message}");
+    // And a refusal says why.
+    let (status, _) = api
+        .patch(
+            "/api/namespaces/default/pipelines/once",
+            json!({"state": "disabled"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, message) = forge(&server, "@now#delivery-3").await;
+    assert!(
+        message.contains("refused") && message.contains("disabled"),
+        "{message}"
+    );
+    assert_eq!(runs(&api, "once").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_fire_the_server_stopped_in_the_middle_of_starts_its_run_once_after_restart() {
+    let mut server = TestServer::start().await;
+    let api = server.client();
+    forger_subscribed(&server, &api, "resumed").await;
+    // Dies right after the fire is committed, before its run is queued.
+    server.stop();
+    server.set_env("GOFER_FAILPOINT", "fire-committed");
+    server.spawn(&[]).await;
+    let (status, _) = forge(&server, "@seen#crash-1").await;
+    assert!(!status.is_success(), "{status}");
+    let exited = server.wait_for_exit(20).await;
+    assert!(!exited.success());
+    server.remove_env("GOFER_FAILPOINT");
+    server.spawn(&[]).await;
+    let run = first_run(&api, "resumed").await;
+    assert_eq!(run["initiator"]["user"], "forger trigger (mine)", "{run}");
+    // Sent again after the restart: still one run.
+    assert_eq!(
+        forge(&server, "@seen#crash-1").await.0,
+        StatusCode::ACCEPTED
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(runs(&api, "resumed").await.len(), 1);
+}

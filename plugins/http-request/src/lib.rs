@@ -3,9 +3,7 @@
 //! and the body, and exits 0 when the status is expected, 1 when not, 2 for bad settings, 3 when
 //! the request could not be made (refused host, connection error).
 
-use gofer_sdk::plugin::{Info, Kind, Pairs, Task};
-use wasip2::http::outgoing_handler;
-use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+use gofer_sdk::plugin::{Info, Kind, Pairs, Task, http};
 
 /// Most of the response body that is printed.
 const MAX_BODY: usize = 1024 * 1024;
@@ -14,7 +12,7 @@ struct HttpRequest;
 
 struct Settings {
     url: String,
-    method: Method,
+    method: String,
     headers: Vec<(String, String)>,
     body: Option<String>,
     expect: Vec<String>,
@@ -23,7 +21,7 @@ struct Settings {
 fn parse(settings: Pairs) -> Result<Settings, String> {
     let mut parsed = Settings {
         url: String::new(),
-        method: Method::Get,
+        method: "GET".into(),
         headers: Vec::new(),
         body: None,
         expect: vec!["2xx".into()],
@@ -32,15 +30,11 @@ fn parse(settings: Pairs) -> Result<Settings, String> {
         match key.as_str() {
             "url" => parsed.url = value,
             "method" => {
-                parsed.method = match value.to_ascii_uppercase().as_str() {
-                    "GET" => Method::Get,
-                    "POST" => Method::Post,
-                    "PUT" => Method::Put,
-                    "PATCH" => Method::Patch,
-                    "DELETE" => Method::Delete,
-                    "HEAD" => Method::Head,
-                    other => return Err(format!("unknown method '{other}'")),
+                let method = value.to_ascii_uppercase();
+                if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&method.as_str()) {
+                    return Err(format!("unknown method '{method}'"));
                 }
+                parsed.method = method;
             }
             "body" => parsed.body = Some(value),
             "expect_status" => {
@@ -77,78 +71,18 @@ fn expected(status: u16, patterns: &[String]) -> bool {
 }
 
 fn send(settings: &Settings) -> Result<(u16, Vec<u8>), String> {
-    let (scheme, rest) = if let Some(rest) = settings.url.strip_prefix("http://") {
-        (Scheme::Http, rest)
-    } else if let Some(rest) = settings.url.strip_prefix("https://") {
-        (Scheme::Https, rest)
-    } else {
-        return Err(format!(
-            "bad settings: url '{}' must start with http:// or https://",
-            settings.url
-        ));
+    let request = http::Request {
+        method: settings.method.clone(),
+        url: settings.url.clone(),
+        headers: settings.headers.clone(),
+        body: settings.body.clone().map(String::into_bytes),
+        max_body: MAX_BODY,
     };
-    let (authority, path) = match rest.find('/') {
-        Some(slash) => (&rest[..slash], &rest[slash..]),
-        None => (rest, "/"),
-    };
-    let headers = Fields::new();
-    for (name, value) in &settings.headers {
-        headers
-            .append(name, value.as_bytes())
-            .map_err(|error| format!("bad settings: header '{name}': {error:?}"))?;
+    match http::send(&request) {
+        Ok(response) => Ok((response.status, response.body)),
+        Err(http::Error::Invalid(message)) => Err(format!("bad settings: {message}")),
+        Err(error) => Err(error.to_string()),
     }
-    let request = OutgoingRequest::new(headers);
-    request
-        .set_method(&settings.method)
-        .map_err(|()| "bad settings: method".to_string())?;
-    request
-        .set_scheme(Some(&scheme))
-        .map_err(|()| "bad settings: scheme".to_string())?;
-    request
-        .set_authority(Some(authority))
-        .map_err(|()| format!("bad settings: host '{authority}'"))?;
-    request
-        .set_path_with_query(Some(path))
-        .map_err(|()| format!("bad settings: path '{path}'"))?;
-    let body = request
-        .body()
-        .map_err(|()| "could not open the request body".to_string())?;
-    if let Some(text) = &settings.body {
-        let stream = body
-            .write()
-            .map_err(|()| "could not write the request body".to_string())?;
-        for chunk in text.as_bytes().chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|error| format!("could not send the body: {error:?}"))?;
-        }
-        drop(stream);
-    }
-    OutgoingBody::finish(body, None)
-        .map_err(|error| format!("could not finish the body: {error:?}"))?;
-    let pending = outgoing_handler::handle(request, None)
-        .map_err(|error| format!("request not made: {error:?}"))?;
-    pending.subscribe().block();
-    let response = pending
-        .get()
-        .ok_or("no response")?
-        .map_err(|()| "the response was already taken".to_string())?
-        .map_err(|error| format!("request not made: {error:?}"))?;
-    let status = response.status();
-    let incoming = response
-        .consume()
-        .map_err(|()| "could not read the response body".to_string())?;
-    let stream = incoming
-        .stream()
-        .map_err(|()| "could not read the response body".to_string())?;
-    let mut received = Vec::new();
-    while received.len() < MAX_BODY {
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => received.extend_from_slice(&chunk),
-            Err(_) => break,
-        }
-    }
-    Ok((status, received))
 }
 
 impl Task for HttpRequest {

@@ -1,6 +1,10 @@
-//! `webhook`: starts runs on HTTP requests to `POST /api/external/webhook`. A subscription with a
-//! `secret` only accepts requests signed like GitHub's webhooks (`X-Hub-Signature-256:
-//! sha256=<hex HMAC-SHA256 of the body>`); `events` limits it to some `X-GitHub-Event` values.
+//! `webhook`: starts runs on HTTP requests to `/api/external/webhook[/{path}]`. A subscription
+//! with a `secret` only accepts requests signed like GitHub's webhooks (`X-Hub-Signature-256:
+//! sha256=<hex HMAC-SHA256 of the body>`); with a `token`, only requests whose query carries it
+//! (`?token=...`, for senders that cannot sign); `path` routes by what follows
+//! `/api/external/webhook` (`/deploy`: only `/api/external/webhook/deploy`); `events` limits it to
+//! some `X-GitHub-Event` values. A delivery sent again with the same `X-GitHub-Delivery` starts
+//! no second run.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -19,7 +23,28 @@ struct Webhook;
 #[derive(Default)]
 struct Subscription {
     secret: Option<String>,
+    token: Option<String>,
+    path: Option<String>,
     events: Option<Vec<String>>,
+}
+
+/// The value of `name` in a query string (`a=1&token=x`), as sent (no decoding: tokens are plain).
+fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// Compares without telling, by its time, how much of a secret matched.
+fn same(left: &str, right: &str) -> bool {
+    left.len() == right.len()
+        && left
+            .bytes()
+            .zip(right.bytes())
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
 }
 
 thread_local! {
@@ -62,6 +87,16 @@ impl Trigger for Webhook {
                     documentation: "Only accept requests signed with this secret (X-Hub-Signature-256).".into(),
                 },
                 Parameter {
+                    key: "token".into(),
+                    required: false,
+                    documentation: "Only accept requests whose query has token=<this> (for senders that cannot sign).".into(),
+                },
+                Parameter {
+                    key: "path".into(),
+                    required: false,
+                    documentation: "Only requests to /api/external/webhook<path>, e.g. \"/deploy\".".into(),
+                },
+                Parameter {
                     key: "events".into(),
                     required: false,
                     documentation: "Comma-separated X-GitHub-Event values to accept, e.g. \"push,release\".".into(),
@@ -80,6 +115,14 @@ impl Trigger for Webhook {
             match key.as_str() {
                 "secret" if value.is_empty() => return Err("the setting 'secret' is empty".into()),
                 "secret" => parsed.secret = Some(value),
+                "token" if value.is_empty() => return Err("the setting 'token' is empty".into()),
+                "token" => parsed.token = Some(value),
+                "path" if !value.starts_with('/') => {
+                    return Err(format!(
+                        "the setting 'path' must start with '/', got '{value}'"
+                    ));
+                }
+                "path" => parsed.path = Some(value),
                 "events" => {
                     parsed.events = Some(
                         value
@@ -91,7 +134,7 @@ impl Trigger for Webhook {
                 }
                 other => {
                     return Err(format!(
-                        "unknown setting '{other}'; webhook takes 'secret' and 'events'"
+                        "unknown setting '{other}'; webhook takes 'secret', 'token', 'path' and 'events'"
                     ));
                 }
             }
@@ -119,14 +162,29 @@ impl Trigger for Webhook {
         let signature = header(&event, "x-hub-signature-256");
         let body = String::from_utf8_lossy(&event.body[..event.body.len().min(MAX_BODY_VARIABLE)])
             .into_owned();
-        let mut rejected = 0;
+        let rejected = std::cell::Cell::new(0);
+        let token = query_value(&event.query, "token");
         let fires: Vec<Fire> = SUBSCRIPTIONS.with(|subscriptions| {
             subscriptions
                 .borrow()
                 .iter()
+                .filter(|(_, subscription)| {
+                    subscription
+                        .path
+                        .as_deref()
+                        .is_none_or(|path| path == event.path)
+                })
+                .filter(|(_, subscription)| match (&subscription.token, token) {
+                    (Some(expected), Some(given)) if same(expected, given) => true,
+                    (Some(_), _) => {
+                        rejected.set(rejected.get() + 1);
+                        false
+                    }
+                    (None, _) => true,
+                })
                 .filter(|(_, subscription)| match &subscription.secret {
                     Some(secret) if !signature_matches(secret, &event.body, signature) => {
-                        rejected += 1;
+                        rejected.set(rejected.get() + 1);
                         false
                     }
                     _ => true,
@@ -155,7 +213,7 @@ impl Trigger for Webhook {
                 })
                 .collect()
         });
-        match (fires.len(), rejected) {
+        match (fires.len(), rejected.get()) {
             (0, 0) => ExternalResponse {
                 status: 200,
                 message: "no subscription matched this request".into(),
@@ -163,7 +221,7 @@ impl Trigger for Webhook {
             },
             (0, _) => ExternalResponse {
                 status: 401,
-                message: "the request's signature does not match".into(),
+                message: "the request's signature or token does not match".into(),
                 fires,
             },
             (started, _) => ExternalResponse {
