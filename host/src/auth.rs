@@ -195,6 +195,14 @@ pub fn requirement(
         }
         _ if under(&["api", "roles"]) && action != Action::Read => return Requirement::Admin,
         _ if under(&["api", "events"]) && action == Action::Delete => return Requirement::Admin,
+        // A plugin serves every namespace: its log, and v0's extension management, are the
+        // operator's.
+        _ if under(&["api", "extensions"])
+            && (segments.last() == Some(&"logs")
+                || (action != Action::Read && segments.len() <= 3)) =>
+        {
+            return Requirement::Admin;
+        }
         _ => {}
     }
     let mut resources = Vec::new();

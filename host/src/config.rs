@@ -131,6 +131,8 @@ pub struct PluginsSection {
     pub object_max_kib: u64,
     /// Largest body of an outside event (`POST /api/external/{plugin}`), in KiB.
     pub external_event_max_kib: u64,
+    /// A plugin's own log is rotated past this many KiB (so at most twice that is kept).
+    pub log_max_kib: u64,
     /// Outside events one plugin accepts per minute (bursts up to that many); more get 429.
     /// 0: no limit.
     pub external_events_per_minute: u64,
@@ -220,6 +222,7 @@ impl Default for ServerConfig {
                 object_limit: 1000,
                 object_max_kib: 1024,
                 external_event_max_kib: 1024,
+                log_max_kib: 1024,
                 external_events_per_minute: 600,
                 grants: Default::default(),
                 config: Default::default(),

@@ -89,6 +89,10 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         config.plugins.object_max_kib << 10,
         config.plugins.object_limit,
     );
+    let plugin_logs = crate::plugins::logs::PluginLogs::new(
+        data_dir.join("plugin-logs"),
+        config.plugins.log_max_kib << 10,
+    );
     let runtime = WasmRuntime::new(
         config.plugin_cache_dir(),
         Limits {
@@ -123,6 +127,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
                 .collect(),
         },
         Some(Arc::new(plugin_objects)),
+        plugin_logs.clone(),
     )?;
     // Listening before plugins start, so that they are told the real port (`--bind :0`).
     let tls = if config.server.tls_cert.as_os_str().is_empty() {
@@ -151,6 +156,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         call_timeout: Duration::from_millis(config.plugins.trigger_call_timeout_ms),
         stop_grace: Duration::from_millis(config.plugins.stop_grace_ms),
         identities: Some(Arc::new(identities)),
+        logs: Some(plugin_logs),
     };
     let (registry, (task_api_url, task_listener)) = tokio::join!(
         PluginRegistry::start(runtime, grpc, config.plugins_dir()),

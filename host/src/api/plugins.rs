@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::extract::ConnectInfo;
+use axum::extract::ws::WebSocket;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,13 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
             delete_subscription
         ))
         .routes(routes!(external_event))
+        .routes(routes!(list_extensions, install_extension))
+        .routes(routes!(
+            get_extension,
+            uninstall_extension,
+            update_extension
+        ))
+        .routes(routes!(get_extension_logs))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -423,4 +431,213 @@ impl OutsideEventLimits {
             Err(Duration::from_secs_f64((1.0 - *tokens) / per_second))
         }
     }
+}
+
+/// A plugin in v0's `Extension` shape (v0's extensions were its triggers).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = Extension)]
+pub struct V0Extension {
+    pub registration: ExtensionRegistration,
+    pub documentation: ExtensionDocumentation,
+    /// When the plugin was loaded (epoch milliseconds; 0 when unknown).
+    pub started: u64,
+    /// `running` when loaded, `exited` when it failed.
+    pub state: String,
+    /// How the server reaches it: `wasm://NAME` or `grpc://NAME`.
+    pub url: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExtensionRegistration {
+    pub extension_id: String,
+    /// v0 ran extensions as images; a plugin's is where it comes from (`builtin`, `folder`).
+    pub image: String,
+    pub settings: Vec<crate::models::Variable>,
+    pub created: u64,
+    pub modified: u64,
+    /// `enabled` when loaded, `disabled` when not.
+    pub status: String,
+    pub additional_roles: Vec<String>,
+    pub registry_auth: Option<crate::models::RegistryAuth>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExtensionDocumentation {
+    pub body: String,
+    pub config_params: Vec<crate::models::PluginParameter>,
+    pub pipeline_subscription_params: Vec<crate::models::PluginParameter>,
+}
+
+impl From<Plugin> for V0Extension {
+    fn from(plugin: Plugin) -> Self {
+        let loaded = plugin.status == "loaded";
+        Self {
+            url: format!("{}://{}", plugin.runtime, plugin.name),
+            registration: ExtensionRegistration {
+                extension_id: plugin.name,
+                image: plugin.source,
+                settings: Vec::new(),
+                created: 0,
+                modified: 0,
+                status: if loaded { "enabled" } else { "disabled" }.into(),
+                additional_roles: Vec::new(),
+                registry_auth: None,
+            },
+            documentation: ExtensionDocumentation {
+                body: plugin.description,
+                config_params: Vec::new(),
+                pipeline_subscription_params: plugin.settings,
+            },
+            started: 0,
+            state: if loaded { "running" } else { "exited" }.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ListExtensionsResponse {
+    pub extensions: Vec<V0Extension>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GetExtensionResponse {
+    pub extension: V0Extension,
+}
+
+/// v0's list of extensions: the trigger plugins, in v0's `Extension` shape (`GET /api/plugins`
+/// has all plugins in Gofer's).
+#[utoipa::path(get, path = "/api/extensions", tag = "Plugins", operation_id = "list_extensions",
+    responses((status = 200, body = ListExtensionsResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn list_extensions(
+    state: AppState,
+    Extension(identity): Extension<Identity>,
+) -> Result<ApiJson<ListExtensionsResponse>, ApiError> {
+    let extensions = state
+        .triggers
+        .registry()
+        .list()
+        .into_iter()
+        .filter(|plugin| plugin.kind != Some(crate::models::PluginKind::Task))
+        .filter(|plugin| identity.may_read(vec![Needed::on("plugins", &plugin.name)]))
+        .map(Into::into)
+        .collect();
+    Ok(ApiJson(ListExtensionsResponse { extensions }))
+}
+
+/// v0's extension: a trigger plugin in v0's `Extension` shape.
+#[utoipa::path(get, path = "/api/extensions/{extension_id}", tag = "Plugins", operation_id = "get_extension",
+    params(("extension_id" = String, Path, description = "The plugin's name")),
+    responses((status = 200, body = GetExtensionResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn get_extension(
+    state: AppState,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<GetExtensionResponse>, ApiError> {
+    let plugin = state
+        .triggers
+        .registry()
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("plugin '{name}' not found")))?;
+    Ok(ApiJson(GetExtensionResponse {
+        extension: plugin.into(),
+    }))
+}
+
+/// The answer to v0's install, uninstall and enable/disable of extensions: plugins are files.
+fn managed_by_files(state: &ApiState) -> ApiError {
+    ApiError::bad_request(format!(
+        "Gofer manages plugins through its plugins folder ({}), not through the API: drop a \
+         .wasm component or a .toml manifest of a gRPC plugin there to install or replace one, \
+         remove the file to uninstall it; subscriptions choose which pipelines use it (see \
+         docs/plugins.md)",
+        state.config.plugins_dir().display()
+    ))
+}
+
+/// v0's install of an extension (a container image): refused with how plugins are managed.
+#[utoipa::path(post, path = "/api/extensions", tag = "Plugins", operation_id = "install_extension",
+    request_body = serde_json::Value,
+    responses((status = "4XX", body = super::ErrorBody)))]
+async fn install_extension(state: AppState) -> ApiError {
+    managed_by_files(&state)
+}
+
+/// v0's uninstall of an extension: refused with how plugins are managed.
+#[utoipa::path(delete, path = "/api/extensions/{extension_id}", tag = "Plugins", operation_id = "uninstall_extension",
+    params(("extension_id" = String, Path, description = "The plugin's name")),
+    responses((status = "4XX", body = super::ErrorBody)))]
+async fn uninstall_extension(state: AppState) -> ApiError {
+    managed_by_files(&state)
+}
+
+/// v0's enable/disable of an extension: refused with how plugins are managed (disable a
+/// pipeline's subscription instead).
+#[utoipa::path(patch, path = "/api/extensions/{extension_id}", tag = "Plugins", operation_id = "update_extension",
+    params(("extension_id" = String, Path, description = "The plugin's name")),
+    request_body = serde_json::Value,
+    responses((status = "4XX", body = super::ErrorBody)))]
+async fn update_extension(state: AppState) -> ApiError {
+    managed_by_files(&state)
+}
+
+/// A plugin's own log: what it wrote (WIT `log`, a trigger's output, a gRPC process's stdout and
+/// stderr), oldest first, as `text/plain`; as a websocket, each line as a text frame, the kept
+/// ones first, then live ones until the client closes. Administrators only (a plugin serves
+/// every namespace).
+#[utoipa::path(get, path = "/api/extensions/{extension_id}/logs", tag = "Plugins", operation_id = "get_extension_logs",
+    params(("extension_id" = String, Path, description = "The plugin's name")),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 101, description = "Websocket stream of log lines"),
+              (status = "4XX", body = super::ErrorBody)))]
+async fn get_extension_logs(
+    state: AppState,
+    super::events::MaybeUpgrade(upgrade): super::events::MaybeUpgrade,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let registry = state.triggers.registry();
+    if registry.get(&name).is_none() {
+        return Err(ApiError::not_found(format!("plugin '{name}' not found")));
+    }
+    let logs = registry.logs().clone();
+    let Some(upgrade) = upgrade else {
+        let text = logs.read(&name).await;
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+    };
+    let mut shutdown = state.shutdown.clone();
+    Ok(upgrade.on_upgrade(move |mut socket: WebSocket| async move {
+        use axum::extract::ws::{Message, close_code};
+        // Follow first, so that no line written while the kept ones are sent is missed.
+        let mut live = logs.follow(&name);
+        for line in logs.read(&name).await.split_inclusive('\n') {
+            if socket.send(Message::Text(line.to_string().into())).await.is_err() {
+                return;
+            }
+        }
+        let end = loop {
+            tokio::select! {
+                line = live.recv() => match line {
+                    Ok(line) => {
+                        if socket.send(Message::Text(line.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(skipped)) => {
+                        let note = format!("[gofer: {skipped} lines skipped: the reader fell behind]\n");
+                        if socket.send(Message::Text(note.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        break (close_code::NORMAL, "log stream finished".to_string());
+                    }
+                },
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    _ => {}
+                },
+                _ = async { drop(shutdown.wait_for(|stopping| *stopping).await) } => {
+                    break (close_code::AWAY, "server shutting down".to_string());
+                }
+            }
+        };
+        let _ = super::events::close(&mut socket, end.0, &end.1).await;
+    }))
 }

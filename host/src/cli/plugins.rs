@@ -14,6 +14,13 @@ pub(super) enum PluginCommand {
     List,
     /// Show one plugin and its settings.
     Get { name: String },
+    /// A plugin's own log (what it wrote; administrators only); `--follow` keeps printing new
+    /// lines until interrupted.
+    Logs {
+        name: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +116,14 @@ pub(super) async fn plugin(ctx: &Session, command: PluginCommand) -> anyhow::Res
             ctx.show(&body, |body| {
                 Ok(plugins_table(&field::<Vec<Plugin>>(body, "plugins")?))
             })
+        }
+        PluginCommand::Logs { name, follow } => {
+            let path = format!("/api/extensions/{name}/logs");
+            if follow {
+                return super::runs::stream_log(ctx, &path, None).await;
+            }
+            super::output::text(ctx.client.get_text(&path).await?)?;
+            Ok(())
         }
         PluginCommand::Get { name } => {
             let body = ctx.client.get(&format!("/api/plugins/{name}")).await?;

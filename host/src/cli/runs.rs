@@ -302,7 +302,11 @@ async fn attach(ctx: &Session, path: &str) -> anyhow::Result<()> {
 }
 
 /// Prints a log websocket's lines (prefixed with `prefix`) until the server closes it.
-async fn stream_log(ctx: &Session, path: &str, prefix: Option<&str>) -> anyhow::Result<()> {
+pub(super) async fn stream_log(
+    ctx: &Session,
+    path: &str,
+    prefix: Option<&str>,
+) -> anyhow::Result<()> {
     let mut socket = connect(ctx, path).await?;
     while let Some(message) = socket.next().await {
         match message.context("the log stream broke")? {

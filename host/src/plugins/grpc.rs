@@ -113,6 +113,8 @@ pub struct GrpcSettings {
     pub stop_grace: Duration,
     /// Gives each process its own API token (none: plugins get no token).
     pub identities: Option<Arc<PluginIdentities>>,
+    /// Where each process's stdout and stderr lines are kept (none: the server's log only).
+    pub logs: Option<super::logs::PluginLogs>,
 }
 
 /// What `GET /api/plugins` shows about a plugin's process.
@@ -536,6 +538,7 @@ impl Launcher {
             "stderr",
             child.stderr.take().map(BufReader::new),
             Some(Arc::clone(&stderr)),
+            self.settings.logs.clone(),
         ));
         let mut stdout = child.stdout.take().map(BufReader::new);
         let mut spawned = Spawned {
@@ -548,7 +551,13 @@ impl Launcher {
         };
         match self.handshake(&mut spawned.child, stdout.as_mut()).await {
             Ok(channel) => {
-                tokio::spawn(log_lines(self.label.clone(), "stdout", stdout, None));
+                tokio::spawn(log_lines(
+                    self.label.clone(),
+                    "stdout",
+                    stdout,
+                    None,
+                    self.settings.logs.clone(),
+                ));
                 Ok(Process {
                     spawned,
                     pid,
@@ -699,11 +708,15 @@ async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
     stream: &'static str,
     reader: Option<BufReader<R>>,
     tail: Option<Arc<Mutex<VecDeque<String>>>>,
+    logs: Option<super::logs::PluginLogs>,
 ) {
     let Some(reader) = reader else { return };
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(plugin = %plugin, stream, "{line}");
+        if let Some(logs) = &logs {
+            logs.append(&plugin, stream, &line).await;
+        }
         if let Some(tail) = &tail {
             let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if tail.len() == STDERR_TAIL {

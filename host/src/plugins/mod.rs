@@ -10,6 +10,7 @@
 
 pub mod grpc;
 pub mod identity;
+pub mod logs;
 pub mod wasm;
 
 use std::collections::BTreeMap;
@@ -273,6 +274,11 @@ fn failed(name: String, source: &str, runtime: Runtime, error: &PluginError) -> 
 }
 
 impl PluginRegistry {
+    /// The plugins' own logs.
+    pub fn logs(&self) -> &logs::PluginLogs {
+        self.inner.runtime.logs()
+    }
+
     /// Gives WebAssembly plugins firing and their configuration (the trigger manager).
     pub fn set_services(&self, services: Arc<dyn HostServices>) {
         self.inner.runtime.set_services(services);

@@ -26,6 +26,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::identity::{PluginObjectError, PluginObjects};
+use super::logs::PluginLogs;
 use super::{
     ExternalOutcome, FireOutcome, HostServices, LoadedPlugin, OutsideEvent, PluginDescription,
     PluginError, TaskPlugin, TaskRequest, TriggerPlugin, WakeOutcome,
@@ -210,6 +211,19 @@ struct State {
     objects: Option<Arc<PluginObjects>>,
     /// Firing and the operator's configuration (none until the trigger manager exists).
     services: Option<Arc<dyn HostServices>>,
+    /// Where the plugin's own log lines go.
+    logs: PluginLogs,
+}
+
+impl State {
+    /// Writes a line to the plugin's log and to the server's (what is awaited holds no borrow
+    /// of the store).
+    fn log(&self, level: u8, message: String) -> impl std::future::Future<Output = ()> + Send {
+        log(&self.plugin, level, &message);
+        let source = ["trace", "debug", "info", "warn", "error"][usize::from(level.min(4))];
+        let (logs, plugin) = (self.logs.clone(), self.plugin.clone());
+        async move { logs.append(&plugin, source, &message).await }
+    }
 }
 
 impl wasmtime_wasi_http::WasiHttpView for State {
@@ -291,7 +305,7 @@ shared_host!(v2);
 
 impl v1::trigger::gofer::plugin::host::Host for State {
     async fn log(&mut self, level: v1::trigger::gofer::plugin::host::LogLevel, message: String) {
-        log(&self.plugin, level as u8, &message);
+        State::log(self, level as u8, message).await;
     }
 
     async fn now_millis(&mut self) -> u64 {
@@ -301,7 +315,7 @@ impl v1::trigger::gofer::plugin::host::Host for State {
 
 impl v2::trigger::gofer::plugin::host::Host for State {
     async fn log(&mut self, level: v2::trigger::gofer::plugin::host::LogLevel, message: String) {
-        log(&self.plugin, level as u8, &message);
+        State::log(self, level as u8, message).await;
     }
 
     async fn now_millis(&mut self) -> u64 {
@@ -349,6 +363,7 @@ pub struct WasmRuntime {
     limits: Limits,
     objects: Option<Arc<PluginObjects>>,
     services: std::sync::OnceLock<Arc<dyn HostServices>>,
+    logs: PluginLogs,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -370,6 +385,7 @@ impl WasmRuntime {
         cache_dir: PathBuf,
         limits: Limits,
         objects: Option<Arc<PluginObjects>>,
+        logs: PluginLogs,
     ) -> Result<Arc<Self>, PluginError> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
@@ -417,7 +433,13 @@ impl WasmRuntime {
             limits,
             objects,
             services: std::sync::OnceLock::new(),
+            logs,
         }))
+    }
+
+    /// The plugins' own logs.
+    pub fn logs(&self) -> &PluginLogs {
+        &self.logs
     }
 
     /// Gives plugins firing and their configuration (once; the trigger manager comes after the
@@ -605,6 +627,7 @@ impl WasmRuntime {
                 plugin: plugin.to_string(),
                 objects: self.objects.clone(),
                 services: self.services.get().cloned(),
+                logs: self.logs.clone(),
                 http: wasmtime_wasi_http::WasiHttpCtx::new(),
                 grants: HttpGrants {
                     plugin: plugin.to_string(),
@@ -844,9 +867,9 @@ impl WasmTrigger {
         &self,
         deadline: Duration,
     ) -> Result<(Store<State>, TriggerInstance), PluginError> {
-        let mut store = self
-            .runtime
-            .new_store(&self.name, self.runtime.wasi(&self.name, &[], None));
+        let output = PluginOutput::new(self.runtime.logs.clone(), &self.name);
+        let wasi = self.runtime.trigger_wasi(&self.name, output);
+        let mut store = self.runtime.new_store(&self.name, wasi);
         let limits = &self.runtime.limits;
         let instance = within(deadline, limits, self.pre.instantiate(&mut store)).await?;
         let replay: Vec<(String, Vec<(String, String)>)> = self
@@ -1089,14 +1112,28 @@ impl WasmTask {
 }
 
 impl WasmRuntime {
-    /// A plugin's WASI context: `env`, its output (else none), and the directories the operator
-    /// granted it.
+    /// A task's WASI context: `env`, its output (else none), and the directories the operator
+    /// granted the plugin.
     fn wasi(&self, plugin: &str, env: &[(String, String)], output: Option<TaskOutput>) -> WasiCtx {
         let mut builder = WasiCtxBuilder::new();
         builder.envs(env);
         if let Some(output) = output {
             builder.stdout(output.clone()).stderr(output);
         }
+        self.grant_dirs(plugin, &mut builder);
+        builder.build()
+    }
+
+    /// A trigger's WASI context: what it prints goes to its log, and the directories the operator
+    /// granted it.
+    fn trigger_wasi(&self, plugin: &str, output: PluginOutput) -> WasiCtx {
+        let mut builder = WasiCtxBuilder::new();
+        builder.stdout(output.clone()).stderr(output);
+        self.grant_dirs(plugin, &mut builder);
+        builder.build()
+    }
+
+    fn grant_dirs(&self, plugin: &str, builder: &mut WasiCtxBuilder) {
         for (dir, writable) in self.limits.dirs.get(plugin).into_iter().flatten() {
             let perms = if *writable {
                 wasmtime_wasi::FsPerms::ReadWrite
@@ -1107,7 +1144,98 @@ impl WasmRuntime {
                 tracing::warn!(plugin, dir = %dir.display(), %error, "could not grant a directory");
             }
         }
-        builder.build()
+    }
+}
+
+/// A trigger's stdout and stderr: complete lines go to its log, in order, through one writer.
+#[derive(Clone)]
+struct PluginOutput {
+    lines: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl PluginOutput {
+    fn new(logs: PluginLogs, plugin: &str) -> Self {
+        let (lines, mut received) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let plugin = plugin.to_string();
+        tokio::spawn(async move {
+            let mut pending = Vec::new();
+            while let Some(bytes) = received.recv().await {
+                pending.extend_from_slice(&bytes);
+                while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                    logs.append(&plugin, "output", &text).await;
+                }
+                // Runaway output without newlines is cut into lines.
+                if pending.len() > 64 * 1024 {
+                    let text = String::from_utf8_lossy(&pending).into_owned();
+                    logs.append(&plugin, "output", &text).await;
+                    pending.clear();
+                }
+            }
+        });
+        Self { lines }
+    }
+}
+
+impl OutputStream for PluginOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        let _ = self.lines.send(bytes.to_vec());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for PluginOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for PluginOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let _ = self.lines.send(bytes.to_vec());
+        std::task::Poll::Ready(Ok(bytes.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for PluginOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for PluginOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
     }
 }
 

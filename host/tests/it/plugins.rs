@@ -85,7 +85,14 @@ async fn built_in_plugins_are_listed() {
         .collect();
     assert_eq!(
         names,
-        ["cron", "debug", "http-poll", "http-request", "interval", "webhook"]
+        [
+            "cron",
+            "debug",
+            "http-poll",
+            "http-request",
+            "interval",
+            "webhook"
+        ]
     );
     let (_, interval) = api.get("/api/plugins/interval").await;
     let interval = &interval["plugin"];
@@ -1186,4 +1193,104 @@ async fn a_webhook_routes_by_path_and_checks_a_query_token() {
     }
     assert_eq!(runs(&api, "deployer").await.len(), 1);
     assert_eq!(runs(&api, "builder").await.len(), 1);
+}
+
+/// What a plugin writes (WIT `log`, a trigger's output) is kept per plugin and readable, whole
+/// and followed, through v0's `GET /api/extensions/{id}/logs` and `gofer plugin logs`; v0's
+/// extension list answers with the triggers.
+#[tokio::test]
+async fn a_plugins_own_log_is_kept_and_readable() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    // http-poll logs each failed poll: it polls a server that goes away.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route("/x", axum::routing::get(|| async { "v1" }));
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::write_file(
+        dir.path(),
+        "gofer.toml",
+        &format!("[plugins.grants.http-poll]\nhttp_hosts = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let server = TestServer::start_with(&[], &["--config", config.to_str().unwrap()]).await;
+    let api = server.client();
+    deploy(&api, debug_pipeline("logged")).await;
+    let (status, body) = api
+        .post(
+            &subscriptions("logged"),
+            json!({"extension_id": "http-poll", "subscription_id": "poll",
+                   "settings": {"url": format!("http://127.0.0.1:{port}/x"), "every": "1s"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut request = format!("ws://{}/api/extensions/http-poll/logs", server.address)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("gofer-api-version", "v0".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    serving.abort();
+    let mut seen = String::new();
+    while !seen.contains("polling http://127.0.0.1") {
+        match tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("a live line within 15 s")
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(line) => seen.push_str(&line),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+    assert!(seen.contains("warn") && seen.contains("failed"), "{seen}");
+    let (status, text) = api.download("/api/extensions/http-poll/logs").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&text).contains("polling http://127.0.0.1"));
+    let printed = server.cli(&["plugin", "logs", "http-poll"]);
+    assert!(
+        String::from_utf8_lossy(&printed.stdout).contains("polling http://127.0.0.1"),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    assert_eq!(
+        api.get("/api/extensions/nothing-like-it/logs").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // v0's extension endpoints.
+    let (_, listed) = api.get("/api/extensions").await;
+    let names: Vec<&str> = listed["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["registration"]["extension_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"interval") && names.contains(&"http-poll"),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"debug"),
+        "tasks were not v0 extensions: {names:?}"
+    );
+    let (status, one) = api.get("/api/extensions/webhook").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["extension"]["state"], "running");
+    let (status, body) = api
+        .post(
+            "/api/extensions",
+            json!({"id": "x", "image": "y", "settings": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["message"].as_str().unwrap().contains("plugins folder"),
+        "{body}"
+    );
+    assert_eq!(
+        api.delete("/api/extensions/webhook").await.0,
+        StatusCode::BAD_REQUEST
+    );
 }

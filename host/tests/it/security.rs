@@ -626,6 +626,8 @@ const NOT_TEAM_SCOPED: &[&str] = &[
     "list_plugins",
     "get_plugin",
     "list_extension_subscriptions",
+    "list_extensions",
+    "get_extension",
     "whoami",
     "get_system_metadata",
 ];
