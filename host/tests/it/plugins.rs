@@ -385,7 +385,7 @@ async fn a_signed_webhook_starts_a_run_and_a_bad_signature_is_rejected() {
             .text()
             .await
             .unwrap()
-            .contains("signature does not match")
+            .contains("signature or token does not match")
     );
     let ignored = http
         .post(&url)
