@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, tests and regenerates the Go plugin SDK (sdk-go/plugin) and its examples, offline.
 #
-#   scripts/go-plugins.sh build [OUT]   the example plugins + manifests into OUT (target/plugins-go)
+#   scripts/go-plugins.sh build [OUT]   the example plugins and test fixtures + manifests into OUT
+#                                       (target/plugins-go)
 #   scripts/go-plugins.sh test          go vet + go test of the SDK and examples
 #   scripts/go-plugins.sh generate      regenerate the committed *.pb.go from proto/
 #   scripts/go-plugins.sh check         fail if the committed *.pb.go are not what proto/ gives
@@ -52,6 +53,11 @@ case "${1:-}" in
     for example in go-ticker go-echo; do
       gomod build -trimpath -o "$OUT/$example" "./examples/$example"
       cp "$MODULE/examples/$example/$example.toml" "$OUT/"
+    done
+    # Test fixtures (misbehaving on purpose), beside the examples.
+    for fixture in go-cutter; do
+      gomod build -trimpath -o "$OUT/$fixture" "./fixtures/$fixture"
+      cp "$MODULE/fixtures/$fixture/$fixture.toml" "$OUT/"
     done
     echo "built $(cd "$OUT" && ls | tr '\n' ' ')in $OUT"
     ;;

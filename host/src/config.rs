@@ -125,6 +125,9 @@ pub struct PluginsSection {
     pub handshake_timeout_ms: u64,
     /// How long a stopping gRPC plugin gets after SIGTERM before SIGKILL, in milliseconds.
     pub stop_grace_ms: u64,
+    /// How often a running gRPC plugin's health is checked, in milliseconds; two failed checks in
+    /// a row (no answer within its call deadline) restart it.
+    pub health_interval_ms: u64,
     /// Most objects a WebAssembly plugin may keep through its `objects` interface.
     pub object_limit: u64,
     /// Largest value a WebAssembly plugin may store as one object, in KiB.
@@ -219,6 +222,7 @@ impl Default for ServerConfig {
                 task_timeout_secs: 300,
                 handshake_timeout_ms: 10_000,
                 stop_grace_ms: 5_000,
+                health_interval_ms: 5_000,
                 object_limit: 1000,
                 object_max_kib: 1024,
                 external_event_max_kib: 1024,
@@ -311,8 +315,9 @@ impl ServerConfig {
             || self.plugins.handshake_timeout_ms == 0
             || self.plugins.object_max_kib == 0
             || self.plugins.external_event_max_kib == 0
+            || self.plugins.health_interval_ms == 0
         {
-            return invalid("plugins: memory_limit_mb, trigger_call_timeout_ms, task_timeout_secs, handshake_timeout_ms, object_max_kib and external_event_max_kib must be above 0".into());
+            return invalid("plugins: memory_limit_mb, trigger_call_timeout_ms, task_timeout_secs, handshake_timeout_ms, health_interval_ms, object_max_kib and external_event_max_kib must be above 0".into());
         }
         for (plugin, grants) in &self.plugins.grants {
             for host in &grants.http_hosts {

@@ -89,6 +89,18 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         config.plugins.object_max_kib << 10,
         config.plugins.object_limit,
     );
+    // Deadlines the operator set for particular plugins, WebAssembly or gRPC.
+    let call_deadlines: std::collections::BTreeMap<String, Duration> = config
+        .plugins
+        .grants
+        .iter()
+        .filter_map(|(plugin, grants)| {
+            Some((
+                plugin.clone(),
+                Duration::from_millis(grants.call_timeout_ms?),
+            ))
+        })
+        .collect();
     let plugin_logs = crate::plugins::logs::PluginLogs::new(
         data_dir.join("plugin-logs"),
         config.plugins.log_max_kib << 10,
@@ -98,17 +110,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         Limits {
             memory_bytes: (config.plugins.memory_limit_mb as usize) << 20,
             trigger_call: Duration::from_millis(config.plugins.trigger_call_timeout_ms),
-            call_deadlines: config
-                .plugins
-                .grants
-                .iter()
-                .filter_map(|(plugin, grants)| {
-                    Some((
-                        plugin.clone(),
-                        Duration::from_millis(grants.call_timeout_ms?),
-                    ))
-                })
-                .collect(),
+            call_deadlines: call_deadlines.clone(),
             http_hosts: config
                 .plugins
                 .grants
@@ -157,6 +159,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         stop_grace: Duration::from_millis(config.plugins.stop_grace_ms),
         identities: Some(Arc::new(identities)),
         logs: Some(plugin_logs),
+        call_deadlines,
+        health_interval: Duration::from_millis(config.plugins.health_interval_ms),
     };
     let (registry, (task_api_url, task_listener)) = tokio::join!(
         PluginRegistry::start(runtime, grpc, config.plugins_dir()),

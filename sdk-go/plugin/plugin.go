@@ -70,8 +70,20 @@ type Plugin interface {
 	Info() Info
 }
 
-// FireFunc starts a run of the pipeline behind one subscription, with these run variables.
+// FireFunc starts a run of the pipeline behind one subscription, with these run variables (they
+// reach the tasks as text, never as secrets). It waits while the server is behind (at most
+// FiresBuffered fires wait), instead of dropping fires.
 type FireFunc func(variables map[string]string)
+
+// KeyedFireFunc is a FireFunc with an idempotency key: fires of the plugin with the same key start
+// one run, so a trigger that may send the same event twice (a retry, a restart) gives it a key.
+// A Trigger gets one by implementing KeyedSubscriber instead of (or besides) Subscribe.
+type KeyedFireFunc func(variables map[string]string, idempotencyKey string)
+
+// KeyedSubscriber is implemented by triggers that fire with idempotency keys.
+type KeyedSubscriber interface {
+	SubscribeKeyed(subscription string, settings map[string]string, fire KeyedFireFunc) error
+}
 
 // Trigger starts runs. The server calls Subscribe for each pipeline subscribed to the plugin
 // (again after every restart of the plugin); the trigger calls fire whenever that pipeline should
@@ -85,8 +97,17 @@ type Trigger interface {
 	Unsubscribe(subscription string)
 }
 
-// ExternalEvent is an HTTP request sent to `POST /api/external/{plugin}`.
+// ExternalEvent is an HTTP request sent to `/api/external/{plugin}` or
+// `/api/external/{plugin}/{path...}`.
 type ExternalEvent struct {
+	// Method is POST, GET...
+	Method string
+	// Path is what follows /api/external/{plugin}: "" or e.g. "/github/push".
+	Path string
+	// Query is the query string without the "?".
+	Query string
+	// RemoteAddress is the sender's ip:port as the server saw it.
+	RemoteAddress string
 	// Headers in the order received, names in lower case; a name may repeat.
 	Headers [][2]string
 	Body    []byte
@@ -106,6 +127,8 @@ func (e ExternalEvent) Header(name string) string {
 type Fire struct {
 	Subscription string
 	Variables    map[string]string
+	// IdempotencyKey, when set: fires of the plugin with the same key start one run.
+	IdempotencyKey string
 }
 
 // ExternalResponse is the HTTP status and message for the sender, and the runs to start.
@@ -238,13 +261,14 @@ type triggerServer struct {
 	subscriptions map[string]bool
 }
 
-// firesBuffered is how many fires wait for the server's stream before new ones are dropped.
-const firesBuffered = 4096
+// FiresBuffered is how many fires wait for the server's stream; a FireFunc called when that many
+// wait blocks until the server has taken one (back-pressure: no fire is dropped).
+const FiresBuffered = 4096
 
 func newTriggerServer(trigger Trigger) *triggerServer {
 	return &triggerServer{
 		trigger:       trigger,
-		fires:         make(chan *pb.FiresResponse, firesBuffered),
+		fires:         make(chan *pb.FiresResponse, FiresBuffered),
 		subscriptions: map[string]bool{},
 	}
 }
@@ -255,23 +279,28 @@ func (s *triggerServer) Info(context.Context, *pb.TriggerServiceInfoRequest) (*p
 
 func (s *triggerServer) Subscribe(_ context.Context, request *pb.SubscribeRequest) (*pb.SubscribeResponse, error) {
 	subscription := request.GetSubscription()
-	fire := func(variables map[string]string) {
+	fire := func(variables map[string]string, key string) {
 		s.mu.Lock()
 		active := s.subscriptions[subscription]
 		s.mu.Unlock()
 		if !active {
 			return
 		}
-		select {
-		case s.fires <- &pb.FiresResponse{Fire: &pb.Fire{Subscription: subscription, Variables: variables}}:
-		default:
-			fmt.Fprintf(os.Stderr, "dropped a fire for %s: %d fires are already waiting\n", subscription, firesBuffered)
-		}
+		// Waits while FiresBuffered fires wait for the server.
+		s.fires <- &pb.FiresResponse{Fire: &pb.Fire{Subscription: subscription, Variables: variables, IdempotencyKey: key}}
 	}
 	s.mu.Lock()
 	s.subscriptions[subscription] = true
 	s.mu.Unlock()
-	if err := s.trigger.Subscribe(subscription, request.GetSettings(), fire); err != nil {
+	var err error
+	if keyed, ok := s.trigger.(KeyedSubscriber); ok {
+		err = keyed.SubscribeKeyed(subscription, request.GetSettings(), fire)
+	} else {
+		err = s.trigger.Subscribe(subscription, request.GetSettings(), func(variables map[string]string) {
+			fire(variables, "")
+		})
+	}
+	if err != nil {
 		s.mu.Lock()
 		delete(s.subscriptions, subscription)
 		s.mu.Unlock()
@@ -299,11 +328,8 @@ func (s *triggerServer) Fires(_ *pb.FiresRequest, stream pb.TriggerService_Fires
 			return nil
 		case fire := <-s.fires:
 			if err := stream.Send(fire); err != nil {
-				// Keep it for the next stream (the server reconnects).
-				select {
-				case s.fires <- fire:
-				default:
-				}
+				// Keep it for the next stream: the server opens the stream again.
+				go func() { s.fires <- fire }()
 				return err
 			}
 		}
@@ -318,14 +344,20 @@ func (s *triggerServer) ExternalEvent(ctx context.Context, request *pb.ExternalE
 			Message: fmt.Sprintf("plugin '%s' does not take external events", s.trigger.Info().Name),
 		}, nil
 	}
-	event := ExternalEvent{Body: request.GetBody()}
+	event := ExternalEvent{
+		Method:        request.GetMethod(),
+		Path:          request.GetPath(),
+		Query:         request.GetQuery(),
+		RemoteAddress: request.GetRemoteAddress(),
+		Body:          request.GetBody(),
+	}
 	for _, header := range request.GetHeaders() {
 		event.Headers = append(event.Headers, [2]string{header.GetName(), header.GetValue()})
 	}
 	response := handler.ExternalEvent(ctx, event)
 	out := &pb.ExternalEventResponse{Status: uint32(response.Status), Message: response.Message}
 	for _, fire := range response.Fires {
-		out.Fires = append(out.Fires, &pb.Fire{Subscription: fire.Subscription, Variables: fire.Variables})
+		out.Fires = append(out.Fires, &pb.Fire{Subscription: fire.Subscription, Variables: fire.Variables, IdempotencyKey: fire.IdempotencyKey})
 	}
 	return out, nil
 }

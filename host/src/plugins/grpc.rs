@@ -56,6 +56,11 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A process that ran this long before exiting restarts after the shortest pause again.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Pauses between reopening a trigger's stream of fires.
+const FIRES_REOPEN_MIN: Duration = Duration::from_millis(100);
+const FIRES_REOPEN_MAX: Duration = Duration::from_secs(5);
+/// Health checks failed in a row before a process is taken for hung and restarted.
+const UNHEALTHY_AFTER: u32 = 2;
 /// Lines of a plugin's stderr kept to explain a failure.
 const STDERR_TAIL: usize = 8;
 
@@ -115,6 +120,20 @@ pub struct GrpcSettings {
     pub identities: Option<Arc<PluginIdentities>>,
     /// Where each process's stdout and stderr lines are kept (none: the server's log only).
     pub logs: Option<super::logs::PluginLogs>,
+    /// Per plugin (by name): a call deadline of its own.
+    pub call_deadlines: BTreeMap<String, Duration>,
+    /// How often a running process's health is checked (two failures in a row restart it).
+    pub health_interval: Duration,
+}
+
+impl GrpcSettings {
+    /// The deadline of a plugin's calls: its own if the operator set one, else the default.
+    pub fn deadline_of(&self, plugin: &str) -> Duration {
+        self.call_deadlines
+            .get(plugin)
+            .copied()
+            .unwrap_or(self.call_timeout)
+    }
 }
 
 /// What `GET /api/plugins` shows about a plugin's process.
@@ -339,8 +358,14 @@ impl Supervisor {
         let mut backoff = RESTART_BACKOFF_MIN;
         loop {
             let started = Instant::now();
+            let health = unhealthy(
+                process.channel.clone(),
+                self.launcher.settings.health_interval,
+                self.launcher.settings.deadline_of(&self.name),
+            );
             let exit = tokio::select! {
-                status = process.spawned.child.wait() => Some(status),
+                status = process.spawned.child.wait() => Some(Ok(status)),
+                hung = health => Some(Err(hung)),
                 _ = stop.wait_for(|stop| *stop) => None,
             };
             self.channel.send_replace(None);
@@ -348,12 +373,15 @@ impl Supervisor {
                 process.terminate(self.launcher.settings.stop_grace).await;
                 break;
             };
-            let mut reason = format!(
-                "the process exited ({}){}",
-                exit.map(|status| status.to_string())
-                    .unwrap_or_else(|error| error.to_string()),
-                process.spawned.stderr_tail().await
-            );
+            let mut reason = match exit {
+                Ok(exit) => format!(
+                    "the process exited ({}){}",
+                    exit.map(|status| status.to_string())
+                        .unwrap_or_else(|error| error.to_string()),
+                    process.spawned.stderr_tail().await
+                ),
+                Err(hung) => format!("the process stopped answering ({hung}); it was killed"),
+            };
             process.terminate(self.launcher.settings.stop_grace).await;
             if started.elapsed() >= STABLE_AFTER {
                 backoff = RESTART_BACKOFF_MIN;
@@ -630,6 +658,41 @@ impl Launcher {
     }
 }
 
+/// Checks a running process's health every `interval`; returns (with why) once it failed
+/// [`UNHEALTHY_AFTER`] times in a row: no answer within `deadline`, an error, or not serving.
+async fn unhealthy(channel: Channel, interval: Duration, deadline: Duration) -> String {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut failed = 0;
+    loop {
+        tokio::time::sleep(interval).await;
+        let check = client.check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        });
+        let problem = match tokio::time::timeout(deadline, check).await {
+            Err(_) => Some(format!(
+                "its health check did not answer within {deadline:?}"
+            )),
+            Ok(Err(status)) => Some(format!("its health check failed: {}", status.message())),
+            Ok(Ok(response))
+                if response.get_ref().status
+                    != tonic_health::pb::health_check_response::ServingStatus::Serving as i32 =>
+            {
+                Some("its health check says it is not serving".to_string())
+            }
+            Ok(Ok(_)) => None,
+        };
+        match problem {
+            None => failed = 0,
+            Some(problem) => {
+                failed += 1;
+                if failed >= UNHEALTHY_AFTER {
+                    return problem;
+                }
+            }
+        }
+    }
+}
+
 /// Parses `CORE|PROTOCOL|NETWORK|ADDRESS|grpc`, also go-plugin's form with a sixth (empty)
 /// certificate field.
 fn parse_handshake(line: &str) -> Result<Address, String> {
@@ -820,16 +883,19 @@ struct TriggerShared {
     /// Fires streamed by the plugin, handed over at the next wake.
     pending: Mutex<Vec<Fire>>,
     pushed: Arc<Notify>,
+    /// Counts processes started: a stream follower stops when a newer process has its own.
+    generation: AtomicU64,
 }
 
 impl GrpcTrigger {
     fn new(supervisor: Arc<Supervisor>) -> Self {
         let shared = Arc::new(TriggerShared {
             name: supervisor.name.clone(),
-            call_timeout: supervisor.launcher.settings.call_timeout,
+            call_timeout: supervisor.launcher.settings.deadline_of(&supervisor.name),
             subscriptions: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
             pushed: Arc::new(Notify::new()),
+            generation: AtomicU64::new(0),
         });
         let hook_shared = Arc::clone(&shared);
         let hook: StartHook = Arc::new(move |channel| {
@@ -862,22 +928,32 @@ impl TriggerShared {
                 tracing::warn!(plugin = %self.name, subscription = %handle, error = %status.message(), "could not renew a subscription in the restarted plugin");
             }
         }
-        // The stream's headers may only come with the first fire: follow it in the background.
+        // Follow the stream of fires in the background, opening it again (with a growing pause)
+        // whenever it ends while this process lives; a newer process's start ends this loop.
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::spawn(async move {
-            let mut stream = match client.fires(proto::FiresRequest {}).await {
-                Ok(stream) => stream.into_inner(),
-                Err(status) => {
-                    tracing::warn!(plugin = %self.name, error = %status.message(), "could not open the plugin's stream of fires");
-                    return;
+            let mut pause = FIRES_REOPEN_MIN;
+            while self.generation.load(Ordering::SeqCst) == generation {
+                match client.fires(proto::FiresRequest {}).await {
+                    Ok(stream) => {
+                        let mut stream = stream.into_inner();
+                        while let Ok(Some(response)) = stream.message().await {
+                            pause = FIRES_REOPEN_MIN;
+                            let Some(fire) = response.fire else { continue };
+                            self.pending
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                .push(proto_fire(fire));
+                            self.pushed.notify_one();
+                        }
+                        tracing::info!(plugin = %self.name, "the plugin's stream of fires ended; opening it again");
+                    }
+                    Err(status) => {
+                        tracing::warn!(plugin = %self.name, error = %status.message(), "could not open the plugin's stream of fires; trying again in {pause:?}");
+                    }
                 }
-            };
-            while let Ok(Some(response)) = stream.message().await {
-                let Some(fire) = response.fire else { continue };
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push(proto_fire(fire));
-                self.pushed.notify_one();
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(FIRES_REOPEN_MAX);
             }
         });
     }

@@ -559,3 +559,72 @@ async fn a_plugin_calls_the_api_with_its_own_scoped_token() {
         "metadata key 'extension_id' is reserved",
     );
 }
+
+/// A plugin whose stream of fires is cut after every fire keeps firing: the server opens the
+/// stream again while the process lives.
+#[tokio::test]
+async fn a_cut_stream_of_fires_is_opened_again() {
+    let (server, _dir) = server_with(&["go-cutter"], &[]).await;
+    let api = server.client();
+    wait_for_plugin(&api, "go-cutter", 15, |plugin| plugin["status"] == "loaded").await;
+    deploy(
+        &api,
+        json!({"id": "cut", "name": "cut", "tasks": [
+            {"id": "after", "plugin": "debug", "depends_on": {}, "variables": {}}],
+            "triggers": [{"plugin": "go-cutter", "id": "cutter", "settings": {}}]}),
+    )
+    .await;
+    let runs = wait_for_runs(&api, "cut", 3, 20).await;
+    let streams: std::collections::BTreeSet<String> = runs
+        .iter()
+        .filter_map(|run| {
+            run["variables"]
+                .as_array()?
+                .iter()
+                .find(|variable| variable["key"] == "GOFER_STREAM")
+                .and_then(|variable| variable["value"].as_str().map(str::to_string))
+        })
+        .collect();
+    assert!(
+        streams.len() >= 3,
+        "one fire per stream, several streams: {streams:?}"
+    );
+    assert_eq!(
+        plugin(&api, "go-cutter").await["restarts"],
+        0,
+        "the process was not restarted"
+    );
+}
+
+/// A plugin that stops answering (here: frozen with SIGSTOP) fails its health checks and is
+/// killed and started again, and keeps firing.
+#[tokio::test]
+async fn a_hung_plugin_is_restarted_by_its_health_check() {
+    let (server, _dir) = server_with(
+        &["go-ticker", "go-echo"],
+        &[
+            ("GOFER_PLUGINS__HEALTH_INTERVAL_MS", "300"),
+            ("GOFER_PLUGINS__TRIGGER_CALL_TIMEOUT_MS", "500"),
+        ],
+    )
+    .await;
+    let api = server.client();
+    deploy(&api, ticking_pipeline("hung")).await;
+    wait_for_runs(&api, "hung", 1, 15).await;
+    let old_pid = plugin(&api, "go-ticker").await["pid"].as_u64().unwrap();
+    signal(old_pid as u32, "STOP");
+    let restarted = wait_for_plugin(&api, "go-ticker", 15, |plugin| {
+        plugin["status"] == "loaded" && plugin["pid"] != old_pid && plugin["restarts"] == 1
+    })
+    .await;
+    assert!(
+        restarted["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopped answering"),
+        "{restarted}"
+    );
+    assert!(!process_alive(old_pid), "the hung process was killed");
+    let before = runs(&api, "hung").await.len();
+    wait_for_runs(&api, "hung", before + 1, 15).await;
+}
