@@ -10,7 +10,7 @@ HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release/gofer
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples
+.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,7 @@ test: lint unit release check-static ## Everything CI runs: lint, all tests, the
 lint: ## cargo fmt --check and clippy with warnings as errors; gofmt, go vet, fresh *.pb.go
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy -p gofer-sdk --features plugin --all-targets -- -D warnings
 	cd plugins && cargo fmt --all -- --check && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/plugins cargo clippy --release --target wasm32-wasip2 -- -D warnings
 	@unformatted=$$(gofmt -l $(GO_SOURCES)); [ -z "$$unformatted" ] || { echo "gofmt needed: $$unformatted"; exit 1; }
 	bash scripts/go-plugins.sh check
@@ -48,6 +49,11 @@ unit: ## All unit and end-to-end tests (real server processes, Docker, Go plugin
 	bash scripts/go-plugins.sh test
 	cargo test --workspace --all-targets
 	cargo test --doc -p gofer-sdk
+	cargo test -p gofer-sdk --features plugin --test harness
+	cargo package -p gofer-sdk --allow-dirty --offline --quiet
+
+python-plugin: ## Build the example Python plugin (componentize-py) into target/plugins-py/py-tally.wasm
+	bash scripts/python-plugin.sh
 
 go-plugin-examples: ## Build the example Go plugins (go-ticker, go-echo) with manifests into target/plugins-go
 	bash scripts/go-plugins.sh build

@@ -21,7 +21,12 @@ fn main() {
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let plugins = manifest_dir.join("../plugins");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["../wit", "../plugins/Cargo.toml", "../plugins/Cargo.lock"] {
+    for watched in [
+        "../wit",
+        "../sdk-rust",
+        "../plugins/Cargo.toml",
+        "../plugins/Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={watched}");
     }
     for name in BUILTINS {

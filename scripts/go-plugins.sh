@@ -6,6 +6,9 @@
 #   scripts/go-plugins.sh test          go vet + go test of the SDK and examples
 #   scripts/go-plugins.sh generate      regenerate the committed *.pb.go from proto/
 #   scripts/go-plugins.sh check         fail if the committed *.pb.go are not what proto/ gives
+#   scripts/go-plugins.sh project DIR test|build
+#                                       vet and test, or build, a plugin project made by
+#                                       `gofer plugin new --lang go` (its executable into DIR)
 #
 # There is no Go module proxy here, so grpc-go and protobuf come from Debian's packages
 # (/usr/share/gocode, installed by scripts/setup.sh). The module's own go.mod only names its
@@ -21,12 +24,15 @@ export GO111MODULE=on GOPROXY=off GOSUMDB=off GOTOOLCHAIN=local GOFLAGS=-mod=mod
 
 die() { printf 'go-plugins: %s\n' "$*" >&2; exit 1; }
 
+# modfile [SOURCE_DIR [MODFILE]]: a copy of SOURCE_DIR/go.mod (the SDK's) at MODFILE
+# ($WORK/go.mod) whose requirements resolve to Debian's sources.
 modfile() {
+  local source=${1:-$MODULE} target=${2:-$WORK/go.mod}
   [ -d "$GOCODE/google.golang.org/grpc" ] ||
     die "grpc-go sources are missing in $GOCODE; run scripts/setup.sh (Debian golang-google-grpc-dev)"
   mkdir -p "$WORK/stubs"
-  cp "$MODULE/go.mod" "$WORK/go.mod"
-  : > "$WORK/go.sum"
+  cp "$source/go.mod" "$target"
+  : > "${target%.mod}.sum"
   local edits=()
   for m in google.golang.org/grpc google.golang.org/protobuf google.golang.org/genproto \
            github.com/golang/protobuf github.com/google/go-cmp golang.org/x/net \
@@ -41,7 +47,7 @@ modfile() {
     echo "module $m" > "$WORK/stubs/$m/go.mod"
     edits+=("-replace=$m=$WORK/stubs/$m")
   done
-  (cd "$MODULE" && go mod edit -modfile="$WORK/go.mod" "${edits[@]}")
+  (cd "$source" && go mod edit -modfile="$target" "${edits[@]}")
 }
 
 gomod() { (cd "$MODULE" && go "$1" -modfile="$WORK/go.mod" "${@:2}"); }
@@ -66,6 +72,20 @@ case "${1:-}" in
     gomod vet ./...
     gomod test ./...
     ;;
+  project)
+    DIR=$(cd "${2:?give the project folder}" && pwd)
+    [ -f "$DIR/go.mod" ] || die "$DIR has no go.mod"
+    NAME=$(basename "$DIR")
+    mkdir -p "$WORK/projects"
+    PROJECT_MOD=$WORK/projects/$NAME.mod
+    modfile "$DIR" "$PROJECT_MOD"
+    project() { (cd "$DIR" && go "$1" -modfile="$PROJECT_MOD" "${@:2}"); }
+    case "${3:-}" in
+      test) project vet ./... && project test -count=1 ./... ;;
+      build) project build -trimpath -o "$DIR/$NAME" . && echo "built $DIR/$NAME" ;;
+      *) die "project DIR test|build" ;;
+    esac
+    ;;
   generate | check)
     command -v protoc-gen-go-grpc >/dev/null ||
       die "protoc-gen-go-grpc is missing; run scripts/setup.sh (Debian protoc-gen-go-grpc)"
@@ -78,5 +98,5 @@ case "${1:-}" in
       die "sdk-go/plugin/proto/pluginv1 is stale; run scripts/go-plugins.sh generate"
     fi
     ;;
-  *) sed -n '2,8p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,11p' "$0" >&2; exit 2 ;;
 esac

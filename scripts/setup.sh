@@ -44,6 +44,9 @@ if [ ! -x "$BUF_DIR/node_modules/.bin/buf" ]; then
   npm install --silent --no-audit --no-fund --prefix "$BUF_DIR" @bufbuild/buf@1.75.0 >/dev/null
 fi
 
+# componentize-py (PyPI, pinned) builds the example Python plugin.
+bash "$(dirname "$0")/python-plugin.sh" --setup
+
 if ! docker info >/dev/null 2>&1; then
   if ! pgrep -x dockerd >/dev/null 2>&1; then
     log "starting dockerd"

@@ -5,8 +5,10 @@
 //! key named), and the commented default file printed by `gofer service init-config`. Must not start
 //! anything: it only produces a validated `ServerConfig`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -141,11 +143,11 @@ pub struct PluginsSection {
     pub external_events_per_minute: u64,
     /// What each plugin may reach beyond its sandbox, by plugin name.
     #[serde(default)]
-    pub grants: std::collections::BTreeMap<String, PluginGrants>,
+    pub grants: BTreeMap<String, PluginGrants>,
     /// The operator's settings of each plugin, by plugin name (a plugin reads them with
     /// `host.config`); values may be `global_secret{{k}}` references.
     #[serde(default)]
-    pub config: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    pub config: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Access granted to one plugin (`[plugins.grants.<plugin>]`).
@@ -166,6 +168,21 @@ pub struct PluginGrants {
     /// instead of `plugins.trigger_call_timeout_ms`.
     #[serde(default)]
     pub call_timeout_ms: Option<u64>,
+}
+
+impl PluginsSection {
+    /// Deadlines the operator set for particular plugins (`grants.<name>.call_timeout_ms`).
+    pub fn call_deadlines(&self) -> BTreeMap<String, Duration> {
+        self.grants
+            .iter()
+            .filter_map(|(plugin, grants)| {
+                Some((
+                    plugin.clone(),
+                    Duration::from_millis(grants.call_timeout_ms?),
+                ))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

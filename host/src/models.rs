@@ -534,6 +534,16 @@ pub enum PluginKind {
     Task,
 }
 
+impl PluginKind {
+    /// `trigger` or `task`, as the API and the WIT worlds name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trigger => "trigger",
+            Self::Task => "task",
+        }
+    }
+}
+
 /// One setting a plugin understands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PluginParameter {

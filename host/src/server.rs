@@ -89,45 +89,13 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         config.plugins.object_max_kib << 10,
         config.plugins.object_limit,
     );
-    // Deadlines the operator set for particular plugins, WebAssembly or gRPC.
-    let call_deadlines: std::collections::BTreeMap<String, Duration> = config
-        .plugins
-        .grants
-        .iter()
-        .filter_map(|(plugin, grants)| {
-            Some((
-                plugin.clone(),
-                Duration::from_millis(grants.call_timeout_ms?),
-            ))
-        })
-        .collect();
     let plugin_logs = crate::plugins::logs::PluginLogs::new(
         data_dir.join("plugin-logs"),
         config.plugins.log_max_kib << 10,
     );
     let runtime = WasmRuntime::new(
         config.plugin_cache_dir(),
-        Limits {
-            memory_bytes: (config.plugins.memory_limit_mb as usize) << 20,
-            trigger_call: Duration::from_millis(config.plugins.trigger_call_timeout_ms),
-            call_deadlines: call_deadlines.clone(),
-            http_hosts: config
-                .plugins
-                .grants
-                .iter()
-                .map(|(plugin, grants)| (plugin.clone(), grants.http_hosts.clone()))
-                .collect(),
-            dirs: config
-                .plugins
-                .grants
-                .iter()
-                .map(|(plugin, grants)| {
-                    let read = grants.read_dirs.iter().map(|dir| (dir.clone(), false));
-                    let write = grants.write_dirs.iter().map(|dir| (dir.clone(), true));
-                    (plugin.clone(), read.chain(write).collect())
-                })
-                .collect(),
-        },
+        Limits::from_config(&config.plugins),
         Some(Arc::new(plugin_objects)),
         plugin_logs.clone(),
     )?;
@@ -154,13 +122,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     )
     .await?;
     let grpc = GrpcSettings {
-        handshake_timeout: Duration::from_millis(config.plugins.handshake_timeout_ms),
-        call_timeout: Duration::from_millis(config.plugins.trigger_call_timeout_ms),
-        stop_grace: Duration::from_millis(config.plugins.stop_grace_ms),
         identities: Some(Arc::new(identities)),
         logs: Some(plugin_logs),
-        call_deadlines,
-        health_interval: Duration::from_millis(config.plugins.health_interval_ms),
+        ..GrpcSettings::from_config(&config.plugins)
     };
     let (registry, (task_api_url, task_listener)) = tokio::join!(
         PluginRegistry::start(runtime, grpc, config.plugins_dir()),

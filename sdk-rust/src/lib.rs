@@ -5,6 +5,7 @@
 //! With the `plugin` feature: write a trigger or a shared-task plugin as a plain trait
 //! implementation, and export it with one macro. Build with
 //! `cargo build --release --target wasm32-wasip2` and drop the `.wasm` into Gofer's plugins folder.
+//! Test it natively with [`testing`] (a fake clock, objects, logs and HTTP): plain `cargo test`.
 //!
 //! ```text
 //! use gofer_sdk::plugin::{Info, Kind, Task};
@@ -29,3 +30,5 @@ pub mod config;
 #[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod rules;
+#[cfg(all(feature = "plugin", not(target_arch = "wasm32")))]
+pub mod testing;

@@ -10,6 +10,7 @@ pub mod output;
 mod plugins;
 mod program;
 mod runs;
+mod scaffold;
 mod stores;
 
 use std::path::PathBuf;
@@ -344,16 +345,24 @@ fn one_line(error: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
-    if let Command::Service(command) = cli.command {
-        return service(command).await;
-    }
+    let command = match cli.command {
+        Command::Service(command) => return service(command).await,
+        Command::Plugin(command) => {
+            let json = global.output == OutputFormat::Json;
+            match plugins::offline_plugin_command(command, json).await? {
+                Some(command) => Command::Plugin(command),
+                None => return Ok(()),
+            }
+        }
+        command => command,
+    };
     let client = Client::new(
         &global.api_base_url,
         global.token.clone(),
         global.ca_cert.as_deref(),
     )?;
     let ctx = Session { client, global };
-    match cli.command {
+    match command {
         Command::Service(_) => unreachable!("handled above"),
         Command::Namespace(command) => namespace(&ctx, command).await,
         Command::Pipeline(command) => pipeline(&ctx, command).await,

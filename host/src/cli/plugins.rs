@@ -21,6 +21,123 @@ pub(super) enum PluginCommand {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Write a new plugin project that builds and whose tests pass: a Rust WebAssembly component
+    /// or a Go gRPC process (no server needed).
+    New {
+        /// The plugin's name: 3 to 32 of a-z, A-Z, 0-9 and '-'.
+        name: String,
+        #[arg(long, value_enum)]
+        kind: super::scaffold::Kind,
+        #[arg(long = "lang", value_enum)]
+        language: super::scaffold::Language,
+        /// Where to write it (default: ./NAME); must be new or empty.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The SDK to build against: sdk-rust or sdk-go/plugin of a Gofer checkout (default: the
+        /// checkout this binary was built from, if it is still there).
+        #[arg(long)]
+        sdk: Option<std::path::PathBuf>,
+    },
+    /// Say what a plugin file is (a .wasm component or a .toml manifest of a gRPC plugin):
+    /// interface version, world, name, kind, settings; or why a server would refuse it. Loads it
+    /// as a server would (a manifest's process is started and stopped); no server needed.
+    Check {
+        file: std::path::PathBuf,
+        /// Server configuration whose [plugins] limits and grants apply (default: the embedded
+        /// defaults and GOFER_CONFIG).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+}
+
+/// Runs the plugin commands that need no server; gives the others back.
+pub(super) async fn offline_plugin_command(
+    command: PluginCommand,
+    json: bool,
+) -> anyhow::Result<Option<PluginCommand>> {
+    match command {
+        PluginCommand::New {
+            name,
+            kind,
+            language,
+            dir,
+            sdk,
+        } => {
+            let report = super::scaffold::new_plugin(super::scaffold::NewPlugin {
+                name,
+                kind,
+                language,
+                dir,
+                sdk,
+            })?;
+            super::output::text(report)?;
+            Ok(None)
+        }
+        PluginCommand::Check { file, config } => {
+            let config = crate::config::ServerConfig::load(
+                config.as_deref(),
+                &crate::config::ConfigOverrides::default(),
+            )?;
+            let report = crate::plugins::check::check(&file, &config.plugins)
+                .await
+                .map_err(|error| anyhow::anyhow!("{} would be refused: {error}", file.display()))?;
+            if json {
+                super::output::print_json(&check_json(&report))?;
+            } else {
+                super::output::text(check_text(&file, &report))?;
+            }
+            Ok(None)
+        }
+        other => Ok(Some(other)),
+    }
+}
+
+fn check_json(report: &crate::plugins::check::CheckReport) -> Value {
+    let description = &report.description;
+    json!({
+        "runtime": report.runtime,
+        "interface": report.interface,
+        "name": description.name,
+        "kind": description.kind,
+        "version": description.version,
+        "description": description.description,
+        "settings": description.settings,
+        "notes": report.notes,
+    })
+}
+
+fn check_text(file: &std::path::Path, report: &crate::plugins::check::CheckReport) -> String {
+    let description = &report.description;
+    let shape = match (report.runtime, description.kind) {
+        ("grpc", crate::models::PluginKind::Trigger) => "its TriggerService".to_string(),
+        ("grpc", crate::models::PluginKind::Task) => "its TaskService".to_string(),
+        (_, kind) => format!("the {} world", kind.as_str()),
+    };
+    let mut text = format!("✓ {} would load\n", file.display());
+    for (label, value) in [
+        ("runtime", report.runtime.to_string()),
+        ("interface", format!("{} ({shape})", report.interface)),
+        ("name", description.name.clone()),
+        ("kind", description.kind.as_str().to_string()),
+        ("version", description.version.clone()),
+        ("description", description.description.clone()),
+    ] {
+        text.push_str(&format!("  {:<13}{value}\n", format!("{label}:")));
+    }
+    if !description.settings.is_empty() {
+        text.push_str("  settings:\n");
+        for setting in &description.settings {
+            let required = if setting.required { " (required)" } else { "" };
+            text.push_str(&format!(
+                "    {}{required}: {}\n",
+                setting.key, setting.documentation
+            ));
+        }
+    }
+    for note in &report.notes {
+        text.push_str(&format!("  note: {note}\n"));
+    }
+    text
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +241,9 @@ pub(super) async fn plugin(ctx: &Session, command: PluginCommand) -> anyhow::Res
             }
             super::output::text(ctx.client.get_text(&path).await?)?;
             Ok(())
+        }
+        PluginCommand::New { .. } | PluginCommand::Check { .. } => {
+            unreachable!("run before a client is made")
         }
         PluginCommand::Get { name } => {
             let body = ctx.client.get(&format!("/api/plugins/{name}")).await?;

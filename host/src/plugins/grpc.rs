@@ -99,9 +99,13 @@ impl Manifest {
     }
 
     /// The executable, resolved against the manifest's folder.
+    /// The executable's path: `command` as is when absolute, else from the manifest's folder
+    /// (made absolute, since the process starts in that folder).
     pub fn executable(&self, manifest_path: &Path) -> PathBuf {
         match manifest_path.parent() {
-            Some(dir) if self.command.is_relative() => dir.join(&self.command),
+            Some(dir) if self.command.is_relative() => std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.to_path_buf())
+                .join(&self.command),
             _ => self.command.clone(),
         }
     }
@@ -127,6 +131,19 @@ pub struct GrpcSettings {
 }
 
 impl GrpcSettings {
+    /// The operator's settings (`[plugins]`); no identities and no kept logs.
+    pub fn from_config(plugins: &crate::config::PluginsSection) -> Self {
+        Self {
+            handshake_timeout: Duration::from_millis(plugins.handshake_timeout_ms),
+            call_timeout: Duration::from_millis(plugins.trigger_call_timeout_ms),
+            stop_grace: Duration::from_millis(plugins.stop_grace_ms),
+            identities: None,
+            logs: None,
+            call_deadlines: plugins.call_deadlines(),
+            health_interval: Duration::from_millis(plugins.health_interval_ms),
+        }
+    }
+
     /// The deadline of a plugin's calls: its own if the operator set one, else the default.
     pub fn deadline_of(&self, plugin: &str) -> Duration {
         self.call_deadlines
@@ -202,6 +219,25 @@ pub async fn load(
     supervisor.started(&process).await;
     tokio::spawn(Arc::clone(&supervisor).supervise(process));
     Ok((description, loaded, supervisor))
+}
+
+/// Starts a manifest's process as loading it would, asks what it is, and stops it: for
+/// `gofer plugin check`, without a server.
+pub async fn describe_manifest(
+    manifest_path: &Path,
+    settings: GrpcSettings,
+) -> Result<PluginDescription, PluginError> {
+    let manifest = Manifest::read(manifest_path)?;
+    let launcher = Launcher {
+        label: "check".into(),
+        executable: manifest.executable(manifest_path),
+        manifest,
+        settings: settings.clone(),
+    };
+    let process = launcher.start().await?;
+    let described = describe(&process.channel, settings.handshake_timeout).await;
+    process.terminate(settings.stop_grace).await;
+    described
 }
 
 /// Calls `Info` and checks the answer.

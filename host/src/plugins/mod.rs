@@ -8,6 +8,7 @@
 //! The WebAssembly runtime lives in `wasm.rs`, the only user of wasmtime; the gRPC bridge in
 //! `grpc.rs`, the only user of tonic. Must not run SQL or talk to Docker.
 
+pub mod check;
 pub mod grpc;
 pub mod identity;
 pub mod logs;

@@ -114,6 +114,29 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The operator's limits and grants (`[plugins]`).
+    pub fn from_config(plugins: &crate::config::PluginsSection) -> Self {
+        Self {
+            memory_bytes: (plugins.memory_limit_mb as usize) << 20,
+            trigger_call: Duration::from_millis(plugins.trigger_call_timeout_ms),
+            call_deadlines: plugins.call_deadlines(),
+            http_hosts: plugins
+                .grants
+                .iter()
+                .map(|(plugin, grants)| (plugin.clone(), grants.http_hosts.clone()))
+                .collect(),
+            dirs: plugins
+                .grants
+                .iter()
+                .map(|(plugin, grants)| {
+                    let read = grants.read_dirs.iter().map(|dir| (dir.clone(), false));
+                    let write = grants.write_dirs.iter().map(|dir| (dir.clone(), true));
+                    (plugin.clone(), read.chain(write).collect())
+                })
+                .collect(),
+        }
+    }
+
     /// The deadline of a plugin's calls: its own if the operator set one, else the default.
     pub fn deadline_of(&self, plugin: &str) -> Duration {
         self.call_deadlines
@@ -517,6 +540,7 @@ impl WasmRuntime {
                     pre.instantiate(&mut store).await?.info(&mut store).await
                 })
                 .await?;
+                check_description(&info, PluginKind::Trigger)?;
                 // From now on the plugin acts as the name it gave (its objects' scope, its
                 // grants' key), whatever its file is called.
                 let trigger = Arc::new(WasmTrigger {
@@ -543,6 +567,7 @@ impl WasmRuntime {
                 };
                 let mut store = task.store(&[], None);
                 let info = within(deadline, &self.limits, task.pre.info(&mut store)).await?;
+                check_description(&info, PluginKind::Task)?;
                 // Grants and objects are keyed by the plugin's own name, whatever its file is
                 // called.
                 let task = Arc::new(WasmTask {
@@ -552,6 +577,20 @@ impl WasmRuntime {
                 Ok((info, LoadedPlugin::Task(Arc::new(task))))
             }
         }
+    }
+
+    /// The interface a component was built for (`gofer:plugin@0.2.0`) and its world, or why
+    /// this server cannot load it; compiles it (or reads the cache) on the blocking pool.
+    pub async fn interface_of(
+        self: &Arc<Self>,
+        bytes: Vec<u8>,
+    ) -> Result<(String, PluginKind), PluginError> {
+        let runtime = Arc::clone(self);
+        let component = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+            .await
+            .map_err(|error| PluginError::Crashed(error.to_string()))??;
+        let (version, kind) = self.world_of(&component)?;
+        Ok((format!("gofer:plugin@{}", WIT_VERSIONS[version]), kind))
     }
 
     /// A component's interface version (an index into [`WIT_VERSIONS`]) and world, or why this
@@ -696,6 +735,20 @@ impl TriggerPre {
             Self::V2(pre) => TriggerInstance::V2(pre.instantiate_async(store).await?),
         })
     }
+}
+
+/// What a plugin says about itself must fit its world and name a plugin plainly.
+fn check_description(info: &PluginDescription, world: PluginKind) -> Result<(), PluginError> {
+    crate::pipeline_config::validate_identifier("plugin name", &info.name)
+        .map_err(|error| PluginError::Load(format!("its info: {error}")))?;
+    if info.kind != world {
+        return Err(PluginError::Load(format!(
+            "its info says it is a {}, but it exports the {} world",
+            info.kind.as_str(),
+            world.as_str()
+        )));
+    }
+    Ok(())
 }
 
 /// The `plugin-info` of either version as the registry describes a plugin.

@@ -6,6 +6,7 @@ mod cli;
 mod configs;
 mod events;
 mod grpc_plugins;
+mod kit;
 mod logs;
 mod namespaces;
 mod openapi;
