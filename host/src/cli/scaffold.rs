@@ -284,6 +284,9 @@ mod tests {
         let manifest = std::fs::read_to_string(dir.join("my-trigger.toml")).unwrap();
         assert!(manifest.contains("command = \"my-trigger\""));
         let main = std::fs::read_to_string(dir.join("main.go")).unwrap();
-        assert!(main.contains("MY_TRIGGER_DUE") && !main.contains("{{"));
+        assert!(main.contains("MY_TRIGGER_DUE"));
+        for placeholder in ["{{name}}", "{{crate}}", "{{env}}", "{{kind}}", "{{go_sdk}}"] {
+            assert!(!main.contains(placeholder), "{placeholder} left in main.go");
+        }
     }
 }
