@@ -13,7 +13,7 @@ const BUILTINS: &[&str] = &[
     "http-request",
     "http-poll",
 ];
-const FIXTURES: &[&str] = &["misbehave", "future", "forger"];
+const FIXTURES: &[&str] = &["misbehave", "future", "forger", "legacy-tick"];
 
 fn main() {
     compile_plugin_protocol();

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Benchmark the plugin hosts (WebAssembly and gRPC processes) through a real server (release build).
 
-  - start to healthy with a cold plugin cache (5 built-ins compiled) and a warm one (loaded), with
-    the two example Go plugins (go-ticker, go-echo) launched and handshaken too
-  - a shared task's start -> complete inside a run: wasm (debug) vs gRPC (go-echo) vs a container
+  - start to healthy with a cold plugin cache (the built-ins and two fixtures compiled) and a warm
+    one (loaded), with the two example Go plugins (go-ticker, go-echo) launched and handshaken too
+  - a shared task's start -> complete inside a run: wasm against gofer:plugin@0.2.0 (debug) and
+    @0.1.0 (the misbehave fixture, mode ok) vs gRPC (go-echo) vs a container
   - a 1-task run end to end (`gofer run start --follow`) for each
-  - per-call overhead of a trigger call: creating subscriptions to `interval` (wasm) vs
-    `go-ticker` (gRPC); the API and SQLite cost is the same for both
+  - per-call overhead of a trigger call: creating subscriptions to `interval` (wasm, 0.2.0),
+    `legacy-tick` (wasm, 0.1.0) and `go-ticker` (gRPC); the API and SQLite cost is the same
   - 10,000 `interval` subscriptions (every 1h): memory per subscription, idle CPU
 
 Usage: scripts/bench-plugins.py [--gofer PATH] [--rounds N] [--subscriptions N]
@@ -91,17 +92,22 @@ def main():
     cache = os.path.join(work, "cache")
     plugins = os.path.join(work, "plugins")
     subprocess.run(["bash", os.path.join(HERE, "go-plugins.sh"), "build", plugins], check=True, stdout=subprocess.DEVNULL)
+    # Fixtures built against gofer:plugin@0.1.0, from the release build's plugin workspace.
+    built = os.path.join(os.path.dirname(os.path.dirname(gofer)), "plugins", "wasm32-wasip2", "release")
+    for fixture in ("misbehave", "legacy-tick"):
+        shutil.copy(os.path.join(built, f"gofer_plugin_{fixture.replace('-', '_')}.wasm"), os.path.join(plugins, f"{fixture}.wasm"))
     try:
         cold = Server(gofer, os.path.join(work, "cold"), cache, plugins)
         cold.stop()
         server = Server(gofer, os.path.join(work, "data"), cache, plugins)
-        print(f"start to healthy (5 wasm built-ins + 2 Go plugin processes): cold plugin cache {cold.ready_ms:.0f} ms, warm {server.ready_ms:.0f} ms")
+        print(f"start to healthy (6 wasm built-ins + 2 wasm fixtures + 2 Go plugin processes): cold plugin cache {cold.ready_ms:.0f} ms, warm {server.ready_ms:.0f} ms")
         base = server.base
         deploy(base, "wasm-one", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
+        deploy(base, "wasm01-one", {"id": "only", "plugin": "misbehave", "settings": {"mode": "ok"}, "depends_on": {}, "variables": {}})
         deploy(base, "grpc-one", {"id": "only", "plugin": "go-echo", "depends_on": {}, "variables": {}})
         deploy(base, "box-one", {"id": "only", "image": IMAGE, "depends_on": {}, "variables": {}, "command": ["true"]})
         cli = [gofer, "--api-base-url", base]
-        inside = {"wasm-one": [], "grpc-one": [], "box-one": []}
+        inside = {"wasm-one": [], "wasm01-one": [], "grpc-one": [], "box-one": []}
         wall = {name: [] for name in inside}
         for _ in range(args.rounds):
             for pipeline in inside:
@@ -113,23 +119,26 @@ def main():
                 inside[pipeline].append(task["ended"] - task["started"])
         m = {name: statistics.median(values) for name, values in inside.items()}
         w = {name: statistics.median(values) for name, values in wall.items()}
-        print(f"task start -> complete inside a run (median of {args.rounds}): wasm shared task {m['wasm-one']:.0f} ms, "
-              f"gRPC shared task {m['grpc-one']:.0f} ms, container {m['box-one']:.0f} ms")
-        print(f"1-task run, CLI wall time: wasm {w['wasm-one']:.0f} ms, gRPC {w['grpc-one']:.0f} ms, container {w['box-one']:.0f} ms "
+        print(f"task start -> complete inside a run (median of {args.rounds}): wasm shared task 0.2.0 {m['wasm-one']:.0f} ms, "
+              f"0.1.0 {m['wasm01-one']:.0f} ms, gRPC shared task {m['grpc-one']:.0f} ms, container {m['box-one']:.0f} ms")
+        print(f"1-task run, CLI wall time: wasm 0.2.0 {w['wasm-one']:.0f} ms, 0.1.0 {w['wasm01-one']:.0f} ms, "
+              f"gRPC {w['grpc-one']:.0f} ms, container {w['box-one']:.0f} ms "
               f"(wasm/container {w['wasm-one'] / w['box-one']:.2f}, gRPC/container {w['grpc-one'] / w['box-one']:.2f})")
 
         deploy(base, "calls", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
         per_call = {}
-        for plugin, label in (("interval", "wasm"), ("go-ticker", "gRPC")):
+        settings = {"interval": {"every": "1h"}, "legacy-tick": {"every_ms": "3600000"}, "go-ticker": {"every": "1h"}}
+        for plugin, label in (("interval", "wasm"), ("legacy-tick", "wasm01"), ("go-ticker", "gRPC")):
             times = []
             for index in range(300):
                 start = time.perf_counter()
                 api(base, "POST", "/api/namespaces/default/pipelines/calls/subscriptions",
-                    {"extension_id": plugin, "subscription_id": f"{plugin}-{index}", "settings": {"every": "1h"}})
+                    {"extension_id": plugin, "subscription_id": f"{plugin}-{index}", "settings": settings[plugin]})
                 times.append((time.perf_counter() - start) * 1000)
             per_call[label] = statistics.median(times)
-        print(f"create a subscription (API + SQLite + one trigger call), median of 300: wasm {per_call['wasm']:.2f} ms, "
-              f"gRPC {per_call['gRPC']:.2f} ms (gRPC call overhead ~{per_call['gRPC'] - per_call['wasm']:+.2f} ms)")
+        print(f"create a subscription (API + SQLite + one trigger call), median of 300: wasm 0.2.0 {per_call['wasm']:.2f} ms, "
+              f"0.1.0 {per_call['wasm01']:.2f} ms, gRPC {per_call['gRPC']:.2f} ms "
+              f"(0.2.0 vs 0.1.0 {per_call['wasm'] - per_call['wasm01']:+.2f} ms, gRPC vs wasm 0.2.0 {per_call['gRPC'] - per_call['wasm']:+.2f} ms)")
 
         deploy(base, "many", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
         before = server.rss_kib()

@@ -316,6 +316,92 @@ async fn interval_keeps_its_schedule_in_its_objects_across_restarts() {
 }
 
 #[tokio::test]
+async fn a_trigger_built_for_0_1_keeps_working_unchanged() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    std::fs::copy(
+        fixture("legacy-tick"),
+        plugins_dir(&server).join("legacy-tick.wasm"),
+    )
+    .unwrap();
+    wait_for_plugins(&api, "legacy-tick loads", |plugins| {
+        plugins
+            .iter()
+            .any(|p| p["name"] == "legacy-tick" && p["status"] == "loaded")
+    })
+    .await;
+    deploy(&api, debug_pipeline("legacy")).await;
+    let refused = api
+        .post(&subscriptions("legacy"), json!({"extension_id": "legacy-tick", "subscription_id": "fast", "settings": {"every_ms": "5"}}))
+        .await;
+    assert_error(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        "every_ms must be at least 100",
+    );
+    let (status, body) = api
+        .post(&subscriptions("legacy"), json!({"extension_id": "legacy-tick", "subscription_id": "ticks", "settings": {"every_ms": "300"}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Woken on its schedule: its fires start runs.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while runs(&api, "legacy").await.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the 0.1 trigger never fired twice"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = runs(&api, "legacy").await[0].clone();
+    assert!(
+        first["variables"].to_string().contains("LEGACY_TICK"),
+        "{first}"
+    );
+
+    // Outside events reach it (0.1 sees headers and body only) and its fires start runs.
+    let ticked = runs(&api, "legacy").await.len();
+    api.delete(&format!("{}/legacy-tick/ticks", subscriptions("legacy")))
+        .await;
+    let (status, _) = api
+        .post(
+            &subscriptions("legacy"),
+            json!({"extension_id": "legacy-tick", "subscription_id": "hourly", "settings": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let after_unsubscribe = runs(&api, "legacy").await.len();
+    assert!(
+        after_unsubscribe <= ticked + 1,
+        "kept ticking after unsubscribe"
+    );
+    let response = crate::support::http_client()
+        .post(format!(
+            "{}/api/external/legacy-tick/any/path?x=1",
+            server.base_url()
+        ))
+        .body("from outside")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.text().await.unwrap(), r#"{"message":"fired 1"}"#);
+    let fired = runs(&api, "legacy").await;
+    let last = fired.last().unwrap();
+    assert!(
+        last["variables"].to_string().contains("from outside"),
+        "{last}"
+    );
+    let (_, logs) = api.get("/api/extensions/legacy-tick/logs").await;
+    assert!(
+        logs.as_str()
+            .unwrap_or_default()
+            .contains("outside event: from outside"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
 async fn cron_fires_on_its_schedule() {
     let server = TestServer::start().await;
     let api = server.client();
