@@ -6,8 +6,10 @@
   - a shared task's start -> complete inside a run: wasm against gofer:plugin@0.2.0 (debug) and
     @0.1.0 (the misbehave fixture, mode ok) vs gRPC (go-echo) vs a container
   - a 1-task run end to end (`gofer run start --follow`) for each
-  - per-call overhead of a trigger call: creating subscriptions to `interval` (wasm, 0.2.0),
-    `legacy-tick` (wasm, 0.1.0) and `go-ticker` (gRPC); the API and SQLite cost is the same
+  - per-call overhead of a trigger call: creating subscriptions to `forger` (wasm, 0.2.0) and
+    `legacy-tick` (wasm, 0.1.0), both keeping the subscription in memory only, `go-ticker` (gRPC),
+    and `interval` (wasm, 0.2.0, which also writes its schedule to its objects); the API and
+    SQLite cost is the same for all
   - 10,000 `interval` subscriptions (every 1h): memory per subscription, idle CPU
 
 Usage: scripts/bench-plugins.py [--gofer PATH] [--rounds N] [--subscriptions N]
@@ -94,13 +96,13 @@ def main():
     subprocess.run(["bash", os.path.join(HERE, "go-plugins.sh"), "build", plugins], check=True, stdout=subprocess.DEVNULL)
     # Fixtures built against gofer:plugin@0.1.0, from the release build's plugin workspace.
     built = os.path.join(os.path.dirname(os.path.dirname(gofer)), "plugins", "wasm32-wasip2", "release")
-    for fixture in ("misbehave", "legacy-tick"):
+    for fixture in ("misbehave", "legacy-tick", "forger"):
         shutil.copy(os.path.join(built, f"gofer_plugin_{fixture.replace('-', '_')}.wasm"), os.path.join(plugins, f"{fixture}.wasm"))
     try:
         cold = Server(gofer, os.path.join(work, "cold"), cache, plugins)
         cold.stop()
         server = Server(gofer, os.path.join(work, "data"), cache, plugins)
-        print(f"start to healthy (6 wasm built-ins + 2 wasm fixtures + 2 Go plugin processes): cold plugin cache {cold.ready_ms:.0f} ms, warm {server.ready_ms:.0f} ms")
+        print(f"start to healthy (6 wasm built-ins + 3 wasm fixtures + 2 Go plugin processes): cold plugin cache {cold.ready_ms:.0f} ms, warm {server.ready_ms:.0f} ms")
         base = server.base
         deploy(base, "wasm-one", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
         deploy(base, "wasm01-one", {"id": "only", "plugin": "misbehave", "settings": {"mode": "ok"}, "depends_on": {}, "variables": {}})
@@ -127,8 +129,8 @@ def main():
 
         deploy(base, "calls", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
         per_call = {}
-        settings = {"interval": {"every": "1h"}, "legacy-tick": {"every_ms": "3600000"}, "go-ticker": {"every": "1h"}}
-        for plugin, label in (("interval", "wasm"), ("legacy-tick", "wasm01"), ("go-ticker", "gRPC")):
+        settings = {"interval": {"every": "1h"}, "forger": {}, "legacy-tick": {"every_ms": "3600000"}, "go-ticker": {"every": "1h"}}
+        for plugin, label in (("forger", "wasm"), ("legacy-tick", "wasm01"), ("go-ticker", "gRPC"), ("interval", "interval")):
             times = []
             for index in range(300):
                 start = time.perf_counter()
@@ -138,7 +140,8 @@ def main():
             per_call[label] = statistics.median(times)
         print(f"create a subscription (API + SQLite + one trigger call), median of 300: wasm 0.2.0 {per_call['wasm']:.2f} ms, "
               f"0.1.0 {per_call['wasm01']:.2f} ms, gRPC {per_call['gRPC']:.2f} ms "
-              f"(0.2.0 vs 0.1.0 {per_call['wasm'] - per_call['wasm01']:+.2f} ms, gRPC vs wasm 0.2.0 {per_call['gRPC'] - per_call['wasm']:+.2f} ms)")
+              f"(0.2.0 vs 0.1.0 {per_call['wasm'] - per_call['wasm01']:+.2f} ms, gRPC vs wasm 0.2.0 {per_call['gRPC'] - per_call['wasm']:+.2f} ms); "
+              f"interval (0.2.0, writes an object) {per_call['interval']:.2f} ms")
 
         deploy(base, "many", {"id": "only", "plugin": "debug", "depends_on": {}, "variables": {}})
         before = server.rss_kib()
