@@ -18,6 +18,7 @@ pub mod objects;
 pub mod orchestrator;
 pub mod pipeline_config;
 pub mod plugins;
+pub mod rollouts;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;

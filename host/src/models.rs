@@ -232,6 +232,98 @@ pub enum DeploymentStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum DeploymentStatusReasonType {
     Unknown,
+    /// A canary's rules rolled it back (beyond v0).
+    RolledBack,
+    /// Stopped by hand; the stable version stays live (beyond v0).
+    Aborted,
+    /// Its pipeline was disabled or deleted while it ran (beyond v0).
+    Interrupted,
+}
+
+/// How a deployment moves a pipeline between versions (beyond v0, whose deploy only switched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentKind {
+    /// `end_version` is live at once (v0's deploy).
+    #[default]
+    Switch,
+    /// `end_version` gets a share of new runs, raised step by step while its runs do as well as
+    /// the stable version's, rolled back when they do not.
+    Canary,
+    /// `start_version` (A) and `end_version` (B) both take new runs at fixed weights until the
+    /// operator picks the winner.
+    Ab,
+}
+
+/// Which side of a canary or an A/B test a run went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Arm {
+    /// A canary's `start_version`.
+    Stable,
+    /// A canary's `end_version`.
+    Canary,
+    /// An A/B test's `start_version`.
+    A,
+    /// An A/B test's `end_version`.
+    B,
+}
+
+impl Arm {
+    /// Whether runs of this arm run `end_version`.
+    pub fn is_new(self) -> bool {
+        matches!(self, Self::Canary | Self::B)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stable => "stable",
+            Self::Canary => "canary",
+            Self::A => "a",
+            Self::B => "b",
+        }
+    }
+}
+
+/// A canary's or an A/B test's routing and rules, and what its runs did (beyond v0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Rollout {
+    /// Percent of new runs that go to `end_version` (the canary, or B) now.
+    pub weight: u8,
+    /// A canary's weights in order (the last is 100); empty for an A/B test.
+    pub steps: Vec<u8>,
+    /// Index into `steps` of the current weight.
+    pub step: usize,
+    /// When the current step began (epoch ms): promotion looks at runs since then.
+    pub step_started: u64,
+    /// Promote to the next step after this many canary runs in the current step (0: by hand).
+    pub promote_after: u64,
+    /// Roll back after this many failed canary runs (0: not by count).
+    pub rollback_after_failures: u64,
+    /// Promotion needs the canary's success rate to be at least the stable version's over the
+    /// same window minus this (0 to 1); below it, the canary is rolled back.
+    pub tolerance: f64,
+    /// Promotion also needs at least this success rate (0 to 1); below it, rolled back.
+    pub min_success_rate: Option<f64>,
+    /// Routes by this run variable: runs with the same value go to the same version.
+    pub sticky_variable: Option<String>,
+    /// Per arm, counted from the runs this deployment routed (filled in when read).
+    #[serde(default)]
+    pub tallies: Vec<ArmTally>,
+}
+
+/// What one arm's runs did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ArmTally {
+    pub arm: Arm,
+    pub version: u64,
+    /// Runs routed to it.
+    pub runs: u64,
+    pub successful: u64,
+    pub failed: u64,
+    /// Complete runs of the current step (since `step_started`), and how many succeeded.
+    pub step_complete: u64,
+    pub step_successful: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -256,8 +348,14 @@ pub struct Deployment {
     pub state: DeploymentState,
     pub status: DeploymentStatus,
     pub status_reason: Option<DeploymentStatusReason>,
-    /// Kept for wire compatibility; always empty.
+    /// What happened to it, as events (started, promoted, rolled back, completed...).
     pub logs: Vec<Event>,
+    /// `switch` (v0's deploy), `canary` or `ab` (beyond v0).
+    #[serde(default)]
+    pub kind: DeploymentKind,
+    /// A canary's or A/B test's routing, rules and tallies (beyond v0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 /// What happened, externally tagged: `{"created_namespace": {"namespace_id": "x"}}`.
@@ -307,6 +405,25 @@ pub enum EventKind {
         pipeline_id: String,
         start_version: u64,
         end_version: u64,
+    },
+    /// A canary moved to its next weight, or an A/B test began (beyond v0).
+    PromotedDeployment {
+        namespace_id: String,
+        pipeline_id: String,
+        deployment_id: u64,
+        end_version: u64,
+        weight: u8,
+        reason: String,
+    },
+    /// A canary or an A/B test ended without `end_version` becoming live: rolled back by its
+    /// rules or aborted (beyond v0).
+    RolledBackDeployment {
+        namespace_id: String,
+        pipeline_id: String,
+        deployment_id: u64,
+        start_version: u64,
+        end_version: u64,
+        reason: String,
     },
     QueuedRun {
         namespace_id: String,
@@ -437,7 +554,8 @@ pub struct RunStatusReason {
 pub struct Run {
     pub namespace_id: String,
     pub pipeline_id: String,
-    /// The config version that was live when the run was started; what it executes.
+    /// The config version it executes: the live one when it was started, the one a canary or an
+    /// A/B test routed it to (see `routing`), or its original's for a re-run.
     pub pipeline_config_version: u64,
     /// Per pipeline, 1-based.
     pub run_id: u64,
@@ -455,6 +573,24 @@ pub struct Run {
     pub store_objects_expired: bool,
     /// Id of the run's `queued_run` event.
     pub event_id: Option<String>,
+    /// The deployment that chose this run's version, the arm and why (beyond v0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RunRouting>,
+    /// The run this one re-runs (beyond v0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<u64>,
+    /// Tasks of `rerun_of` taken over as done (a re-run of failed tasks only; beyond v0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reused_tasks: Vec<String>,
+}
+
+/// How a canary or an A/B test routed a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunRouting {
+    pub deployment_id: u64,
+    pub arm: Arm,
+    /// E.g. `weight 10%` or `sticky BRANCH=main`.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -493,6 +629,9 @@ pub enum TaskExecutionStatusReasonType {
     Orphaned,
     /// The task took longer than its `timeout` (beyond v0).
     Timeout,
+    /// Not run: a re-run of failed tasks took it over as done from the run it re-runs (beyond
+    /// v0).
+    Reused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -176,6 +176,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         (Arc::clone(&secrets), Arc::clone(&objects)),
         Arc::clone(&config),
     );
+    app.supervise_canaries();
     let state = ApiState {
         app,
         storage,

@@ -6,6 +6,7 @@
 //! orchestrator); they must never talk to Docker, wasmtime or tonic directly.
 
 mod auth;
+mod deployments;
 mod events;
 mod namespaces;
 mod objects;
@@ -357,6 +358,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(namespaces::routes())
         .merge(pipelines::routes())
+        .merge(deployments::routes())
         .merge(runs::routes())
         .merge(plugins::routes())
         .merge(events::routes())

@@ -26,8 +26,6 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_pipeline, update_pipeline, delete_pipeline))
         .routes(routes!(list_configs, register_config))
         .routes(routes!(get_config, deploy_config, delete_config))
-        .routes(routes!(list_deployments))
-        .routes(routes!(get_deployment))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -92,16 +90,8 @@ struct ConfigPath {
     version: u64,
 }
 
-/// Path of a deployment.
-#[derive(Debug, Deserialize)]
-struct DeploymentPath {
-    namespace_id: String,
-    pipeline_id: String,
-    deployment_id: u64,
-}
-
 /// Fails with 404 unless the pipeline exists (checking its namespace first, for a precise message).
-fn require_pipeline(
+pub(super) fn require_pipeline(
     db: &Db,
     namespace_id: &str,
     pipeline_id: &str,
@@ -355,40 +345,4 @@ async fn delete_config(
         Some(message) => Err(ApiError::bad_request(message)),
         None => Ok(StatusCode::NO_CONTENT),
     }
-}
-
-/// List a pipeline's deployments, oldest first.
-#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/deployments", tag = "Deployments", operation_id = "list_deployments",
-    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), PageQuery),
-    responses((status = 200, body = ListDeploymentsResponse), (status = "4XX", body = super::ErrorBody)))]
-async fn list_deployments(
-    state: AppState,
-    ApiPath(path): ApiPath<PipelinePath>,
-    ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<ApiJson<ListDeploymentsResponse>, ApiError> {
-    let page = state.page(&query)?;
-    let deployments = state
-        .read(move |db| {
-            require_pipeline(db, &path.namespace_id, &path.pipeline_id)?;
-            db.list_deployments(&path.namespace_id, &path.pipeline_id, page)
-        })
-        .await?;
-    Ok(ApiJson(ListDeploymentsResponse { deployments }))
-}
-
-/// Get one deployment.
-#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/deployments/{deployment_id}", tag = "Deployments", operation_id = "get_deployment",
-    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("deployment_id" = u64, Path)),
-    responses((status = 200, body = DeploymentResponse), (status = "4XX", body = super::ErrorBody)))]
-async fn get_deployment(
-    state: AppState,
-    ApiPath(path): ApiPath<DeploymentPath>,
-) -> Result<ApiJson<DeploymentResponse>, ApiError> {
-    let deployment = state
-        .read(move |db| {
-            require_pipeline(db, &path.namespace_id, &path.pipeline_id)?;
-            db.get_deployment(&path.namespace_id, &path.pipeline_id, path.deployment_id)
-        })
-        .await?;
-    Ok(ApiJson(DeploymentResponse { deployment }))
 }

@@ -25,6 +25,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list_runs, start_run))
         .routes(routes!(get_run, cancel_run))
+        .routes(routes!(rerun_run))
         .routes(routes!(list_task_executions))
         .routes(routes!(get_task_execution, cancel_task_execution))
         .routes(routes!(get_logs, delete_logs))
@@ -41,7 +42,8 @@ impl From<OrchestratorError> for ApiError {
                 ApiError::bad_request(error.to_string())
             }
             OrchestratorError::AlreadyComplete(message)
-            | OrchestratorError::NotRunning(message) => ApiError::conflict(message),
+            | OrchestratorError::NotRunning(message)
+            | OrchestratorError::CannotRerun(message) => ApiError::conflict(message),
             OrchestratorError::Attach(_) | OrchestratorError::Scheduler(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, error.to_string())
             }
@@ -74,6 +76,19 @@ pub struct StartRunRequest {
     /// Run variables; they override the tasks' own variables.
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// Run this registered config version instead of the live one (or the one a canary or A/B
+    /// test would route the run to; beyond v0).
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerunRequest {
+    /// Run only the tasks that failed or were skipped, and their dependents; take the
+    /// original's other successful tasks as done.
+    #[serde(default)]
+    pub failed_only: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -201,10 +216,32 @@ async fn start_run(
         .app
         .start_run(
             &identity,
-            path.namespace_id,
-            path.pipeline_id,
+            (path.namespace_id, path.pipeline_id),
             request.variables,
+            request.version,
         )
+        .await?;
+    Ok((StatusCode::CREATED, ApiJson(RunResponse { run })))
+}
+
+/// Re-run a complete run (beyond v0): a new run of the same config version with the same
+/// variables (references to secrets and objects are resolved again at launch), recording which
+/// run it re-runs. With `failed_only`, only the tasks that failed or were skipped and their
+/// dependents run; the original's other successful tasks are taken over as done (status reason
+/// `reused`). 409 if the run is not complete, or has nothing to re-run with `failed_only`.
+#[utoipa::path(post, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/rerun", tag = "Runs", operation_id = "rerun_run",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path)),
+    request_body = RerunRequest,
+    responses((status = 201, body = RunResponse), (status = "4XX", body = super::ErrorBody), (status = 503, body = super::ErrorBody)))]
+async fn rerun_run(
+    state: AppState,
+    Extension(identity): Extension<Identity>,
+    ApiPath(path): ApiPath<RunPath>,
+    ApiJson(request): ApiJson<RerunRequest>,
+) -> Result<(StatusCode, ApiJson<RunResponse>), ApiError> {
+    let run = state
+        .app
+        .rerun(&identity, path.key(), request.failed_only)
         .await?;
     Ok((StatusCode::CREATED, ApiJson(RunResponse { run })))
 }

@@ -7,6 +7,7 @@
 //! Must not know HTTP (a [`Caller`] says who asks and what they may do), nor run SQL, Docker,
 //! wasmtime or tonic itself.
 
+mod deployments;
 mod objects;
 mod pipelines;
 mod runs;
@@ -15,6 +16,7 @@ mod subscriptions;
 use std::sync::Arc;
 
 pub use crate::object_service::Owner;
+pub use deployments::{DeploymentRequest, PromoteRequest, filled as filled_deployment};
 pub use subscriptions::NewSubscription;
 
 use crate::auth::Needed;

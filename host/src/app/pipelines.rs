@@ -9,8 +9,9 @@ use std::time::Duration;
 use super::{App, AppError, Caller};
 use crate::domain::SubscriptionHandle;
 use crate::models::{
-    ConfigState, DeclaredTrigger, Deployment, DeploymentState, DeploymentStatus, EventKind,
-    Pipeline, PipelineMetadata, PipelineState, Subscription, SubscriptionStatus, now_millis,
+    ConfigState, DeclaredTrigger, Deployment, DeploymentKind, DeploymentState, DeploymentStatus,
+    EventKind, Pipeline, PipelineMetadata, PipelineState, Subscription, SubscriptionStatus,
+    now_millis,
 };
 use crate::pipeline_config::PipelineConfigInput;
 use crate::storage::{Db, Page, StorageError};
@@ -19,11 +20,11 @@ use crate::storage::{Db, Page, StorageError};
 const DELETE_GRACE: Duration = Duration::from_secs(0);
 
 /// Subscriptions a deployment added and removed: (subscription, its handle).
-type Declared = Vec<(Subscription, SubscriptionHandle)>;
+pub(super) type Declared = Vec<(Subscription, SubscriptionHandle)>;
 
 /// Fails with 404 unless the pipeline exists (checking its namespace first, for a precise
 /// message).
-fn require_pipeline(
+pub(super) fn require_pipeline(
     db: &Db,
     namespace_id: &str,
     pipeline_id: &str,
@@ -114,11 +115,10 @@ impl App {
             .await?)
     }
 
-    /// Deploys a config version: it becomes `live` (what runs execute) and the previous live one
-    /// `deprecated`; deploying an older version rolls back. The subscriptions the version declares
-    /// are committed in the same transaction; the plugins are told after the commit, and what a
-    /// crash leaves untold is told at the next start (which subscribes every stored
-    /// subscription).
+    /// Deploys a config version at once (v0's deploy): it becomes live, the one before is
+    /// deprecated, and the subscriptions it declares replace the previous version's, all in one
+    /// transaction; the plugins are told after. Refused (409) while a canary or an A/B test is in
+    /// progress.
     pub async fn deploy(
         &self,
         namespace_id: String,
@@ -128,9 +128,10 @@ impl App {
         let (deployment, added, removed) = self
             .write(move |db| {
                 require_pipeline(db, &namespace_id, &pipeline_id)?;
-                let triggers = db
-                    .get_config(&namespace_id, &pipeline_id, version)?
-                    .triggers;
+                db.get_config(&namespace_id, &pipeline_id, version)?;
+                if let Some(busy) = db.deployment_in_progress(&namespace_id, &pipeline_id)? {
+                    return Ok(Err(in_progress(&busy)));
+                }
                 let live = db.live_config_version(&namespace_id, &pipeline_id)?;
                 let start_version = live.unwrap_or(version);
                 let mut deployment = Deployment {
@@ -145,6 +146,8 @@ impl App {
                     status: DeploymentStatus::Unknown,
                     status_reason: None,
                     logs: Vec::new(),
+                    kind: DeploymentKind::Switch,
+                    rollout: None,
                 };
                 db.put_deployment(&deployment)?;
                 db.insert_event(EventKind::StartedDeployment {
@@ -153,30 +156,10 @@ impl App {
                     start_version,
                     end_version: version,
                 })?;
-                if let Some(previous) = live.filter(|previous| *previous != version) {
-                    db.set_config_state(
-                        &namespace_id,
-                        &pipeline_id,
-                        previous,
-                        ConfigState::Deprecated,
-                        now_millis(),
-                    )?;
-                }
-                db.set_config_state(&namespace_id, &pipeline_id, version, ConfigState::Live, 0)?;
-                let (added, removed) = commit_declared(db, &namespace_id, &pipeline_id, triggers)?;
-                deployment.state = DeploymentState::Complete;
-                deployment.status = DeploymentStatus::Successful;
-                deployment.ended = now_millis();
-                db.put_deployment(&deployment)?;
-                db.insert_event(EventKind::CompletedDeployment {
-                    namespace_id,
-                    pipeline_id,
-                    start_version,
-                    end_version: version,
-                })?;
-                Ok((deployment, added, removed))
+                let (added, removed) = complete_deployment(db, &mut deployment, version)?;
+                Ok(Ok((deployment, added, removed)))
             })
-            .await?;
+            .await??;
         crate::failpoints::reached("deploy-committed");
         self.triggers.apply(added, removed).await;
         Ok(deployment)
@@ -277,6 +260,67 @@ impl App {
         .await?;
         Ok(())
     }
+}
+
+/// The refusal of a second deployment while one is in progress.
+pub(super) fn in_progress(busy: &Deployment) -> AppError {
+    let what = match busy.kind {
+        DeploymentKind::Switch => "a deploy".to_string(),
+        DeploymentKind::Canary => format!("a canary of version {}", busy.end_version),
+        DeploymentKind::Ab => format!(
+            "an A/B test of versions {} and {}",
+            busy.start_version, busy.end_version
+        ),
+    };
+    AppError::Conflict(format!(
+        "deployment {} of pipeline '{}' is in progress ({what}); promote or abort it first \
+         (`gofer deployment promote|abort {}`)",
+        busy.deployment_id, busy.pipeline_id, busy.pipeline_id
+    ))
+}
+
+/// Ends a deployment by making `winner` the live version (the version live before, if another,
+/// is deprecated) with the subscriptions it declares, and recording the deployment `Successful`,
+/// within the caller's transaction. Returns the subscriptions added and removed, for the plugins
+/// to be told once it commits.
+pub(super) fn complete_deployment(
+    db: &Db,
+    deployment: &mut Deployment,
+    winner: u64,
+) -> Result<(Declared, Declared), StorageError> {
+    let (namespace_id, pipeline_id) = (
+        deployment.namespace_id.clone(),
+        deployment.pipeline_id.clone(),
+    );
+    let live = db.live_config_version(&namespace_id, &pipeline_id)?;
+    if let Some(previous) = live.filter(|previous| *previous != winner) {
+        db.set_config_state(
+            &namespace_id,
+            &pipeline_id,
+            previous,
+            ConfigState::Deprecated,
+            now_millis(),
+        )?;
+    }
+    db.set_config_state(&namespace_id, &pipeline_id, winner, ConfigState::Live, 0)?;
+    let triggers = db.get_config(&namespace_id, &pipeline_id, winner)?.triggers;
+    let changes = commit_declared(db, &namespace_id, &pipeline_id, triggers)?;
+    deployment.state = DeploymentState::Complete;
+    deployment.status = DeploymentStatus::Successful;
+    deployment.ended = now_millis();
+    if let Some(rollout) = &mut deployment.rollout
+        && winner == deployment.end_version
+    {
+        rollout.weight = 100;
+    }
+    db.put_deployment(deployment)?;
+    db.insert_event(EventKind::CompletedDeployment {
+        namespace_id,
+        pipeline_id,
+        start_version: deployment.start_version,
+        end_version: winner,
+    })?;
+    Ok(changes)
 }
 
 /// Makes the stored declared subscriptions of a pipeline what `declared` says, within the

@@ -6,6 +6,7 @@
 
 mod access;
 pub mod client;
+mod deployments;
 pub mod output;
 mod plugins;
 mod program;
@@ -86,7 +87,7 @@ enum Command {
     Pipeline(PipelineCommand),
     /// See a pipeline's deployments.
     #[command(subcommand)]
-    Deployment(DeploymentCommand),
+    Deployment(deployments::DeploymentCommand),
     /// Start, follow and cancel runs.
     #[command(subcommand)]
     Run(runs::RunCommand),
@@ -171,7 +172,7 @@ enum NamespaceCommand {
 }
 
 #[derive(Debug, Args)]
-struct ListArgs {
+pub(super) struct ListArgs {
     /// Maximum number of items.
     #[arg(long)]
     limit: Option<u64>,
@@ -181,7 +182,7 @@ struct ListArgs {
 }
 
 impl ListArgs {
-    fn query(&self) -> String {
+    pub(super) fn query(&self) -> String {
         let mut parts = Vec::new();
         if let Some(limit) = self.limit {
             parts.push(format!("limit={limit}"));
@@ -257,18 +258,6 @@ enum ConfigCommand {
     Deploy { pipeline: String, version: u64 },
     /// Delete a version that is neither live nor the latest.
     Delete { pipeline: String, version: u64 },
-}
-
-#[derive(Debug, Subcommand)]
-enum DeploymentCommand {
-    /// List a pipeline's deployments.
-    List {
-        pipeline: String,
-        #[command(flatten)]
-        list: ListArgs,
-    },
-    /// Show one deployment.
-    Get { pipeline: String, id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -366,7 +355,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(_) => unreachable!("handled above"),
         Command::Namespace(command) => namespace(&ctx, command).await,
         Command::Pipeline(command) => pipeline(&ctx, command).await,
-        Command::Deployment(command) => deployment(&ctx, command).await,
+        Command::Deployment(command) => deployments::deployment(&ctx, command).await,
         Command::Run(command) => runs::run(&ctx, command).await,
         Command::Task(command) => runs::task(&ctx, command).await,
         Command::Plugin(command) => plugins::plugin(&ctx, command).await,
@@ -738,39 +727,6 @@ async fn config(ctx: &Session, command: ConfigCommand) -> anyhow::Result<()> {
                 format!("Deleted pipeline '{pipeline}' config v{version}"),
             )?;
             Ok(())
-        }
-    }
-}
-
-async fn deployment(ctx: &Session, command: DeploymentCommand) -> anyhow::Result<()> {
-    match command {
-        DeploymentCommand::List { pipeline, list } => {
-            let body = ctx
-                .client
-                .get(&format!(
-                    "{}/deployments{}",
-                    ctx.pipeline_path(&pipeline),
-                    list.query()
-                ))
-                .await?;
-            ctx.show(&body, |body| {
-                Ok(output::deployments(&field::<Vec<Deployment>>(
-                    body,
-                    "deployments",
-                )?))
-            })
-        }
-        DeploymentCommand::Get { pipeline, id } => {
-            let body = ctx
-                .client
-                .get(&format!(
-                    "{}/deployments/{id}",
-                    ctx.pipeline_path(&pipeline)
-                ))
-                .await?;
-            ctx.show(&body, |body| {
-                Ok(output::deployments(&[field(body, "deployment")?]))
-            })
         }
     }
 }

@@ -176,11 +176,19 @@ pub fn config(config: &PipelineConfig) -> String {
 }
 
 pub fn deployments(deployments: &[Deployment]) -> String {
-    let mut table = table(&["id", "versions", "started", "ended", "state", "status"]);
+    let mut table = table(&[
+        "id", "kind", "versions", "weight", "started", "ended", "state", "status",
+    ]);
     for deployment in deployments {
         table.add_row(vec![
             deployment.deployment_id.to_string(),
+            spelling(&deployment.kind),
             format!("{} -> {}", deployment.start_version, deployment.end_version),
+            deployment
+                .rollout
+                .as_ref()
+                .map(|rollout| format!("{}%", rollout.weight))
+                .unwrap_or_default(),
             ago(deployment.started),
             ago(deployment.ended),
             spelling(&deployment.state),
@@ -188,6 +196,137 @@ pub fn deployments(deployments: &[Deployment]) -> String {
         ]);
     }
     table.to_string()
+}
+
+/// One deployment: what it does, its rules, its tallies per version, and its log.
+pub fn deployment(deployment: &Deployment) -> String {
+    let mut text = format!(
+        "Deployment {} of {} ({}): {} -> {} :: {} {}\n  started {}, ended {}\n",
+        deployment.deployment_id,
+        deployment.pipeline_id,
+        spelling(&deployment.kind),
+        deployment.start_version,
+        deployment.end_version,
+        spelling(&deployment.state),
+        spelling(&deployment.status),
+        ago(deployment.started),
+        ago(deployment.ended),
+    );
+    if let Some(reason) = &deployment.status_reason {
+        text.push_str(&format!(
+            "  {}: {}\n",
+            spelling(&reason.reason),
+            reason.description
+        ));
+    }
+    if let Some(rollout) = &deployment.rollout {
+        text.push_str(&format!(
+            "  version {} gets {}% of new runs",
+            deployment.end_version, rollout.weight
+        ));
+        if !rollout.steps.is_empty() {
+            let steps: Vec<String> = rollout
+                .steps
+                .iter()
+                .map(|step| format!("{step}%"))
+                .collect();
+            text.push_str(&format!(
+                " (steps {}; promote after {} canary runs, roll back after {} failures, tolerance {:.0}%{})",
+                steps.join(" → "),
+                rollout.promote_after,
+                rollout.rollback_after_failures,
+                rollout.tolerance * 100.0,
+                rollout
+                    .min_success_rate
+                    .map(|rate| format!(", at least {:.0}% successful", rate * 100.0))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(variable) = &rollout.sticky_variable {
+            text.push_str(&format!("; sticky by {variable}"));
+        }
+        text.push('\n');
+        let mut tallies = table(&[
+            "arm",
+            "version",
+            "runs",
+            "successful",
+            "failed",
+            "this step",
+            "step successful",
+        ]);
+        for tally in &rollout.tallies {
+            tallies.add_row(vec![
+                spelling(&tally.arm),
+                tally.version.to_string(),
+                tally.runs.to_string(),
+                tally.successful.to_string(),
+                tally.failed.to_string(),
+                tally.step_complete.to_string(),
+                tally.step_successful.to_string(),
+            ]);
+        }
+        text.push_str(&tallies.to_string());
+        text.push('\n');
+    }
+    if !deployment.logs.is_empty() {
+        text.push_str("Log:\n");
+        for event in &deployment.logs {
+            text.push_str(&format!("  {} {}\n", ago(event.emitted), event_kind(event)));
+        }
+    }
+    text
+}
+
+/// Two versions side by side, then the verdicts.
+pub fn comparison(comparison: &crate::rollouts::Comparison) -> String {
+    let millis = |value: Option<u64>| value.map(|ms| format!("{ms} ms")).unwrap_or_default();
+    let mut sides = table(&[
+        "",
+        "runs",
+        "successful",
+        "failed",
+        "success rate",
+        "duration p50",
+        "duration p95",
+    ]);
+    for arm in &comparison.arms {
+        sides.add_row(vec![
+            format!("{} (v{})", spelling(&arm.arm), arm.version),
+            arm.runs.to_string(),
+            arm.successful.to_string(),
+            arm.failed.to_string(),
+            arm.success_rate
+                .map(|rate| format!("{:.0}%", rate * 100.0))
+                .unwrap_or_default(),
+            millis(arm.duration_p50_ms),
+            millis(arm.duration_p95_ms),
+        ]);
+    }
+    let mut tasks = table(&["task", "", "executions", "failures", "duration p50"]);
+    for arm in &comparison.arms {
+        for task in &arm.tasks {
+            tasks.add_row(vec![
+                task.task_id.clone(),
+                format!("{} (v{})", spelling(&arm.arm), arm.version),
+                task.executions.to_string(),
+                task.failures.to_string(),
+                millis(task.duration_p50_ms),
+            ]);
+        }
+    }
+    let mut text = format!("{sides}\n{tasks}\n");
+    text.push_str(&format!(
+        "success rate ({}): {}\nduration ({}): {}\n",
+        comparison.success_rate.test,
+        comparison.success_rate.says,
+        comparison.duration.test,
+        comparison.duration.says
+    ));
+    for task in &comparison.tasks {
+        text.push_str(&format!("task {}: {}\n", task.task_id, task.duration.says));
+    }
+    text
 }
 
 pub fn events(events: &[Event]) -> String {
@@ -235,8 +374,18 @@ pub fn runs(runs: &[Run]) -> String {
             spelling(&run.status),
             ago(run.started),
             duration(run.started, run.ended),
-            format!("v{}", run.pipeline_config_version),
-            run.initiator.user.clone(),
+            match &run.routing {
+                Some(routing) => format!(
+                    "v{} ({})",
+                    run.pipeline_config_version,
+                    routing.arm.as_str()
+                ),
+                None => format!("v{}", run.pipeline_config_version),
+            },
+            match run.rerun_of {
+                Some(original) => format!("{} (re-runs #{original})", run.initiator.user),
+                None => run.initiator.user.clone(),
+            },
         ]);
     }
     table.to_string()
@@ -260,6 +409,23 @@ pub fn run(run: &Run, tasks: &[TaskExecution]) -> String {
             spelling(&reason.reason),
             reason.description
         ));
+    }
+    if let Some(routing) = &run.routing {
+        text.push_str(&format!(
+            "\n  routed to {} by deployment {} ({})",
+            routing.arm.as_str(),
+            routing.deployment_id,
+            routing.reason
+        ));
+    }
+    if let Some(original) = run.rerun_of {
+        text.push_str(&format!("\n  re-runs run #{original}"));
+        if !run.reused_tasks.is_empty() {
+            text.push_str(&format!(
+                " (took over as done: {})",
+                run.reused_tasks.join(", ")
+            ));
+        }
     }
     text.push('\n');
     text.push_str(&task_executions(tasks));

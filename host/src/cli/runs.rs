@@ -25,6 +25,23 @@ pub(super) enum RunCommand {
         /// Stream task status and logs until the run ends; the exit code reflects the run.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Run this registered config version instead of the live one (or the one a canary or
+        /// A/B test would route the run to).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Run a complete run again: its config version and variables; with --failed-only only the
+    /// tasks that failed or were skipped and their dependents.
+    Rerun {
+        pipeline: String,
+        run: u64,
+        /// Take the original's successful tasks as done; run only what failed or was skipped,
+        /// and what depends on it.
+        #[arg(long)]
+        failed_only: bool,
+        /// Stream task status and logs until the run ends; the exit code reflects the run.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// List a pipeline's runs, newest first.
     List {
@@ -93,23 +110,33 @@ pub(super) async fn run(ctx: &Session, command: RunCommand) -> anyhow::Result<()
             pipeline,
             variables,
             follow,
+            version,
         } => {
             let variables: BTreeMap<String, String> = variables.into_iter().collect();
-            if follow {
-                return start_and_follow(ctx, &pipeline, variables).await;
+            let mut request = json!({ "variables": variables });
+            if let Some(version) = version {
+                request["version"] = json!(version);
             }
-            let body = client
-                .post(
-                    &format!("{}/runs", ctx.pipeline_path(&pipeline)),
-                    json!({ "variables": variables }),
-                )
-                .await?;
-            let run: Run = field(&body, "run")?;
-            ctx.done(&body, format!(
-                "Started run #{} of '{pipeline}' (config v{}); follow it with `gofer run get {pipeline} {}`",
-                run.run_id, run.pipeline_config_version, run.run_id
-            ))?;
-            Ok(())
+            let path = format!("{}/runs", ctx.pipeline_path(&pipeline));
+            if follow {
+                return start_and_follow(ctx, &pipeline, &path, request).await;
+            }
+            let body = client.post(&path, request).await?;
+            started(ctx, &pipeline, &body)
+        }
+        RunCommand::Rerun {
+            pipeline,
+            run,
+            failed_only,
+            follow,
+        } => {
+            let path = format!("{}/runs/{run}/rerun", ctx.pipeline_path(&pipeline));
+            let request = json!({ "failed_only": failed_only });
+            if follow {
+                return start_and_follow(ctx, &pipeline, &path, request).await;
+            }
+            let body = client.post(&path, request).await?;
+            started(ctx, &pipeline, &body)
         }
         RunCommand::List {
             pipeline,
@@ -326,16 +353,45 @@ pub(super) async fn stream_log(
 
 /// Starts a run and prints its progress (task starts and ends, task output) until it completes.
 /// Fails (exit code 1) unless the run succeeds.
+/// Says a run was queued (and, when a canary or an A/B test chose its version, which side).
+fn started(ctx: &Session, pipeline: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+    let run: Run = field(body, "run")?;
+    let routed = run
+        .routing
+        .as_ref()
+        .map(|routing| {
+            format!(
+                ", {} of deployment {}",
+                routing.arm.as_str(),
+                routing.deployment_id
+            )
+        })
+        .unwrap_or_default();
+    let rerun = run
+        .rerun_of
+        .map(|original| format!(", re-running #{original}"))
+        .unwrap_or_default();
+    ctx.done(
+        body,
+        format!(
+            "Started run #{} of '{pipeline}' (config v{}{routed}{rerun}); follow it with `gofer run get {pipeline} {}`",
+            run.run_id, run.pipeline_config_version, run.run_id
+        ),
+    )
+}
+
+/// Starts a run by POSTing `request` to `path` (a start or a re-run) and follows it.
 async fn start_and_follow(
     ctx: &Session,
     pipeline: &str,
-    variables: BTreeMap<String, String>,
+    path: &str,
+    request: serde_json::Value,
 ) -> anyhow::Result<()> {
     // Listen before starting, so that no event of the run can be missed.
-    let request = ctx.client.websocket_request("/api/events")?;
+    let stream = ctx.client.websocket_request("/api/events")?;
     let (mut events, _) = ctx
         .client
-        .connect_websocket(request)
+        .connect_websocket(stream)
         .await
         .with_context(|| {
             format!(
@@ -343,13 +399,7 @@ async fn start_and_follow(
                 ctx.global.api_base_url
             )
         })?;
-    let body = ctx
-        .client
-        .post(
-            &format!("{}/runs", ctx.pipeline_path(pipeline)),
-            json!({ "variables": variables }),
-        )
-        .await?;
+    let body = ctx.client.post(path, request).await?;
     let run: Run = field(&body, "run")?;
     let run_id = run.run_id;
     let interactive = std::io::stdout().is_terminal() && !ctx.json();

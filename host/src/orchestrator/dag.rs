@@ -7,6 +7,41 @@ use crate::models::{
     RequiredParentStatus, RunStatus, RunStatusReason, RunStatusReasonType, TaskExecutionStatus,
 };
 
+/// The tasks a re-run of failed tasks takes over as done: those that succeeded in the original,
+/// unless one of their ancestors runs again (a task that failed or was skipped runs again, and
+/// so does everything that depends on it, directly or not).
+pub fn reusable_tasks(
+    tasks: &BTreeMap<String, crate::models::Task>,
+    statuses: &BTreeMap<String, TaskExecutionStatus>,
+) -> Vec<String> {
+    let mut again: std::collections::BTreeSet<&str> = tasks
+        .keys()
+        .filter(|id| statuses.get(*id) != Some(&TaskExecutionStatus::Successful))
+        .map(String::as_str)
+        .collect();
+    // Spread to dependents until nothing changes (configs are acyclic and small).
+    loop {
+        let before = again.len();
+        for (id, task) in tasks {
+            if task
+                .depends_on
+                .keys()
+                .any(|parent| again.contains(parent.as_str()))
+            {
+                again.insert(id);
+            }
+        }
+        if again.len() == before {
+            break;
+        }
+    }
+    tasks
+        .keys()
+        .filter(|id| !again.contains(id.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// What to do with a task whose parents have all completed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -147,6 +182,46 @@ mod tests {
             .iter()
             .map(|(id, status)| (id.to_string(), *status))
             .collect()
+    }
+
+    #[test]
+    fn a_failed_only_rerun_reuses_what_succeeded_upstream_of_nothing_that_runs_again() {
+        // one -> two -> three -> four; five after two; six after three with `failure`.
+        let task = |id: &str, parents: &[(&str, &str)]| -> (String, crate::models::Task) {
+            let depends_on: serde_json::Map<String, serde_json::Value> = parents
+                .iter()
+                .map(|(parent, condition)| (parent.to_string(), serde_json::json!(condition)))
+                .collect();
+            let task = serde_json::from_value(serde_json::json!({
+                "id": id, "description": "", "image": "x", "registry_auth": null,
+                "depends_on": depends_on, "variables": [], "entrypoint": null, "command": null,
+                "inject_api_token": false, "always_pull_newest_image": false,
+            }))
+            .unwrap();
+            (id.to_string(), task)
+        };
+        let tasks: BTreeMap<_, _> = [
+            task("one", &[]),
+            task("two", &[("one", "success")]),
+            task("three", &[("two", "success")]),
+            task("four", &[("three", "success")]),
+            task("five", &[("two", "success")]),
+            task("six", &[("three", "failure")]),
+        ]
+        .into_iter()
+        .collect();
+        let statuses: BTreeMap<String, Status> = [
+            ("one", Status::Successful),
+            ("two", Status::Successful),
+            ("three", Status::Failed),
+            ("four", Status::Skipped),
+            ("five", Status::Successful),
+            ("six", Status::Successful),
+        ]
+        .into_iter()
+        .map(|(id, status)| (id.to_string(), status))
+        .collect();
+        assert_eq!(reusable_tasks(&tasks, &statuses), ["five", "one", "two"]);
     }
 
     #[test]

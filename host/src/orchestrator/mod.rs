@@ -52,6 +52,9 @@ pub enum OrchestratorError {
     InvalidVariable { key: String, problem: &'static str },
     #[error("{0}")]
     AlreadyComplete(String),
+    /// A re-run of a run that is not complete, or of failed tasks when none failed.
+    #[error("{0}")]
+    CannotRerun(String),
     #[error("{0}")]
     NotRunning(String),
     #[error("could not attach: {0}")]
@@ -62,6 +65,74 @@ pub enum OrchestratorError {
     Logs(crate::logs::LogError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// A run about to be queued.
+struct NewRun {
+    variables: Vec<Variable>,
+    initiator: crate::models::Initiator,
+    /// The fire that asked for it (recorded with it).
+    fire: Option<i64>,
+    /// A version asked for; none: the live one or a rollout's choice.
+    version: Option<u64>,
+    /// Re-runs this run (of this pipeline); `true`: only its failed tasks.
+    rerun: Option<(u64, bool)>,
+}
+
+/// Where a canary or A/B test in progress sends a new run: its version and routing. None for a
+/// plain deployment.
+fn route(
+    deployment: &crate::models::Deployment,
+    variables: &BTreeMap<String, String>,
+) -> Option<(u64, crate::models::RunRouting)> {
+    use crate::models::{Arm, DeploymentKind};
+    let rollout = deployment.rollout.as_ref()?;
+    let (new_arm, old_arm) = match deployment.kind {
+        DeploymentKind::Canary => (Arm::Canary, Arm::Stable),
+        DeploymentKind::Ab => (Arm::B, Arm::A),
+        DeploymentKind::Switch => return None,
+    };
+    let random = uuid::Uuid::new_v4().as_u128();
+    let (to_new, reason) =
+        crate::rollouts::route(rollout, deployment.deployment_id, variables, random);
+    let (arm, version) = if to_new {
+        (new_arm, deployment.end_version)
+    } else {
+        (old_arm, deployment.start_version)
+    };
+    Some((
+        version,
+        crate::models::RunRouting {
+            deployment_id: deployment.deployment_id,
+            arm,
+            reason,
+        },
+    ))
+}
+
+/// A task a re-run of failed tasks takes over as done from `original`: complete and successful,
+/// with the original's times and exit code, and a reason saying so.
+fn reused_task(
+    db: &Db,
+    run: &Run,
+    original: u64,
+    task: &crate::models::Task,
+) -> Result<TaskExecution, StorageError> {
+    let before = db.get_task_execution(&run.namespace_id, &run.pipeline_id, original, &task.id)?;
+    Ok(TaskExecution {
+        run_id: run.run_id,
+        logs_expired: false,
+        logs_removed: true,
+        state: TaskExecutionState::Complete,
+        status: TaskExecutionStatus::Successful,
+        status_reason: Some(crate::models::TaskExecutionStatusReason {
+            reason: crate::models::TaskExecutionStatusReasonType::Reused,
+            description: format!(
+                "not run: it succeeded in run {original}, which this run re-runs (its log is there)"
+            ),
+        }),
+        ..before
+    })
 }
 
 /// Identifies a run.
@@ -301,20 +372,17 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Queues a run of the pipeline's live config. Returns at once with the `pending` run.
+    /// Queues a run: of `version` if given (it must be registered), else of the version a
+    /// canary or A/B test in progress routes it to, else of the live config. Refused while runs
+    /// are paused, for a disabled pipeline, or with a bad variable.
     pub async fn start_run(
         &self,
         namespace_id: String,
         pipeline_id: String,
         variables: BTreeMap<String, String>,
         origin: RunOrigin,
+        version: Option<u64>,
     ) -> Result<Run, OrchestratorError> {
-        let source = origin.variable_source();
-        let initiator = origin.actor().initiator();
-        let fire = match &origin {
-            RunOrigin::Trigger { fire, .. } => *fire,
-            RunOrigin::Api(_) => None,
-        };
         for (key, value) in &variables {
             if let Some(problem) = crate::pipeline_config::variable_problem(key, value) {
                 return Err(OrchestratorError::InvalidVariable {
@@ -323,6 +391,50 @@ impl Orchestrator {
                 });
             }
         }
+        let source = origin.variable_source();
+        let request = NewRun {
+            variables: variables
+                .into_iter()
+                .map(|(key, value)| Variable { key, value, source })
+                .collect(),
+            initiator: origin.actor().initiator(),
+            fire: match &origin {
+                RunOrigin::Trigger { fire, .. } => *fire,
+                RunOrigin::Api(_) => None,
+            },
+            version,
+            rerun: None,
+        };
+        self.queue_run(namespace_id, pipeline_id, request).await
+    }
+
+    /// Queues a re-run of a complete run: its config version and variables (references are
+    /// resolved again at launch, never copied), recording which run it re-runs. With
+    /// `failed_only`, only the tasks that failed or were skipped and their dependents run; the
+    /// original's other successful tasks are taken over as done.
+    pub async fn rerun(
+        &self,
+        original: RunKey,
+        failed_only: bool,
+        origin: RunOrigin,
+    ) -> Result<Run, OrchestratorError> {
+        let request = NewRun {
+            variables: Vec::new(),
+            initiator: origin.actor().initiator(),
+            fire: None,
+            version: None,
+            rerun: Some((original.run_id, failed_only)),
+        };
+        self.queue_run(original.namespace_id, original.pipeline_id, request)
+            .await
+    }
+
+    async fn queue_run(
+        &self,
+        namespace_id: String,
+        pipeline_id: String,
+        mut request: NewRun,
+    ) -> Result<Run, OrchestratorError> {
         let run = self
             .inner
             .storage
@@ -335,8 +447,60 @@ impl Orchestrator {
                 if pipeline.state != PipelineState::Active {
                     return Ok(Err(OrchestratorError::PipelineDisabled(pipeline_id)));
                 }
-                let Some(version) = db.live_config_version(&namespace_id, &pipeline_id)? else {
-                    return Ok(Err(OrchestratorError::NoLiveConfig(pipeline_id)));
+                let mut reused_tasks = Vec::new();
+                let mut rerun_of = None;
+                if let Some((original_id, failed_only)) = request.rerun {
+                    let original = db.get_run(&namespace_id, &pipeline_id, original_id)?;
+                    if original.state != RunState::Complete {
+                        return Ok(Err(OrchestratorError::CannotRerun(format!(
+                            "run {original_id} of '{pipeline_id}' is not complete; re-run it when it is"
+                        ))));
+                    }
+                    if failed_only {
+                        let config = db.get_config(
+                            &namespace_id,
+                            &pipeline_id,
+                            original.pipeline_config_version,
+                        )?;
+                        let statuses: BTreeMap<String, TaskExecutionStatus> = db
+                            .list_task_executions(&namespace_id, &pipeline_id, original_id)?
+                            .into_iter()
+                            .map(|(task, _)| (task.task_id, task.status))
+                            .collect();
+                        reused_tasks = dag::reusable_tasks(&config.tasks, &statuses);
+                        if reused_tasks.len() == config.tasks.len() {
+                            return Ok(Err(OrchestratorError::CannotRerun(format!(
+                                "run {original_id} of '{pipeline_id}' has no failed or skipped tasks; re-run it whole (without failed-only)"
+                            ))));
+                        }
+                    }
+                    request.version = Some(original.pipeline_config_version);
+                    request.variables = original.variables;
+                    rerun_of = Some(original_id);
+                }
+                let (version, routing) = match request.version {
+                    Some(version) => {
+                        db.get_config(&namespace_id, &pipeline_id, version)?;
+                        (version, None)
+                    }
+                    None => {
+                        let Some(live) = db.live_config_version(&namespace_id, &pipeline_id)?
+                        else {
+                            return Ok(Err(OrchestratorError::NoLiveConfig(pipeline_id)));
+                        };
+                        let variables: BTreeMap<String, String> = request
+                            .variables
+                            .iter()
+                            .map(|variable| (variable.key.clone(), variable.value.clone()))
+                            .collect();
+                        match db.deployment_in_progress(&namespace_id, &pipeline_id)? {
+                            Some(deployment) => match route(&deployment, &variables) {
+                                Some((version, routing)) => (version, Some(routing)),
+                                None => (live, None),
+                            },
+                            None => (live, None),
+                        }
+                    }
                 };
                 let mut run = Run {
                     run_id: db.latest_run_id(&namespace_id, &pipeline_id)? + 1,
@@ -348,17 +512,17 @@ impl Orchestrator {
                     state: RunState::Pending,
                     status: RunStatus::Unknown,
                     status_reason: None,
-                    initiator,
-                    variables: variables
-                        .into_iter()
-                        .map(|(key, value)| Variable { key, value, source })
-                        .collect(),
+                    initiator: request.initiator,
+                    variables: request.variables,
                     token_id: None,
                     store_objects_expired: false,
                     event_id: None,
+                    routing,
+                    rerun_of,
+                    reused_tasks,
                 };
                 db.insert_run(&run, true)?;
-                if let Some(fire) = fire {
+                if let Some(fire) = request.fire {
                     db.fire_started(fire, &run.namespace_id, &run.pipeline_id, run.run_id)?;
                 }
                 let event = db.insert_event(EventKind::QueuedRun {
@@ -675,6 +839,12 @@ impl Orchestrator {
                     debug_assert_ne!(config.state, ConfigState::Unknown);
                     let now = now_millis();
                     for task in config.tasks.values() {
+                        if let (Some(original), true) =
+                            (run.rerun_of, run.reused_tasks.contains(&task.id))
+                        {
+                            db.insert_task_execution(&reused_task(db, &run, original, task)?)?;
+                            continue;
+                        }
                         db.insert_task_execution(&TaskExecution {
                             namespace_id: run.namespace_id.clone(),
                             pipeline_id: run.pipeline_id.clone(),

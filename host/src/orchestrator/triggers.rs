@@ -427,6 +427,7 @@ impl TriggerManager {
                 subscription.pipeline_id.clone(),
                 stored.fire.variables.into_iter().collect(),
                 origin,
+                None,
             )
             .await
         {

@@ -14,6 +14,7 @@ mod auth;
 mod fires;
 mod objects;
 mod queries;
+mod rollouts;
 mod runs;
 mod secret_values;
 mod secrets;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_subscription_handles.sql"),
     include_str!("migrations/0003_fires.sql"),
+    include_str!("migrations/0004_rollouts.sql"),
 ];
 
 /// How many idle read connections are kept open.

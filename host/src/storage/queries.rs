@@ -62,8 +62,8 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
 const NAMESPACE_COLUMNS: &str = "id, name, description, created, modified";
 const PIPELINE_COLUMNS: &str = "namespace_id, pipeline_id, created, modified, state";
 const CONFIG_COLUMNS: &str = "namespace_id, pipeline_id, version, parallelism, name, description, registered, deprecated, state, timeout, triggers";
-const DEPLOYMENT_COLUMNS: &str = "namespace_id, pipeline_id, deployment_id, start_version, \
-     end_version, started, ended, state, status, status_reason";
+pub(super) const DEPLOYMENT_COLUMNS: &str = "namespace_id, pipeline_id, deployment_id, start_version, \
+     end_version, started, ended, state, status, status_reason, kind, rollout";
 
 impl<'c> Db<'c> {
     pub(super) fn new(conn: &'c Connection) -> Self {
@@ -418,16 +418,18 @@ impl<'c> Db<'c> {
 
     // ---- deployments ------------------------------------------------------------------------
 
-    /// Deployments of a pipeline, oldest first.
+    /// Deployments of a pipeline, oldest first (`reverse`: newest first).
     pub fn list_deployments(
         &self,
         namespace_id: &str,
         pipeline_id: &str,
         page: Page,
+        reverse: bool,
     ) -> Result<Vec<Deployment>> {
+        let order = if reverse { "DESC" } else { "ASC" };
         let mut statement = self.conn.prepare_cached(&format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE namespace_id = ?1 AND pipeline_id = ?2
-             ORDER BY deployment_id LIMIT ?3 OFFSET ?4"
+             ORDER BY deployment_id {order} LIMIT ?3 OFFSET ?4"
         ))?;
         let rows = statement.query_map(
             params![namespace_id, pipeline_id, page.limit, page.offset],
@@ -473,7 +475,7 @@ impl<'c> Db<'c> {
         self.conn
             .prepare_cached(&format!(
                 "INSERT OR REPLACE INTO deployments ({DEPLOYMENT_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ))?
             .execute(params![
                 deployment.namespace_id,
@@ -486,6 +488,15 @@ impl<'c> Db<'c> {
                 enum_text(&deployment.state),
                 enum_text(&deployment.status),
                 deployment.status_reason.as_ref().map(to_json),
+                enum_text(&deployment.kind),
+                // Tallies are counted from the runs when read, never stored.
+                deployment
+                    .rollout
+                    .as_ref()
+                    .map(|rollout| to_json(&crate::models::Rollout {
+                        tallies: Vec::new(),
+                        ..rollout.clone()
+                    })),
             ])?;
         Ok(())
     }
@@ -628,7 +639,7 @@ fn config_from_row(row: &Row) -> Result<PipelineConfig> {
     })
 }
 
-fn deployment_from_row(row: &Row) -> Result<Deployment> {
+pub(super) fn deployment_from_row(row: &Row) -> Result<Deployment> {
     let status_reason: Option<String> = row.get(9)?;
     Ok(Deployment {
         namespace_id: row.get(0)?,
@@ -646,10 +657,15 @@ fn deployment_from_row(row: &Row) -> Result<Deployment> {
             .map(|text| from_json("deployments.status_reason", &text))
             .transpose()?,
         logs: Vec::new(),
+        kind: column(row, 10, |text| enum_from_text("deployments.kind", text))?,
+        rollout: row
+            .get::<_, Option<String>>(11)?
+            .map(|text| from_json("deployments.rollout", &text))
+            .transpose()?,
     })
 }
 
-fn event_from_row(row: &Row) -> Result<Event> {
+pub(super) fn event_from_row(row: &Row) -> Result<Event> {
     Ok(Event {
         id: row.get(0)?,
         kind: column(row, 1, |text| from_json("events.kind", text))?,

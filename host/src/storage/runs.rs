@@ -6,10 +6,11 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::queries::{enum_from_text, enum_text, from_json, to_json};
 use super::{Db, Page, Result, StorageError};
-use crate::models::{Run, RunState, TaskExecution, TaskExecutionState};
+use crate::models::{Run, RunRouting, RunState, TaskExecution, TaskExecutionState};
 
 const RUN_COLUMNS: &str = "namespace_id, pipeline_id, run_id, pipeline_config_version, started, ended, \
-     state, status, status_reason, initiator, variables, token_id, store_objects_expired, event_id";
+     state, status, status_reason, initiator, variables, token_id, store_objects_expired, event_id, \
+     deployment_id, arm, routing_reason, rerun_of, reused_tasks";
 const TASK_COLUMNS: &str = "namespace_id, pipeline_id, run_id, task_id, task, created, started, ended, \
      exit_code, logs_expired, logs_removed, state, status, status_reason, variables, attempt";
 
@@ -39,6 +40,7 @@ impl Db<'_> {
             .prepare_cached(&format!(
                 "INSERT INTO runs ({RUN_COLUMNS}, queued_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                         ?16, ?17, ?18, ?19, ?20,
                          CASE WHEN ?15 THEN (SELECT COALESCE(MAX(queued_at), 0) + 1 FROM runs) END)"
             ))?
             .execute(params![
@@ -57,6 +59,11 @@ impl Db<'_> {
                 run.store_objects_expired,
                 run.event_id,
                 queued,
+                run.routing.as_ref().map(|routing| routing.deployment_id),
+                run.routing.as_ref().map(|routing| routing.arm.as_str()),
+                run.routing.as_ref().map(|routing| routing.reason.as_str()),
+                run.rerun_of,
+                (!run.reused_tasks.is_empty()).then(|| to_json(&run.reused_tasks)),
             ])?;
         Ok(())
     }
@@ -374,6 +381,19 @@ fn run_from_row(row: &Row) -> Result<Run> {
         token_id: row.get(11)?,
         store_objects_expired: row.get(12)?,
         event_id: row.get(13)?,
+        routing: match (
+            row.get::<_, Option<u64>>(14)?,
+            row.get::<_, Option<String>>(15)?,
+        ) {
+            (Some(deployment_id), Some(arm)) => Some(RunRouting {
+                deployment_id,
+                arm: enum_from_text("runs.arm", &arm)?,
+                reason: row.get::<_, Option<String>>(16)?.unwrap_or_default(),
+            }),
+            _ => None,
+        },
+        rerun_of: row.get(17)?,
+        reused_tasks: optional_json(row, 18, "runs.reused_tasks")?.unwrap_or_default(),
     })
 }
 

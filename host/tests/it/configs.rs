@@ -80,7 +80,7 @@ async fn register_deploy_list_gives_the_v0_shapes() {
         without_times(&deployed["deployment"]),
         json!({"namespace_id": "default", "pipeline_id": "simple", "deployment_id": 1,
                "start_version": 1, "end_version": 1, "state": "Complete", "status": "Successful",
-               "status_reason": null, "logs": []})
+               "status_reason": null, "logs": [], "kind": "switch"})
     );
     assert!(
         deployed["deployment"]["ended"].as_u64().unwrap()
