@@ -236,8 +236,6 @@ pub enum DeploymentStatusReasonType {
     RolledBack,
     /// Stopped by hand; the stable version stays live (beyond v0).
     Aborted,
-    /// Its pipeline was disabled or deleted while it ran (beyond v0).
-    Interrupted,
 }
 
 /// How a deployment moves a pipeline between versions (beyond v0, whose deploy only switched).

@@ -178,7 +178,7 @@ pub fn judge(rollout: &Rollout, stable: &ArmTally, canary: &ArmTally) -> Judgeme
         rollout.weight,
         percent(canary_rate),
         stable_rate
-            .map(|rate| format!(" (stable {})", percent(rate)))
+            .map(|rate| format!(" against the stable version's {}", percent(rate)))
             .unwrap_or_default()
     );
     match rollout.steps.get(rollout.step + 1) {

@@ -327,6 +327,14 @@ async fn delete_config(
                     "cannot delete version {version}: it is live; deploy another version first"
                 )));
             }
+            if let Some(deployment) = db.deployment_in_progress(&namespace_id, &pipeline_id)?
+                && (deployment.start_version == version || deployment.end_version == version)
+            {
+                return Err(StorageError::Conflict(format!(
+                    "cannot delete version {version}: deployment {} is running with it; promote or abort it first",
+                    deployment.deployment_id
+                )));
+            }
             if db.config_has_runs(&namespace_id, &pipeline_id, version)? {
                 return Err(StorageError::Conflict(format!(
                     "cannot delete version {version}: runs were made from it"

@@ -272,7 +272,11 @@ pub fn deployment(deployment: &Deployment) -> String {
     if !deployment.logs.is_empty() {
         text.push_str("Log:\n");
         for event in &deployment.logs {
-            text.push_str(&format!("  {} {}\n", ago(event.emitted), event_kind(event)));
+            text.push_str(&format!(
+                "  {}: {}\n",
+                ago(event.emitted),
+                deployment_step(event)
+            ));
         }
     }
     text
@@ -344,6 +348,33 @@ pub fn events(events: &[Event]) -> String {
 /// One line per event, for streams.
 pub fn event_line(event: &Event) -> String {
     format!("{} {} {}", event.emitted, event.id, event_kind(event))
+}
+
+/// A deployment's log line as a sentence (other events as their JSON).
+fn deployment_step(event: &Event) -> String {
+    use crate::models::EventKind;
+    match &event.kind {
+        EventKind::StartedDeployment {
+            start_version,
+            end_version,
+            ..
+        } => format!("started: v{start_version} -> v{end_version}"),
+        EventKind::PromotedDeployment {
+            end_version,
+            weight,
+            reason,
+            ..
+        } => format!("v{end_version} raised to {weight}%: {reason}"),
+        EventKind::RolledBackDeployment {
+            start_version,
+            reason,
+            ..
+        } => format!("ended, v{start_version} stays live: {reason}"),
+        EventKind::CompletedDeployment { end_version, .. } => {
+            format!("complete: v{end_version} is live")
+        }
+        _ => event_kind(event),
+    }
 }
 
 fn event_kind(event: &Event) -> String {

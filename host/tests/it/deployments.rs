@@ -543,6 +543,18 @@ async fn deployment_requests_that_cannot_be_are_refused_with_the_reason() {
         ))
         .await;
     assert_error(&v0_deploy, StatusCode::CONFLICT, "a canary of version 2");
+    // Its versions cannot be deleted under it (v3 makes v2 no longer the latest).
+    register(&api, "default", debug_config("picky", 0, json!([]))).await;
+    let deleted = api
+        .delete(&format!(
+            "/api/namespaces/default/pipelines/picky/configs/{v2}"
+        ))
+        .await;
+    assert_error(
+        &deleted,
+        StatusCode::CONFLICT,
+        &format!("deployment {id} is running with it"),
+    );
     // A canary promotes its own version only.
     let wrong = api
         .post(&format!("{path}/{id}/promote"), json!({"version": 1}))
