@@ -29,6 +29,7 @@ done
 cat <<MSG
 
 The server is running at $url (development mode, data in ~/.local/share/gofer).
+Open the web UI: $url/  (pipelines, live runs and logs, plugins, events)
 In another terminal try:
   $gofer pipeline get hello
   $gofer run start hello --follow --var GREETING=hi

@@ -10,6 +10,8 @@
 #   protoc + Go generators   (to check the committed *.pb.go are fresh)
 #   rustfmt, clippy and the wasm32-wasip2 target
 #   buf                      (lints proto/; from the npm registry into ~/.cache/gofer-buf)
+#   chromium + playwright-core (the web UI's browser tests; playwright-core from npm with the
+#                            lockfile in tests/browser, no browser download)
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -19,6 +21,8 @@ missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 for package in golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \
                protobuf-compiler protoc-gen-go protoc-gen-go-grpc; do
@@ -42,6 +46,15 @@ if [ ! -x "$BUF_DIR/node_modules/.bin/buf" ]; then
   command -v npm >/dev/null 2>&1 || sudo_if_needed apt-get install -y -qq npm >/dev/null
   log "installing buf into $BUF_DIR"
   npm install --silent --no-audit --no-fund --prefix "$BUF_DIR" @bufbuild/buf@1.75.0 >/dev/null
+fi
+
+# playwright-core drives Debian's chromium in the web UI's tests (tests/browser/ui.mjs).
+BROWSER_TESTS="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+wanted=$(node -p "require('$BROWSER_TESTS/package.json').dependencies['playwright-core']")
+installed=$(node -p "require('$BROWSER_TESTS/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+if [ "$wanted" != "$installed" ]; then
+  log "installing playwright-core into tests/browser/node_modules"
+  (cd "$BROWSER_TESTS" && npm ci --silent --no-audit --no-fund >/dev/null)
 fi
 
 # componentize-py (PyPI, pinned) builds the example Python plugin.

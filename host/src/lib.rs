@@ -24,3 +24,4 @@ pub mod secrets;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod ui;

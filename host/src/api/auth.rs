@@ -136,21 +136,32 @@ pub(super) async fn authenticate(
         });
         return next.run(request).await;
     }
-    let Some(header) = request.headers().get(header::AUTHORIZATION) else {
-        return unauthorized(
-            "this server needs a token: send `Authorization: Bearer <token>` (the CLI: --token or GOFER_TOKEN)",
-        );
-    };
-    let Some(secret) = header
-        .to_str()
-        .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
+    // A browser's websocket carries its token as a subprotocol: it cannot set headers.
+    let from_protocol = super::websocket_protocols(request.headers())
+        .find_map(|protocol| protocol.strip_prefix(super::WEBSOCKET_TOKEN_PREFIX))
         .filter(|secret| !secret.is_empty())
-    else {
-        return unauthorized("the Authorization header must be `Bearer <token>`");
+        .map(str::to_string);
+    let secret = match (request.headers().get(header::AUTHORIZATION), from_protocol) {
+        (Some(header), _) => {
+            let Some(secret) = header
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|secret| !secret.is_empty())
+            else {
+                return unauthorized("the Authorization header must be `Bearer <token>`");
+            };
+            secret.to_string()
+        }
+        (None, Some(secret)) => secret,
+        (None, None) => {
+            return unauthorized(
+                "this server needs a token: send `Authorization: Bearer <token>` (the CLI: --token or GOFER_TOKEN)",
+            );
+        }
     };
-    let hash = auth::hash_secret(secret);
+    let hash = auth::hash_secret(&secret);
     // One read for the token and its roles (unknown role ids are skipped).
     let found = state
         .read(move |db| {

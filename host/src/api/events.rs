@@ -82,7 +82,8 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeUpgrade {
         Ok(Self(
             WebSocketUpgrade::from_request_parts(parts, state)
                 .await
-                .ok(),
+                .ok()
+                .map(|upgrade| upgrade.protocols([super::WEBSOCKET_PROTOCOL])),
         ))
     }
 }

@@ -36,6 +36,24 @@ use crate::storage::{Db, Page, Storage, StorageError};
 
 /// The header every API request must carry, and its only accepted value.
 pub const API_VERSION_HEADER: &str = "gofer-api-version";
+
+/// The websocket subprotocol a browser names instead of the `gofer-api-version: v0` header
+/// (the web UI); the server answers with it.
+pub const WEBSOCKET_PROTOCOL: &str = "gofer.v0";
+
+/// The prefix of the websocket subprotocol that carries a browser's token instead of an
+/// `Authorization` header: `gofer.bearer.<token>` (never put in the URL).
+pub const WEBSOCKET_TOKEN_PREFIX: &str = "gofer.bearer.";
+
+/// The subprotocols a websocket request names.
+pub(crate) fn websocket_protocols(headers: &axum::http::HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+}
 pub const API_VERSION: &str = "v0";
 
 /// Largest JSON body accepted (a pipeline config with many tasks stays far below it).
@@ -305,7 +323,12 @@ pub struct ApiQuery<T>(pub T);
 /// Refuses API requests without `gofer-api-version: v0`, with Gofer v0's messages.
 async fn require_api_version(request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if path == "/api/openapi.json" || path.starts_with("/api/external/") {
+    let outside_api = path != "/api" && !path.starts_with("/api/");
+    if outside_api || path == "/api/openapi.json" || path.starts_with("/api/external/") {
+        return next.run(request).await;
+    }
+    // A browser cannot set headers on a websocket: it names the version as a subprotocol.
+    if websocket_protocols(request.headers()).any(|protocol| protocol == WEBSOCKET_PROTOCOL) {
         return next.run(request).await;
     }
     match request.headers().get(API_VERSION_HEADER) {
@@ -515,6 +538,7 @@ pub fn router(state: ApiState) -> axum::Router {
     .layer(axum::Extension(Arc::new(plugins::OutsideEventLimits::new(
         &state.config.plugins,
     ))))
+    .merge(crate::ui::routes())
     .fallback(no_such_route)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(axum::middleware::from_fn(require_api_version))

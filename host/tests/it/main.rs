@@ -21,3 +21,4 @@ mod startup;
 mod support;
 mod tls;
 mod trust;
+mod ui;
