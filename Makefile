@@ -24,11 +24,12 @@ run: ## Quick start: build, start a dev server (127.0.0.1:8080), run the example
 serve: ## Build and start a development server on embedded defaults, nothing else
 	cargo run -p gofer -- service start
 
-bench: ## Benchmark Gofer runs against raw `docker run --rm` (release build)
+bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, plugins, auth, the web UI's budgets
 	cargo build --release -p gofer
 	python3 scripts/bench-runs.py
 	python3 scripts/bench-plugins.py
 	python3 scripts/bench-auth.py
+	node tests/browser/bench-ui.mjs
 
 test: lint unit release check-static ## Everything CI runs: lint, all tests, the static binary check
 

@@ -72,7 +72,6 @@ await run('the pipelines page lists pipelines with their state, live version and
   await page.keyboard.type('dag');
   check(await page.isHidden('[data-pipeline="long"]'), 'the filter did not hide the other pipelines');
   check(await page.isVisible('[data-pipeline="dag3"]'), 'the filter hid the match');
-  await shot(page, 'pipelines');
   await page.fill('input[type=search]', '');
 });
 
@@ -128,8 +127,27 @@ await run('a long run is cancelled from the UI', async () => {
   await page.waitForFunction(() => document.querySelector('h1')?.textContent.includes('cancelled'), null, { timeout: 30000 });
   const status = await page.getAttribute('#dag [data-task="sleepy"]', 'data-status');
   check(status === 'cancelled', `the task is ${status}`);
-  check(await page.isVisible('#rerun'), 'no re-run button on the ended run');
+  // Re-run it from the UI: a new run of the same version starts, and is cancelled in turn.
+  const before = page.url();
+  await page.click('#rerun');
+  await page.waitForFunction((old) => location.href !== old && document.querySelector('#dag [data-task="sleepy"]'), before);
+  await page.waitForFunction(() => document.querySelector('#dag [data-task="sleepy"]')?.dataset.status === 'running', null, { timeout: 30000 });
+  check((await page.textContent('main')).includes('re-runs'), 'the re-run does not say which run it re-runs');
+  await page.click('#cancel-run');
+  await page.waitForFunction(() => document.querySelector('h1')?.textContent.includes('cancelled'), null, { timeout: 30000 });
   await sameDocument();
+});
+
+await run('a pipeline page shows a canary in progress and diffs two versions', async () => {
+  await page.goto(`${url}/#/ns/default/p/ticking`);
+  await page.waitForSelector('#deployment-in-progress');
+  const canary = await page.textContent('#deployment-in-progress');
+  check(canary.includes('v1 → v2') && canary.includes('20%'), `canary: ${canary}`);
+  await page.click('text=Diff');
+  await page.waitForSelector('.diff .add');
+  const added = await page.textContent('.diff');
+  check(added.includes('+') && added.includes('echo v2') && added.includes('2h'), `diff: ${added}`);
+  await shot(page, 'pipeline');
 });
 
 await run('a failed plugin is shown with its error', async () => {
@@ -153,6 +171,11 @@ await run('the events page streams new events', async () => {
   });
   await page.waitForSelector('#events .ev[data-kind="disabled_pipeline"]', { timeout: 10000 });
   await shot(page, 'events');
+  // Back on the pipelines page: the runs so far as marks, the disabled pipeline as such.
+  await page.click('a[data-nav="pipelines"]');
+  await page.waitForFunction(() => document.querySelector('[data-pipeline="dag3"]')?.textContent.includes('disabled'));
+  check(await page.isVisible('[data-pipeline="long"] .mark.s-cancelled'), 'the cancelled run has no mark');
+  await shot(page, 'pipelines');
 });
 
 await run('narrow and dark', async () => {

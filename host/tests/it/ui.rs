@@ -108,6 +108,22 @@ async fn the_ui_works_in_a_real_browser() {
     )
     .await;
 
+    // A second version of `ticking`, tried as a canary.
+    let v2 = register(
+        &api,
+        "default",
+        json!({"id": "ticking", "name": "Ticking", "tasks": [shell_task("tick", "echo v2", json!({}))],
+               "triggers": [{"plugin": "interval", "id": "tick", "settings": {"every": "2h"}}]}),
+    )
+    .await;
+    let (status, body) = api
+        .post(
+            "/api/namespaces/default/pipelines/ticking/deployments",
+            json!({"kind": "canary", "version": v2, "weight": 20, "promote_after": 0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
     // A server with authentication on, and a token that may read team-a only.
     let guarded = secured().await;
     let root = bootstrap(&guarded).await;
