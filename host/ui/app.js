@@ -402,7 +402,8 @@ async function pipelinesPage(main, context, namespace) {
     cards = details.map(({ pipeline, configs, subscriptions, runs }) => {
       const id = pipeline.pipeline_id;
       const live = configs.find((config) => config.state === 'live');
-      const shown = live || configs[configs.length - 1] || {};
+      const latest = configs.reduce((found, config) => (!found || config.version > found.version ? config : found), null);
+      const shown = live || latest || {};
       const marks = runs.slice().reverse().map((run) => {
         const status = run.state === 'complete' ? run.status : (run.state === 'running' ? 'running' : 'pending');
         return h('a', { class: `mark s-${status}`, href: pipelineHref(namespace, id, `/runs/${run.run_id}`),
@@ -456,6 +457,7 @@ async function pipelinePage(main, context, namespace, pipelineId) {
       return false;
     }
     ({ configs } = await api(`${base}/configs?limit=1000`));
+    configs.sort((a, b) => a.version - b.version);
     const live = configs.find((config) => config.state === 'live');
     const shown = live || configs[configs.length - 1] || {};
     const toggle = h('button', { onclick: (event) => act(event.target, async () => {

@@ -118,10 +118,11 @@ try {
   const long = await page.evaluate(() => window.__long);
   await page.waitForFunction(() => document.querySelector('h1')?.textContent.includes('complete'), null, { timeout: 300000, polling: 500 });
   const total = await page.evaluate(() => window.__long);
-  const max = (values) => (values.length ? Math.max(...values) : 0).toFixed(0);
+  // The browser reports main-thread tasks of 50 ms or more only.
+  const longest = (values) => (values.length ? `${Math.max(...values).toFixed(0)} ms` : 'none of 50 ms or more');
   console.log(`100 tasks, ${lines} log lines followed live: ${(streamed / 1000).toFixed(1)} s of streaming; ` +
-    `longest main-thread task ${max(long)} ms while streaming (${long.filter((d) => d > 100).length} over 100 ms), ` +
-    `${max(total)} ms until the run ended`);
+    `longest main-thread task while streaming: ${longest(long)} (${long.filter((d) => d > 100).length} over 100 ms); ` +
+    `until the run ended: ${longest(total)}`);
   await browser.close();
 } finally {
   stop();
