@@ -10,6 +10,7 @@
 #   protoc + Go generators   (to check the committed *.pb.go are fresh)
 #   rustfmt, clippy and the wasm32-wasip2 target
 #   buf                      (lints proto/; from the npm registry into ~/.cache/gofer-buf)
+#   prometheus               (a real scraper of /metrics in the operations tests)
 #   chromium + playwright-core (the web UI's browser tests; playwright-core from npm with the
 #                            lockfile in tests/browser, no browser download)
 set -euo pipefail
@@ -22,6 +23,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 for package in golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \

@@ -181,6 +181,8 @@ pub fn requirement(
     match () {
         _ if template == "/api/openapi.json"
             || template == "/api/system/metadata"
+            || template == "/api/health"
+            || template == "/api/ready"
             || template == "/api/tokens/bootstrap"
             || under(&["api", "external"]) =>
         {

@@ -44,7 +44,18 @@ pub struct ServerConfig {
     pub secrets: SecretsSection,
     pub objects: ObjectsSection,
     pub log: LogSection,
+    pub metrics: MetricsSection,
     pub development: DevelopmentSection,
+}
+
+/// Who may read `GET /metrics` when development mode is off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Anyone may scrape (for a server whose port only the scraper can reach).
+    pub public: bool,
+    /// Else a scraper sends `Authorization: Bearer <scrape_token>` (empty: no scraping).
+    pub scrape_token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,6 +270,10 @@ impl Default for ServerConfig {
                 pipeline_object_limit: 50,
                 run_object_expiry: 2,
                 max_object_size_mb: 1024,
+            },
+            metrics: MetricsSection {
+                public: false,
+                scrape_token: String::new(),
             },
             development: DevelopmentSection { bypass_auth: true },
         }

@@ -12,6 +12,7 @@ pub mod events;
 pub mod failpoints;
 pub mod logs;
 pub mod masks;
+pub mod metrics;
 pub mod models;
 pub mod object_service;
 pub mod objects;

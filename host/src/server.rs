@@ -72,6 +72,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     )?);
     let objects: Arc<dyn ObjectStore> = Arc::new(FsObjectStore::new(config.objects_dir()));
     let events = EventBus::default();
+    crate::metrics::observe_events(&events);
     ensure_default_namespace(&storage, &events).await?;
     storage
         .write(|db| {

@@ -577,6 +577,8 @@ mod tests {
             "/api/openapi.json",
             "/api/system/metadata",
             "/api/tokens/bootstrap",
+            "/api/health",
+            "/api/ready",
         ];
         let mut seen = 0;
         for (template, operations) in document["paths"].as_object().unwrap() {

@@ -128,6 +128,7 @@ async fn list_or_stream_events(
     }
     let state = state.0;
     Ok(upgrade.on_upgrade(move |socket| async move {
+        let _counted = crate::metrics::Live::new(&crate::metrics::metrics().event_stream_clients);
         if let Err(error) = stream_events(state, identity, socket, history, reverse).await {
             tracing::debug!(%error, "event stream ended with an error");
         }

@@ -19,7 +19,7 @@ mod system;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -324,7 +324,8 @@ pub struct ApiQuery<T>(pub T);
 async fn require_api_version(request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let outside_api = path != "/api" && !path.starts_with("/api/");
-    if outside_api || path == "/api/openapi.json" || path.starts_with("/api/external/") {
+    let probe = path == "/api/health" || path == "/api/ready";
+    if outside_api || probe || path == "/api/openapi.json" || path.starts_with("/api/external/") {
         return next.run(request).await;
     }
     // A browser cannot set headers on a websocket: it names the version as a subprotocol.
@@ -538,6 +539,8 @@ pub fn router(state: ApiState) -> axum::Router {
     .layer(axum::Extension(Arc::new(plugins::OutsideEventLimits::new(
         &state.config.plugins,
     ))))
+    .route_layer(axum::middleware::from_fn(record_request))
+    .route("/metrics", axum::routing::get(serve_metrics))
     .merge(crate::ui::routes())
     .fallback(no_such_route)
     .method_not_allowed_fallback(method_not_allowed)
@@ -545,6 +548,70 @@ pub fn router(state: ApiState) -> axum::Router {
     .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
     .layer(axum::middleware::from_fn(with_request_id))
     .with_state(state)
+}
+
+/// Counts each API request by its route template, method and status, with its latency.
+async fn record_request(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    let route = matched.map_or_else(
+        || "unmatched".to_string(),
+        |matched| matched.as_str().to_string(),
+    );
+    let method = request.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::metrics::metrics().http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// `GET /metrics`: the Prometheus text exposition. Open in development mode or with
+/// `metrics.public`; otherwise the scraper sends `Authorization: Bearer <metrics.scrape_token>`.
+async fn serve_metrics(State(state): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    let settings = &state.config.metrics;
+    if !state.config.development.bypass_auth && !settings.public {
+        if settings.scrape_token.is_empty() {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "metrics are not enabled: set metrics.scrape_token (scrapers send it as `Authorization: Bearer <token>`) or metrics.public",
+            )
+            .into_response();
+        }
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        // Compared as digests, so the comparison takes the same time whatever is sent.
+        use sha2::{Digest, Sha256};
+        if Sha256::digest(given.as_bytes()) != Sha256::digest(settings.scrape_token.as_bytes()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "send `Authorization: Bearer <metrics.scrape_token>` to read the metrics",
+            )
+            .into_response();
+        }
+    }
+    match state.storage.read(|db| db.queue_depth()).await {
+        Ok(depth) => {
+            crate::metrics::metrics()
+                .queue_depth
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        Err(error) => tracing::warn!(%error, "could not count the run queue for the metrics"),
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        crate::metrics::encode(),
+    )
+        .into_response()
 }
 
 /// Helper for handlers: `State` under a short name.

@@ -383,6 +383,7 @@ async fn get_logs(
     };
     let mut shutdown = state.shutdown.clone();
     Ok(upgrade.on_upgrade(move |mut socket: WebSocket| async move {
+        let _counted = crate::metrics::Live::new(&crate::metrics::metrics().log_followers);
         let mut lines = logs.follow(&key);
         let end = loop {
             tokio::select! {

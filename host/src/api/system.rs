@@ -1,4 +1,5 @@
-//! System endpoints (`/api/system`): server-wide preferences and build metadata.
+//! System endpoints: server-wide preferences and build metadata (`/api/system`), and health and
+//! readiness for probes (`/api/health`, `/api/ready`).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,6 +12,48 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(get_system_preferences, update_system_preferences))
         .routes(routes!(get_system_metadata))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+}
+
+/// `GET /api/health`'s answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// Always `ok`: the process answers.
+    pub status: String,
+}
+
+/// `GET /api/ready`'s answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReadyResponse {
+    /// Every check passed.
+    pub ready: bool,
+    pub checks: Vec<crate::app::health::ReadinessCheck>,
+}
+
+/// Liveness: the process answers (no token and no version header needed, for probes).
+#[utoipa::path(get, path = "/api/health", tag = "System", operation_id = "health",
+    responses((status = 200, body = HealthResponse)))]
+async fn health() -> ApiJson<HealthResponse> {
+    ApiJson(HealthResponse {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: the database takes a write, the container engine answers, the plugins folder is
+/// loaded; 503 when a check fails, each check's state in the body (no token and no version
+/// header needed, for probes).
+#[utoipa::path(get, path = "/api/ready", tag = "System", operation_id = "ready",
+    responses((status = 200, body = ReadyResponse), (status = 503, body = ReadyResponse)))]
+async fn ready(state: AppState) -> (axum::http::StatusCode, ApiJson<ReadyResponse>) {
+    let checks = state.app.readiness().await;
+    let ready = checks.iter().all(|check| check.ok);
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, ApiJson(ReadyResponse { ready, checks }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -8,6 +8,7 @@
 //! wasmtime or tonic itself.
 
 mod deployments;
+pub mod health;
 mod objects;
 mod pipelines;
 mod runs;

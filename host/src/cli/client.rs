@@ -106,6 +106,33 @@ impl Client {
         }
     }
 
+    /// GETs a JSON answer whatever its status, for answers that carry data with an error status
+    /// (readiness's 503).
+    pub async fn get_with_status(&self, path: &str) -> Result<(u16, Value), ClientError> {
+        let url = format!("{}{path}", self.base_url);
+        let response = self
+            .builder(Method::GET, path)
+            .send()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: self.base_url.clone(),
+                source,
+            })?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: self.base_url.clone(),
+                source,
+            })?;
+        let body = serde_json::from_str(&text).map_err(|error| ClientError::Decode {
+            url,
+            detail: error.to_string(),
+        })?;
+        Ok((status, body))
+    }
+
     /// Sends one request; returns the JSON body (`null` for 204), or the server's error message.
     pub async fn request(
         &self,

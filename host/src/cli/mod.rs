@@ -142,6 +142,9 @@ enum ServiceCommand {
     InitConfig,
     /// Print the OpenAPI document of the REST API.
     Openapi,
+    /// Ask a running server whether it is ready (database, container engine, plugins); exit
+    /// code 1 when it is not.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,6 +338,7 @@ fn one_line(error: &anyhow::Error) -> String {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     let command = match cli.command {
+        Command::Service(ServiceCommand::Status) => Command::Service(ServiceCommand::Status),
         Command::Service(command) => return service(command).await,
         Command::Plugin(command) => {
             let json = global.output == OutputFormat::Json;
@@ -352,6 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     )?;
     let ctx = Session { client, global };
     match command {
+        Command::Service(ServiceCommand::Status) => service_status(&ctx).await,
         Command::Service(_) => unreachable!("handled above"),
         Command::Namespace(command) => namespace(&ctx, command).await,
         Command::Pipeline(command) => pipeline(&ctx, command).await,
@@ -369,6 +374,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `gofer service status`: the server's readiness checks; an error when it is not ready.
+async fn service_status(ctx: &Session) -> anyhow::Result<()> {
+    let (status, body) = ctx.client.get_with_status("/api/ready").await?;
+    ctx.show(&body, |body| {
+        let mut text = String::new();
+        for check in body["checks"].as_array().into_iter().flatten() {
+            let mark = if check["ok"] == true { "✓" } else { "✗" };
+            text.push_str(&format!(
+                "{mark} {}: {}\n",
+                check["name"].as_str().unwrap_or_default(),
+                check["detail"].as_str().unwrap_or_default()
+            ));
+        }
+        Ok(text.trim_end().to_string())
+    })?;
+    if status == 200 && body["ready"] == true {
+        Ok(())
+    } else {
+        anyhow::bail!("the server at {} is not ready", ctx.global.api_base_url)
+    }
+}
+
 async fn service(command: ServiceCommand) -> anyhow::Result<()> {
     match command {
         ServiceCommand::InitConfig => {
@@ -379,6 +406,7 @@ async fn service(command: ServiceCommand) -> anyhow::Result<()> {
             output::text(crate::api::openapi_json())?;
             Ok(())
         }
+        ServiceCommand::Status => unreachable!("needs a session; handled in `run`"),
         ServiceCommand::Start {
             config,
             bind,

@@ -344,6 +344,11 @@ impl Orchestrator {
         &self.inner.logs
     }
 
+    /// Whether the container engine answers.
+    pub async fn engine_reachable(&self) -> Result<(), crate::scheduler::SchedulerError> {
+        self.inner.scheduler.ping().await
+    }
+
     /// Runs a write transaction and announces its events once committed.
     async fn write<T, F>(&self, work: F) -> Result<T, StorageError>
     where

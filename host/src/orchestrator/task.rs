@@ -246,7 +246,12 @@ impl Orchestrator {
             }
         };
         let spec = spec(&self.inner.settings, task, &name, env, registry_auth);
-        if let Err(error) = scheduler.start(&spec).await {
+        let starting = std::time::Instant::now();
+        let started = scheduler.start(&spec).await;
+        crate::metrics::metrics()
+            .container_start_seconds
+            .observe(starting.elapsed().as_secs_f64());
+        if let Err(error) = started {
             // A container created but not started (bad entrypoint, say) is not left behind.
             let _ = scheduler.remove(&name).await;
             let mut writer = writer;

@@ -364,6 +364,23 @@ impl TriggerManager {
     /// the fire's handle. The run and the fire's outcome are written in one transaction, so a
     /// fire starts at most one run, also across a crash.
     async fn fire_one(&self, plugin: &str, fire: Fire) -> FireOutcome {
+        let outcome = self.fire_unmeasured(plugin, fire).await;
+        let name = match &outcome {
+            FireOutcome::Started(_) => "started",
+            FireOutcome::Duplicate(_) => "duplicate",
+            FireOutcome::Refused(_) => "refused",
+        };
+        crate::metrics::metrics()
+            .trigger_fires
+            .get_or_create(&vec![
+                ("plugin", plugin.to_string()),
+                ("outcome", name.to_string()),
+            ])
+            .inc();
+        outcome
+    }
+
+    async fn fire_unmeasured(&self, plugin: &str, fire: Fire) -> FireOutcome {
         let (name, pending) = (plugin.to_string(), fire);
         let recorded = self
             .inner

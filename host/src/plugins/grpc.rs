@@ -429,6 +429,10 @@ impl Supervisor {
                     status.restarts += 1;
                     status.pid = None;
                 });
+                crate::metrics::metrics()
+                    .grpc_plugin_restarts
+                    .get_or_create(&vec![("plugin", self.name.clone())])
+                    .inc();
                 tracing::warn!(plugin = %self.name, %reason, "plugin process down; restarting in {backoff:?}");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}

@@ -12,6 +12,7 @@ pub mod check;
 pub mod grpc;
 pub mod identity;
 pub mod logs;
+mod measured;
 pub mod wasm;
 
 use std::collections::BTreeMap;
@@ -235,6 +236,7 @@ fn entry(
     source: &str,
     runtime: Runtime,
 ) -> Entry {
+    let loaded = measured::measured(loaded, &description.name);
     Entry {
         plugin: Plugin {
             name: description.name,

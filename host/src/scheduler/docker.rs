@@ -322,6 +322,15 @@ impl Scheduler for DockerScheduler {
             .collect())
     }
 
+    async fn ping(&self) -> Result<(), SchedulerError> {
+        let docker = self.docker()?;
+        docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|error| self.classify(error))
+    }
+
     async fn host_address(&self) -> Result<Option<IpAddr>, SchedulerError> {
         let docker = self.docker()?;
         let network = docker

@@ -103,4 +103,7 @@ pub trait Scheduler: Send + Sync + 'static {
     /// The address at which containers reach the machine this server runs on, when the engine
     /// can tell (Docker: its default bridge's gateway). `None` when it cannot.
     async fn host_address(&self) -> Result<Option<std::net::IpAddr>, SchedulerError>;
+
+    /// Whether the engine answers (for readiness).
+    async fn ping(&self) -> Result<(), SchedulerError>;
 }

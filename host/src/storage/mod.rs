@@ -173,7 +173,8 @@ impl Storage {
         F: FnOnce(&Db) -> Result<T> + Send + 'static,
     {
         let writer = Arc::clone(&self.writer);
-        run_blocking(move || {
+        let started = std::time::Instant::now();
+        let written = run_blocking(move || {
             let mut conn = writer
                 .lock()
                 .map_err(|_| StorageError::Worker("writer lock poisoned".into()))?;
@@ -184,7 +185,11 @@ impl Storage {
             tx.commit()?;
             Ok((value, events))
         })
-        .await
+        .await;
+        crate::metrics::metrics()
+            .sqlite_write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        written
     }
 
     fn take_reader(&self) -> Result<Connection> {

@@ -169,6 +169,14 @@ impl Db<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many runs wait in the queue.
+    pub fn queue_depth(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM runs WHERE queued_at IS NOT NULL")?
+            .query_row([], |row| row.get(0))?)
+    }
+
     /// How many runs are running, per (namespace, pipeline).
     pub fn running_run_counts(&self) -> Result<HashMap<(String, String), u64>> {
         let mut statement = self.conn.prepare_cached(

@@ -11,6 +11,7 @@ mod kit;
 mod logs;
 mod namespaces;
 mod openapi;
+mod operations;
 mod pipelines_as_code;
 mod plugins;
 mod recovery;

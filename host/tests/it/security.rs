@@ -630,6 +630,8 @@ const NOT_TEAM_SCOPED: &[&str] = &[
     "get_extension",
     "whoami",
     "get_system_metadata",
+    "health",
+    "ready",
 ];
 
 /// Public operations (no token needed; nothing of a team in them).

@@ -1,0 +1,284 @@
+//! Operating a server: health and readiness (with the real Docker engine going away and coming
+//! back behind a socket the test controls), and metrics scraped by a real Prometheus server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+
+use crate::support::{
+    SECRETS_KEY, TestServer, bootstrap, deploy, shell_task, start_run, wait_for_run,
+};
+
+async fn ready(server: &TestServer) -> (StatusCode, Value) {
+    // Probes send neither a token nor the version header.
+    let response = reqwest::get(format!("{}/api/ready", server.base_url()))
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {body}"))
+}
+
+/// A unix socket that forwards every connection to the real Docker engine's, until dropped
+/// (which cuts the connections it carries too): the engine "stops" and "comes back" for one
+/// server without disturbing the other tests.
+struct EngineProxy {
+    _connections: JoinSet<()>,
+}
+
+impl EngineProxy {
+    fn start(path: &Path) -> Self {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).unwrap();
+        let mut connections = JoinSet::new();
+        connections.spawn(async move {
+            let mut carried = JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                carried.spawn(async move {
+                    if let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+            }
+        });
+        Self {
+            _connections: connections,
+        }
+    }
+}
+
+async fn wait_for_ready(server: &TestServer, want: StatusCode) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = ready(server).await;
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "ready stayed {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// Multi-threaded: the proxy must keep forwarding while the test waits for the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_follow_the_container_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let mut proxy = Some(EngineProxy::start(&socket));
+    let server =
+        TestServer::start_with_env(&[("DOCKER_HOST", &format!("unix://{}", socket.display()))])
+            .await;
+
+    let health = reqwest::get(format!("{}/api/health", server.base_url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+    let body = wait_for_ready(&server, StatusCode::OK).await;
+    assert_eq!(body["ready"], true);
+    assert_eq!(check(&body, "database")["ok"], true);
+    assert_eq!(check(&body, "container_engine")["detail"], "reachable");
+    assert!(
+        check(&body, "plugins")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("loaded")
+    );
+    let status = server.cli(&["service", "status"]);
+    assert!(status.status.success(), "{status:?}");
+    assert!(String::from_utf8_lossy(&status.stdout).contains("✓ container_engine: reachable"));
+
+    // The engine goes away: not ready, saying why; the process still answers.
+    proxy.take();
+    let body = wait_for_ready(&server, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["ready"], false);
+    assert_eq!(check(&body, "container_engine")["ok"], false, "{body}");
+    assert_eq!(check(&body, "database")["ok"], true);
+    let status = server.cli(&["service", "status"]);
+    assert_eq!(status.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(said.contains("✗ container_engine"), "{said}");
+    assert!(String::from_utf8_lossy(&status.stderr).contains("is not ready"));
+    let health = reqwest::get(format!("{}/api/health", server.base_url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    // And comes back.
+    let _proxy = EngineProxy::start(&socket);
+    wait_for_ready(&server, StatusCode::OK).await;
+}
+
+/// A Prometheus server scraping `target` every second with `token`.
+struct Prometheus {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str, token: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gofer\n    \
+                 authorization:\n      credentials: {token}\n    static_configs:\n      \
+                 - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let binary = PathBuf::from("/usr/bin/prometheus");
+        assert!(
+            binary.exists(),
+            "prometheus is not installed: run scripts/setup.sh"
+        );
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+
+    /// The value of an instant PromQL query, once it has one.
+    async fn query(&self, promql: &str) -> Option<f64> {
+        let url = reqwest::Url::parse_with_params(
+            &format!("http://{}/api/v1/query", self.address),
+            &[("query", promql)],
+        )
+        .ok()?;
+        let response = reqwest::get(url).await.ok()?;
+        let body: Value = response.json().await.ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_the_runs_the_test_started() {
+    let token = "scrape-me-0123456789";
+    let server = TestServer::start_with(
+        &[
+            ("GOFER_SECRETS__ENCRYPTION_KEY", SECRETS_KEY),
+            ("GOFER_METRICS__SCRAPE_TOKEN", token),
+        ],
+        &["--auth"],
+    )
+    .await;
+    let metrics = format!("{}/metrics", server.base_url());
+    let http = reqwest::Client::new();
+    // Without the scrape token (or with an API token's place taken by a wrong one): refused.
+    assert_eq!(
+        http.get(&metrics).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        http.get(&metrics)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let admin = bootstrap(&server).await;
+    deploy(
+        &admin,
+        json!({"id": "counted", "name": "counted", "tasks": [
+            shell_task("one", "true", json!({})),
+            {"id": "shared", "plugin": "debug", "settings": {"exit_code": "0"},
+             "depends_on": {"one": "Success"}, "variables": {}},
+        ]}),
+    )
+    .await;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(start_run(&admin, "counted", json!({})).await);
+    }
+    for run in runs {
+        wait_for_run(&admin, "counted", run, 60).await;
+    }
+    let text = http
+        .get(&metrics)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "gofer_runs_started_total{namespace=\"default\",pipeline=\"counted\"} 3",
+        "gofer_runs_finished_total{namespace=\"default\",pipeline=\"counted\",status=\"successful\"} 3",
+        "gofer_container_start_seconds_count",
+        "gofer_task_duration_seconds_bucket",
+        "gofer_run_queue_depth 0",
+        "gofer_sqlite_write_seconds_count",
+        "gofer_plugin_calls_total{plugin=\"debug\",kind=\"task\",call=\"run\",result=\"ok\"} 3",
+        "gofer_http_requests_total{route=\"/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs\",method=\"POST\",status=\"201\"} 3",
+    ] {
+        assert!(text.contains(family), "no {family} in:\n{text}");
+    }
+    assert!(
+        !text.contains("run_id=") && !text.contains("task_id="),
+        "run and task ids are never labels"
+    );
+
+    let prometheus = Prometheus::start(&server.address.to_string(), token);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let query = "sum(gofer_runs_finished_total{pipeline=\"counted\"})";
+    loop {
+        if prometheus.query(query).await == Some(3.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never answered 3 for {query}: {:?}",
+            prometheus.query(query).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let up = prometheus.query("up{job=\"gofer\"}").await;
+    assert_eq!(up, Some(1.0), "the scrape target is not up");
+}
