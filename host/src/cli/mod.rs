@@ -145,6 +145,26 @@ enum ServiceCommand {
     /// Ask a running server whether it is ready (database, container engine, plugins); exit
     /// code 1 when it is not.
     Status,
+    /// Back up a server's state into DIR (missing or empty), also while it runs: both databases
+    /// (SQLite's online backup), objects, logs, plugins, and the secrets key.
+    Backup {
+        /// Where to write the backup.
+        dir: PathBuf,
+        /// The server's config file, to find its data directory and key.
+        #[arg(long, env = "GOFER_CONFIG")]
+        config: Option<PathBuf>,
+        /// The server's data directory (overrides server.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Restore the backup in DIR into a new data directory.
+    Restore {
+        /// A folder made by `gofer service backup`.
+        dir: PathBuf,
+        /// The data directory to make (missing or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -407,6 +427,50 @@ async fn service(command: ServiceCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ServiceCommand::Status => unreachable!("needs a session; handled in `run`"),
+        ServiceCommand::Backup {
+            dir,
+            config,
+            data_dir,
+        } => {
+            let overrides = ConfigOverrides {
+                bind: None,
+                data_dir,
+                auth: false,
+            };
+            let config = ServerConfig::load(config.as_deref(), &overrides)?;
+            let manifest = crate::backup::backup(&config, &dir)
+                .with_context(|| format!("backing up {}", config.server.data_dir.display()))?;
+            output::line(format!(
+                "✓ Backed up {} into {}: both databases, {} files ({} bytes)",
+                config.server.data_dir.display(),
+                dir.display(),
+                manifest.files,
+                manifest.bytes
+            ))?;
+            output::line(format!(
+                "\n!! {key} is the key that decrypts every secret in this backup.\n\
+                 !! Move it out of the backup now, into a password manager or a vault: anyone who\n\
+                 !! has both can read your secrets, and without it they are lost. A restored server\n\
+                 !! needs it as secrets.encryption_key (GOFER_SECRETS__ENCRYPTION_KEY).",
+                key = dir.join(crate::backup::KEY_FILE).display()
+            ))?;
+            Ok(())
+        }
+        ServiceCommand::Restore { dir, data_dir } => {
+            let manifest = crate::backup::restore(&dir, &data_dir)
+                .with_context(|| format!("restoring {}", dir.display()))?;
+            output::line(format!(
+                "✓ Restored the backup of {} (taken {} by Gofer {}) into {}.\n\
+                 Start it with: gofer service start --data-dir {} (with secrets.encryption_key set \
+                 to the backup's key)",
+                manifest.source.display(),
+                output::ago(manifest.created),
+                manifest.gofer_version,
+                data_dir.display(),
+                data_dir.display()
+            ))?;
+            Ok(())
+        }
         ServiceCommand::Start {
             config,
             bind,

@@ -144,6 +144,31 @@ impl Storage {
         MIGRATIONS.len()
     }
 
+    /// Copies the SQLite database at `from` to `to` with SQLite's online backup API: a
+    /// consistent snapshot, taken while a server may be writing (it proceeds in steps and starts
+    /// over when a write lands between them). `to` must not exist.
+    pub fn backup_file(from: &Path, to: &Path) -> Result<()> {
+        let open = |path: &Path, flags: OpenFlags| {
+            Connection::open_with_flags(path, flags).map_err(|source| StorageError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let source = open(from, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        source.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mut target = open(
+            to,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        {
+            let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
+            backup.run_to_completion(256, std::time::Duration::from_millis(5), None)?;
+        }
+        // One self-contained file: no WAL beside it.
+        target.pragma_update(None, "journal_mode", "DELETE")?;
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

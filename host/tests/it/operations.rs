@@ -11,7 +11,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
 use crate::support::{
-    SECRETS_KEY, TestServer, bootstrap, deploy, shell_task, start_run, wait_for_run,
+    Api, SECRETS_KEY, TestServer, bootstrap, cancel_run, deploy, gofer_command, secured,
+    shell_task, start_run, wait_for_run,
 };
 
 async fn ready(server: &TestServer) -> (StatusCode, Value) {
@@ -281,4 +282,165 @@ async fn prometheus_scrapes_the_runs_the_test_started() {
     }
     let up = prometheus.query("up{job=\"gofer\"}").await;
     assert_eq!(up, Some(1.0), "the scrape target is not up");
+}
+
+/// What a user sees of a server, to compare two of them.
+async fn state_of(api: &Api) -> Value {
+    let pipeline = "/api/namespaces/default/pipelines/kept";
+    let runs = api.get(&format!("{pipeline}/runs?limit=100")).await.1["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| {
+            json!([
+                run["run_id"],
+                run["status"],
+                run["pipeline_config_version"],
+                run["ended"]
+            ])
+        })
+        .collect::<Vec<_>>();
+    let secret = api
+        .get(&format!("{pipeline}/secrets/token?include_secret=true"))
+        .await
+        .1;
+    let object =
+        String::from_utf8(api.download(&format!("{pipeline}/objects/report")).await.1).unwrap();
+    json!({
+        "namespaces": api.get("/api/namespaces").await.1["namespaces"].as_array().unwrap().len(),
+        "pipelines": api.get("/api/namespaces/default/pipelines").await.1["pipelines"]
+            .as_array().unwrap().iter().map(|p| p["pipeline_id"].clone()).collect::<Vec<_>>(),
+        "configs": api.get(&format!("{pipeline}/configs")).await.1["configs"].as_array().unwrap().len(),
+        "runs": runs,
+        "secret": [secret["metadata"]["key"].clone(), secret["secret"].clone()],
+        "object": object,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_runs_run_restores_everything() {
+    let server = secured().await;
+    let admin = bootstrap(&server).await;
+    deploy(
+        &admin,
+        json!({"id": "kept", "name": "kept", "tasks": [shell_task("one", "echo kept", json!({}))]}),
+    )
+    .await;
+    deploy(
+        &admin,
+        json!({"id": "busy", "name": "busy", "tasks": [shell_task("long", "sleep 60", json!({}))]}),
+    )
+    .await;
+    for _ in 0..2 {
+        let run = start_run(&admin, "kept", json!({})).await;
+        wait_for_run(&admin, "kept", run, 60).await;
+    }
+    let pipeline = "/api/namespaces/default/pipelines/kept";
+    let (status, body) = admin
+        .post(
+            &format!("{pipeline}/secrets"),
+            json!({"key": "token", "content": "s3cret-value"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = admin
+        .upload(&format!("{pipeline}/objects/report"), b"report-bytes")
+        .await;
+    assert!(status.is_success(), "{body}");
+    // A run is running while the backup is taken.
+    let busy = start_run(&admin, "busy", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while admin
+        .get(&format!(
+            "/api/namespaces/default/pipelines/busy/runs/{busy}"
+        ))
+        .await
+        .1["run"]["state"]
+        != "running"
+    {
+        assert!(Instant::now() < deadline, "the busy run never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = state_of(&admin).await;
+
+    let place = tempfile::tempdir().unwrap();
+    let backup = place.path().join("backup");
+    let taken = gofer_command()
+        .env("GOFER_SECRETS__ENCRYPTION_KEY", SECRETS_KEY)
+        .args(["service", "backup"])
+        .arg(&backup)
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(taken.status.success(), "{taken:?}");
+    let said = String::from_utf8_lossy(&taken.stdout);
+    assert!(
+        said.contains("secrets.key is the key that decrypts every secret"),
+        "{said}"
+    );
+    let key = backup.join("secrets.key");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), SECRETS_KEY);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !backup.join("gofer.db-wal").exists(),
+        "the copy is one self-contained file"
+    );
+    cancel_run(&admin, "busy", busy).await;
+
+    // Restored into a new data directory, a server shows the same state.
+    let restored_dir = place.path().join("restored");
+    let restore = |dir: &Path, into: &Path| {
+        gofer_command()
+            .args(["service", "restore"])
+            .arg(dir)
+            .arg("--data-dir")
+            .arg(into)
+            .output()
+            .unwrap()
+    };
+    let restored = restore(&backup, &restored_dir);
+    assert!(restored.status.success(), "{restored:?}");
+    assert!(
+        !restored_dir.join("secrets.key").exists(),
+        "the key stays out of the data"
+    );
+    // Bad input: restoring over data, or from a folder that is not a backup.
+    let again = restore(&backup, &restored_dir);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not empty"),
+        "{again:?}"
+    );
+    let not_backup = restore(place.path(), &place.path().join("other"));
+    assert!(
+        String::from_utf8_lossy(&not_backup.stderr).contains("is not a Gofer backup"),
+        "{not_backup:?}"
+    );
+    let no_data = gofer_command()
+        .args(["service", "backup"])
+        .arg(place.path().join("elsewhere"))
+        .arg("--data-dir")
+        .arg(place.path().join("nothing-here"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&no_data.stderr).contains("has no database"),
+        "{no_data:?}"
+    );
+
+    let second = TestServer::start_on(
+        restored_dir,
+        &[("GOFER_SECRETS__ENCRYPTION_KEY", SECRETS_KEY)],
+        &["--auth"],
+    )
+    .await;
+    let admin_there = admin.at(&second.base_url());
+    let after = state_of(&admin_there).await;
+    assert_eq!(after, before);
+    assert_eq!(after["secret"][1], "s3cret-value");
+    assert_eq!(after["object"], "report-bytes");
 }

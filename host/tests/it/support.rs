@@ -63,6 +63,24 @@ impl TestServer {
         Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), env, args).await
     }
 
+    /// Starts a server on an existing data directory (a restored backup, say).
+    pub async fn start_on(data_dir: PathBuf, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut server = Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            _temp: None,
+            child: None,
+            log_path: PathBuf::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+        };
+        server.spawn(&[]).await;
+        server
+    }
+
     async fn start_at(address: SocketAddr, env: &[(&str, &str)], args: &[&str]) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let data_dir = temp.path().join("data");
@@ -271,6 +289,15 @@ impl Api {
             http: http_client(),
             base_url: base_url.to_string(),
             token: None,
+        }
+    }
+
+    /// The same client (and token) for another server.
+    pub fn at(&self, base_url: &str) -> Self {
+        Self {
+            http: self.http.clone(),
+            base_url: base_url.to_string(),
+            token: self.token.clone(),
         }
     }
 
