@@ -45,7 +45,25 @@ pub struct ServerConfig {
     pub objects: ObjectsSection,
     pub log: LogSection,
     pub metrics: MetricsSection,
+    pub retention: RetentionSection,
     pub development: DevelopmentSection,
+}
+
+/// What is pruned, and how often (see `docs/operations.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Ended runs kept per pipeline, the newest (0: no count limit). Older ones are deleted with
+    /// their task executions, logs and run objects.
+    pub runs_per_pipeline: u64,
+    /// Ended runs older than this many seconds are deleted (0: no age limit).
+    pub runs_max_age_secs: u64,
+    /// Events older than this many seconds are deleted (0: kept forever).
+    pub events_max_age_secs: u64,
+    /// Seconds between pruning passes.
+    pub interval_secs: u64,
+    /// Rows deleted per transaction, so that writers never wait long.
+    pub batch: u64,
 }
 
 /// Who may read `GET /metrics` when development mode is off.
@@ -275,6 +293,13 @@ impl Default for ServerConfig {
                 public: false,
                 scrape_token: String::new(),
             },
+            retention: RetentionSection {
+                runs_per_pipeline: 0,
+                runs_max_age_secs: 0,
+                events_max_age_secs: 30 * 24 * 3600,
+                interval_secs: 60,
+                batch: 200,
+            },
             development: DevelopmentSection { bypass_auth: true },
         }
     }
@@ -403,6 +428,9 @@ impl ServerConfig {
             || self.objects.max_object_size_mb == 0
         {
             return invalid("objects: pipeline_object_limit, run_object_expiry and max_object_size_mb must be above 0".into());
+        }
+        if self.retention.interval_secs == 0 || self.retention.batch == 0 {
+            return invalid("retention.interval_secs and retention.batch must be above 0".into());
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid(format!(

@@ -194,7 +194,6 @@ impl LogStore {
         self.path(key).exists()
     }
 
-    /// Deletes a log file (missing is fine).
     /// Removes every log of a pipeline (it is being deleted). Ids are plain names; one that is
     /// not (`..`, a separator) removes nothing.
     pub async fn remove_pipeline(&self, namespace: &str, pipeline: &str) -> Result<(), LogError> {
@@ -210,13 +209,19 @@ impl LogStore {
         }
     }
 
+    /// Deletes a log file (missing is fine), and its run's folder once it holds no other log.
     pub async fn remove(&self, key: &LogKey) -> Result<(), LogError> {
         let path = self.path(key);
         match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(LogError::Write { path, source }),
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(LogError::Write { path, source }),
         }
+        if let Some(run_folder) = path.parent() {
+            // Fails while other logs of the run are there: that is the point.
+            let _ = tokio::fs::remove_dir(run_folder).await;
+        }
+        Ok(())
     }
 }
 

@@ -144,6 +144,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         run_settings,
     );
     orchestrator.start().await?;
+    orchestrator.spawn_retention(config.retention.clone());
     let triggers = TriggerManager::start(
         storage.clone(),
         orchestrator.clone(),

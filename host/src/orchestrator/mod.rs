@@ -12,6 +12,7 @@ mod interpolation;
 pub mod triggers;
 
 pub use interpolation::{is_reference, referenced_resource};
+mod retention;
 mod run;
 mod task;
 

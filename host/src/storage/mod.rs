@@ -14,6 +14,7 @@ mod auth;
 mod fires;
 mod objects;
 mod queries;
+mod retention;
 mod rollouts;
 mod runs;
 mod secret_values;
@@ -22,6 +23,7 @@ mod subscriptions;
 
 pub use fires::{Recorded, StoredFire};
 pub use objects::ObjectScope;
+pub use retention::PrunedRuns;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

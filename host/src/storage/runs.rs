@@ -11,7 +11,7 @@ use crate::models::{Run, RunRouting, RunState, TaskExecution, TaskExecutionState
 const RUN_COLUMNS: &str = "namespace_id, pipeline_id, run_id, pipeline_config_version, started, ended, \
      state, status, status_reason, initiator, variables, token_id, store_objects_expired, event_id, \
      deployment_id, arm, routing_reason, rerun_of, reused_tasks";
-const TASK_COLUMNS: &str = "namespace_id, pipeline_id, run_id, task_id, task, created, started, ended, \
+pub(super) const TASK_COLUMNS: &str = "namespace_id, pipeline_id, run_id, task_id, task, created, started, ended, \
      exit_code, logs_expired, logs_removed, state, status, status_reason, variables, attempt";
 
 /// A queued run with what dispatching needs to know.
@@ -405,7 +405,7 @@ fn run_from_row(row: &Row) -> Result<Run> {
     })
 }
 
-fn task_from_row(row: &Row) -> Result<TaskExecution> {
+pub(super) fn task_from_row(row: &Row) -> Result<TaskExecution> {
     Ok(TaskExecution {
         namespace_id: row.get(0)?,
         pipeline_id: row.get(1)?,

@@ -444,3 +444,110 @@ async fn a_backup_taken_while_runs_run_restores_everything() {
     assert_eq!(after["secret"][1], "s3cret-value");
     assert_eq!(after["object"], "report-bytes");
 }
+
+/// Every file under `dir` whose contents are `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_holding(&path, needle));
+        } else if std::fs::read(&path).is_ok_and(|bytes| bytes == needle) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_runs_and_drops_old_events() {
+    let server = TestServer::start_with_env(&[
+        ("GOFER_RETENTION__RUNS_PER_PIPELINE", "3"),
+        ("GOFER_RETENTION__EVENTS_MAX_AGE_SECS", "4"),
+        ("GOFER_RETENTION__INTERVAL_SECS", "1"),
+        ("GOFER_RETENTION__BATCH", "2"),
+    ])
+    .await;
+    let api = server.client();
+    let started = crate::support::now_ms();
+    deploy(&api, json!({"id": "kept", "name": "kept", "tasks": [shell_task("one", "echo run output", json!({}))]})).await;
+    let mut runs = Vec::new();
+    for index in 0..8 {
+        let run = start_run(&api, "kept", json!({})).await;
+        wait_for_run(&api, "kept", run, 60).await;
+        runs.push(run);
+        if index == 0 {
+            let (status, body) = api
+                .upload(
+                    &format!("/api/namespaces/default/pipelines/kept/runs/{run}/objects/report"),
+                    b"first-run-object",
+                )
+                .await;
+            assert!(status.is_success(), "{body}");
+            assert_eq!(
+                files_holding(&server.data_dir, b"first-run-object").len(),
+                1
+            );
+        }
+    }
+    let logs = server.data_dir.join("logs/default/kept");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let listed: Vec<u64> = api
+            .get("/api/namespaces/default/pipelines/kept/runs?limit=100")
+            .await
+            .1["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| run["run_id"].as_u64().unwrap())
+            .collect();
+        if listed.len() == 3 {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "runs left: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(kept, runs[5..].to_vec(), "the newest three stay");
+    // Their logs stay; the others' went with them, and so did the first run's object.
+    let mut log_dirs: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    log_dirs.sort();
+    let mut expected: Vec<String> = runs[5..].iter().map(u64::to_string).collect();
+    expected.sort();
+    assert_eq!(log_dirs, expected);
+    let (status, _) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/kept/runs/{}",
+            runs[0]
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !files_holding(&server.data_dir, b"first-run-object").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the pruned run's object is still on disk"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Events older than four seconds go too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = api.get("/api/events?limit=1").await.1["events"].clone();
+        let oldest = events[0]["emitted"].as_u64().unwrap_or(u64::MAX);
+        if oldest > started + 2000 {
+            assert!(oldest >= crate::support::now_ms() - 4000 - 2000, "{events}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "old events stay: {events}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -748,3 +748,11 @@ pub async fn new_token(admin: &Api, user: &str, roles: &[&str], expires: u64) ->
         body["token_details"]["id"].as_str().unwrap().to_string(),
     )
 }
+
+/// Now, in epoch milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
