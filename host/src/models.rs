@@ -834,3 +834,21 @@ pub struct DeclaredTrigger {
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
 }
+
+/// One moment of a run's life, for debugging it (beyond v0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntry {
+    /// When (epoch ms).
+    pub at: u64,
+    /// `queued`, `task_created`, `dispatched`, `cancel_requested`, `task_started`,
+    /// `task_cancel_requested`, `log_closed`, `task_ended` (with the exit code) or `ended`.
+    pub what: String,
+    /// The task it is about, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// The task's attempt (1, then 2, 3... when retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// What else is known: a status, an exit code, a reason.
+    pub detail: String,
+}

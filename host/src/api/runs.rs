@@ -26,6 +26,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_runs, start_run))
         .routes(routes!(get_run, cancel_run))
         .routes(routes!(rerun_run))
+        .routes(routes!(run_timeline))
         .routes(routes!(list_task_executions))
         .routes(routes!(get_task_execution, cancel_task_execution))
         .routes(routes!(get_logs, delete_logs))
@@ -222,6 +223,25 @@ async fn start_run(
         )
         .await?;
     Ok((StatusCode::CREATED, ApiJson(RunResponse { run })))
+}
+
+/// `GET …/runs/{run_id}/timeline`'s answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TimelineResponse {
+    pub timeline: Vec<crate::models::TimelineEntry>,
+}
+
+/// A run's timeline (beyond v0): queued, dispatched, and per task created, each attempt
+/// started, its log closed and its end (status, exit code), then the run's end, oldest first.
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/timeline", tag = "Runs", operation_id = "get_run_timeline",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path)),
+    responses((status = 200, body = TimelineResponse), (status = "4XX", body = super::ErrorBody)))]
+async fn run_timeline(
+    state: AppState,
+    ApiPath(path): ApiPath<RunPath>,
+) -> Result<ApiJson<TimelineResponse>, ApiError> {
+    let timeline = state.app.run_timeline(path.key()).await?;
+    Ok(ApiJson(TimelineResponse { timeline }))
 }
 
 /// Re-run a complete run (beyond v0): a new run of the same config version with the same

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{App, AppError, Caller, require_on_pipeline};
 use crate::domain::RunOrigin;
-use crate::models::{Action, Run};
+use crate::models::{Action, EventKind, Run, TimelineEntry};
 use crate::orchestrator::RunKey;
 
 impl App {
@@ -80,6 +80,148 @@ impl App {
         let grace =
             grace.unwrap_or_else(|| Duration::from_secs(self.config.runs.stop_timeout_secs));
         Ok(self.orchestrator.cancel_task(key, task_id, grace).await?)
+    }
+
+    /// A run's timeline from its events and its task executions, oldest first: queued,
+    /// dispatched, and per task created, each attempt started, its log closed, and its end
+    /// (status and exit code); then the run's end.
+    pub async fn run_timeline(&self, key: RunKey) -> Result<Vec<TimelineEntry>, AppError> {
+        let (namespace_id, pipeline_id, run_id) = (
+            key.namespace_id.clone(),
+            key.pipeline_id.clone(),
+            key.run_id,
+        );
+        let (run, tasks, events) = self
+            .storage
+            .read(move |db| {
+                let run = db.get_run(&namespace_id, &pipeline_id, run_id)?;
+                let tasks = db.list_task_executions(&namespace_id, &pipeline_id, run_id)?;
+                let events = db.run_events(&run)?;
+                Ok((run, tasks, events))
+            })
+            .await?;
+        let entry =
+            |at: u64, what: &str, task: Option<&str>, attempt: Option<u32>, detail: String| {
+                TimelineEntry {
+                    at,
+                    what: what.into(),
+                    task_id: task.map(str::to_string),
+                    attempt,
+                    detail,
+                }
+            };
+        let mut timeline = Vec::new();
+        for event in &events {
+            let at = event.emitted;
+            match &event.kind {
+                EventKind::QueuedRun { .. } => timeline.push(entry(
+                    at,
+                    "queued",
+                    None,
+                    None,
+                    format!("config v{}", run.pipeline_config_version),
+                )),
+                EventKind::StartedRun { .. } => {
+                    timeline.push(entry(at, "dispatched", None, None, String::new()))
+                }
+                EventKind::StartedRunCancellation { .. } => {
+                    timeline.push(entry(at, "cancel_requested", None, None, String::new()))
+                }
+                EventKind::StartedTaskExecution {
+                    task_execution_id,
+                    attempt,
+                    ..
+                } => timeline.push(entry(
+                    at,
+                    "task_started",
+                    Some(task_execution_id),
+                    Some(*attempt),
+                    String::new(),
+                )),
+                EventKind::StartedTaskExecutionCancellation {
+                    task_execution_id,
+                    timeout,
+                    ..
+                } => timeline.push(entry(
+                    at,
+                    "task_cancel_requested",
+                    Some(task_execution_id),
+                    None,
+                    format!("{timeout} s of grace"),
+                )),
+                EventKind::CompletedTaskExecution {
+                    task_execution_id,
+                    status,
+                    ..
+                } => {
+                    let status = format!("{status:?}").to_lowercase();
+                    let row = tasks
+                        .iter()
+                        .find(|(task, _)| &task.task_id == task_execution_id);
+                    let detail = match row.map(|(task, _)| (task.exit_code, &task.status_reason)) {
+                        Some((Some(code), _)) => format!("{status}, exit code {code}"),
+                        Some((None, Some(reason))) => format!("{status}: {}", reason.description),
+                        _ => status,
+                    };
+                    timeline.push(entry(
+                        at,
+                        "task_ended",
+                        Some(task_execution_id),
+                        None,
+                        detail,
+                    ))
+                }
+                EventKind::CompletedRun { status, .. } => timeline.push(entry(
+                    at,
+                    "ended",
+                    None,
+                    None,
+                    format!("{status:?}").to_lowercase(),
+                )),
+                _ => {}
+            }
+        }
+        for (task, _) in &tasks {
+            let id = Some(task.task_id.as_str());
+            if task.created > 0 {
+                timeline.push(entry(task.created, "task_created", id, None, String::new()));
+            }
+            // The log is closed (its end marker written) just before the task's end is recorded.
+            let log = self
+                .orchestrator
+                .logs()
+                .path(&crate::orchestrator::log_key(task));
+            if task.state == crate::models::TaskExecutionState::Complete
+                && let Ok(modified) = std::fs::metadata(&log).and_then(|meta| meta.modified())
+                && let Ok(since) = modified.duration_since(std::time::UNIX_EPOCH)
+            {
+                timeline.push(entry(
+                    since.as_millis() as u64,
+                    "log_closed",
+                    id,
+                    None,
+                    String::new(),
+                ));
+            }
+        }
+        // Same millisecond: in the order things happen.
+        let rank = |what: &str| {
+            [
+                "queued",
+                "task_created",
+                "dispatched",
+                "cancel_requested",
+                "task_started",
+                "task_cancel_requested",
+                "log_closed",
+                "task_ended",
+                "ended",
+            ]
+            .iter()
+            .position(|known| *known == what)
+        };
+        timeline.sort_by_key(|entry| (entry.at, rank(&entry.what)));
+        Ok(timeline)
     }
 
     /// Deletes a finished task's log.

@@ -520,3 +520,23 @@ pub fn task_execution(task: &TaskExecution) -> String {
     text.push_str(&table.to_string());
     text
 }
+
+/// A run's timeline: time since the first entry, what, which task (attempt), detail.
+pub fn timeline(entries: &[crate::models::TimelineEntry]) -> String {
+    let first = entries.first().map_or(0, |entry| entry.at);
+    let mut table = table(&["+ms", "what", "task", "detail"]);
+    for entry in entries {
+        let task = match (&entry.task_id, entry.attempt) {
+            (Some(task), Some(attempt)) if attempt > 1 => format!("{task} (attempt {attempt})"),
+            (Some(task), _) => task.clone(),
+            (None, _) => String::new(),
+        };
+        table.add_row(vec![
+            (entry.at.saturating_sub(first)).to_string(),
+            entry.what.clone(),
+            task,
+            entry.detail.clone(),
+        ]);
+    }
+    table.to_string()
+}

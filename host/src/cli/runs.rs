@@ -54,6 +54,8 @@ pub(super) enum RunCommand {
     },
     /// Show a run and its tasks.
     Get { pipeline: String, run: u64 },
+    /// What happened when: queued, dispatched, each task's attempts, exits and logs, the end.
+    Timeline { pipeline: String, run: u64 },
     /// Cancel a run (its tasks get `runs.stop_timeout_secs` to stop).
     Cancel { pipeline: String, run: u64 },
 }
@@ -169,6 +171,14 @@ pub(super) async fn run(ctx: &Session, command: RunCommand) -> anyhow::Result<()
             let tasks: Vec<TaskExecution> = field(&tasks, "task_executions")?;
             output::line(output::run(&field(&body, "run")?, &tasks))?;
             Ok(())
+        }
+        RunCommand::Timeline { pipeline, run } => {
+            let path = format!("{}/runs/{run}/timeline", ctx.pipeline_path(&pipeline));
+            let body = client.get(&path).await?;
+            ctx.show(&body, |body| {
+                let entries: Vec<crate::models::TimelineEntry> = field(body, "timeline")?;
+                Ok(output::timeline(&entries))
+            })
         }
         RunCommand::Cancel { pipeline, run } => {
             let body = client

@@ -12,6 +12,7 @@ mod interpolation;
 pub mod triggers;
 
 pub use interpolation::{is_reference, referenced_resource};
+pub use task::log_key;
 mod retention;
 mod run;
 mod task;

@@ -85,7 +85,8 @@ async fn write_output(writer: &mut LogWriter, chunk: &[u8]) {
     }
 }
 
-pub(super) fn log_key(task: &TaskExecution) -> LogKey {
+/// Where a task execution's log is kept.
+pub fn log_key(task: &TaskExecution) -> LogKey {
     LogKey {
         namespace_id: task.namespace_id.clone(),
         pipeline_id: task.pipeline_id.clone(),

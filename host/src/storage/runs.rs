@@ -425,3 +425,84 @@ pub(super) fn task_from_row(row: &Row) -> Result<TaskExecution> {
         attempt: row.get(15)?,
     })
 }
+
+impl Db<'_> {
+    /// The events about one run and its tasks, in order: those emitted between its start and a
+    /// moment after its end, of the run and task kinds, naming it.
+    pub fn run_events(&self, run: &Run) -> Result<Vec<crate::models::Event>> {
+        use crate::models::EventKind;
+        let until = match run.ended {
+            0 => i64::MAX,
+            ended => i64::try_from(ended.saturating_add(1000)).unwrap_or(i64::MAX),
+        };
+        let from = run.started.saturating_sub(1000);
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, kind, emitted FROM events
+             WHERE emitted >= ?1 AND emitted <= ?2
+               AND (kind LIKE '{\"queued_run\":%' OR kind LIKE '{\"started_run\":%'
+                    OR kind LIKE '{\"completed_run\":%' OR kind LIKE '{\"started_run_cancellation\":%'
+                    OR kind LIKE '{\"started_task_execution\":%'
+                    OR kind LIKE '{\"completed_task_execution\":%'
+                    OR kind LIKE '{\"started_task_execution_cancellation\":%')
+             ORDER BY seq",
+        )?;
+        let rows = statement.query_map(params![from, until], |row| {
+            Ok(super::queries::event_from_row(row))
+        })?;
+        let mut events = Vec::new();
+        for row in rows {
+            let event = row??;
+            let about = match &event.kind {
+                EventKind::QueuedRun {
+                    namespace_id,
+                    pipeline_id,
+                    run_id,
+                }
+                | EventKind::StartedRun {
+                    namespace_id,
+                    pipeline_id,
+                    run_id,
+                }
+                | EventKind::CompletedRun {
+                    namespace_id,
+                    pipeline_id,
+                    run_id,
+                    ..
+                }
+                | EventKind::StartedRunCancellation {
+                    namespace_id,
+                    pipeline_id,
+                    run_id,
+                    ..
+                }
+                | EventKind::StartedTaskExecution {
+                    namespace_id,
+                    pipeline_id,
+                    run_id,
+                    ..
+                }
+                | EventKind::CompletedTaskExecution {
+                    namespace_id,
+                    pipeline_id,
+                    run_id,
+                    ..
+                }
+                | EventKind::StartedTaskExecutionCancellation {
+                    namespace_id,
+                    pipeline_id,
+                    run_id,
+                    ..
+                } => {
+                    namespace_id == &run.namespace_id
+                        && pipeline_id == &run.pipeline_id
+                        && *run_id == run.run_id
+                }
+                _ => false,
+            };
+            if about {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+}

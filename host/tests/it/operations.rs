@@ -551,3 +551,71 @@ async fn retention_keeps_the_newest_runs_and_drops_old_events() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test]
+async fn a_run_timeline_says_what_happened_when() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    deploy(
+        &api,
+        json!({"id": "timed", "name": "timed", "tasks": [
+            shell_task("first", "echo one", json!({})),
+            shell_task("second", "echo two; exit 3", json!({"first": "Success"})),
+        ]}),
+    )
+    .await;
+    let run = start_run(&api, "timed", json!({})).await;
+    wait_for_run(&api, "timed", run, 60).await;
+    let (status, body) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/timed/runs/{run}/timeline"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let timeline = body["timeline"].as_array().unwrap();
+    let position = |what: &str, task: Option<&str>| {
+        timeline
+            .iter()
+            .position(|entry| {
+                entry["what"] == what && task.is_none_or(|task| entry["task_id"] == task)
+            })
+            .unwrap_or_else(|| panic!("no {what} {task:?} in {body}"))
+    };
+    let order = [
+        position("queued", None),
+        position("dispatched", None),
+        position("task_started", Some("first")),
+        position("log_closed", Some("first")),
+        position("task_ended", Some("first")),
+        position("task_started", Some("second")),
+        position("log_closed", Some("second")),
+        position("task_ended", Some("second")),
+        position("ended", None),
+    ];
+    assert!(
+        order.windows(2).all(|pair| pair[0] < pair[1]),
+        "{order:?}: {body}"
+    );
+    position("task_created", Some("second"));
+    let times: Vec<u64> = timeline
+        .iter()
+        .map(|entry| entry["at"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{times:?}");
+    assert_eq!(
+        timeline[position("task_ended", Some("second"))]["detail"],
+        "failed, exit code 3"
+    );
+    assert_eq!(timeline[position("ended", None)]["detail"], "failed");
+
+    let cli = server.cli(&["run", "timeline", "timed", &run.to_string()]);
+    assert!(cli.status.success(), "{cli:?}");
+    let table = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        table.contains("dispatched") && table.contains("exit code 3"),
+        "{table}"
+    );
+    let missing = server.cli(&["run", "timeline", "timed", "99"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+}
