@@ -661,6 +661,10 @@ pub struct TaskExecution {
     pub task: Task,
     /// Which try this is: 1, then 2, 3... when the task is retried (beyond v0).
     pub attempt: u32,
+    /// The image a container task ran: its content-addressed id (`sha256:…`), recorded when the
+    /// container started; a tag can move, this cannot (beyond v0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 /// What a plugin is for.
@@ -851,4 +855,52 @@ pub struct TimelineEntry {
     pub attempt: Option<u32>,
     /// What else is known: a status, an exit code, a reason.
     pub detail: String,
+}
+
+impl EventKind {
+    /// The run an event is about, if any: (namespace, pipeline, run).
+    pub fn run(&self) -> Option<(&str, &str, u64)> {
+        match self {
+            EventKind::QueuedRun {
+                namespace_id,
+                pipeline_id,
+                run_id,
+            }
+            | EventKind::StartedRun {
+                namespace_id,
+                pipeline_id,
+                run_id,
+            }
+            | EventKind::CompletedRun {
+                namespace_id,
+                pipeline_id,
+                run_id,
+                ..
+            }
+            | EventKind::StartedRunCancellation {
+                namespace_id,
+                pipeline_id,
+                run_id,
+            }
+            | EventKind::StartedTaskExecution {
+                namespace_id,
+                pipeline_id,
+                run_id,
+                ..
+            }
+            | EventKind::CompletedTaskExecution {
+                namespace_id,
+                pipeline_id,
+                run_id,
+                ..
+            }
+            | EventKind::StartedTaskExecutionCancellation {
+                namespace_id,
+                pipeline_id,
+                run_id,
+                ..
+            } => Some((namespace_id.as_str(), pipeline_id.as_str(), *run_id)),
+            _ => None,
+        }
+    }
 }

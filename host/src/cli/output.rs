@@ -494,7 +494,10 @@ pub fn task_execution(task: &TaskExecution) -> String {
         task.pipeline_id,
         spelling(&task.state),
         spelling(&task.status),
-        task.task.image,
+        match &task.image_digest {
+            Some(digest) => format!("{} ({digest})", task.task.image),
+            None => task.task.image.clone(),
+        },
         task.attempt,
         task.exit_code
             .map(|code| code.to_string())

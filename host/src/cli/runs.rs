@@ -444,7 +444,7 @@ async fn start_and_follow(
         };
         let event: Event =
             serde_json::from_str(&text).context("the server sent an unreadable event")?;
-        if event_run(&event.kind) != Some((namespace.as_str(), pipeline, run_id)) {
+        if event.kind.run() != Some((namespace.as_str(), pipeline, run_id)) {
             continue;
         }
         if ctx.json() {
@@ -537,50 +537,4 @@ async fn start_and_follow(
         .unwrap_or_default()
         .to_string();
     bail!("run #{run_id} of '{pipeline}' {status}{reason}")
-}
-
-/// The run an event is about, if any.
-fn event_run(kind: &EventKind) -> Option<(&str, &str, u64)> {
-    match kind {
-        EventKind::QueuedRun {
-            namespace_id,
-            pipeline_id,
-            run_id,
-        }
-        | EventKind::StartedRun {
-            namespace_id,
-            pipeline_id,
-            run_id,
-        }
-        | EventKind::CompletedRun {
-            namespace_id,
-            pipeline_id,
-            run_id,
-            ..
-        }
-        | EventKind::StartedRunCancellation {
-            namespace_id,
-            pipeline_id,
-            run_id,
-        }
-        | EventKind::StartedTaskExecution {
-            namespace_id,
-            pipeline_id,
-            run_id,
-            ..
-        }
-        | EventKind::CompletedTaskExecution {
-            namespace_id,
-            pipeline_id,
-            run_id,
-            ..
-        }
-        | EventKind::StartedTaskExecutionCancellation {
-            namespace_id,
-            pipeline_id,
-            run_id,
-            ..
-        } => Some((namespace_id.as_str(), pipeline_id.as_str(), *run_id)),
-        _ => None,
-    }
 }

@@ -869,6 +869,7 @@ impl Orchestrator {
                             variables: task::environment(&settings, &run, task),
                             task: task.clone(),
                             attempt: 1,
+                            image_digest: None,
                         })?;
                     }
                     db.insert_event(EventKind::StartedRun {

@@ -610,10 +610,16 @@ impl Orchestrator {
     }
 
     /// Records that an attempt's container is running.
-    pub(super) async fn record_started(&self, task: &TaskExecution) -> Result<(), StorageError> {
+    /// Records that a task's attempt started (a container task: with the image it runs).
+    pub(super) async fn record_started(
+        &self,
+        task: &TaskExecution,
+        image_digest: Option<String>,
+    ) -> Result<(), StorageError> {
         let mut task = task.clone();
         task.state = TaskExecutionState::Running;
         task.started = now_millis();
+        task.image_digest = image_digest;
         self.write(move |db| {
             db.update_task_execution(&task, None)?;
             db.insert_event(EventKind::StartedTaskExecution {

@@ -269,7 +269,14 @@ impl Orchestrator {
                 Some(writer),
             );
         }
-        if let Err(error) = self.record_started(task).await {
+        let image_digest = match scheduler.image_digest(&name).await {
+            Ok(digest) => digest,
+            Err(error) => {
+                tracing::warn!(%error, container = name, "could not read the image a task runs");
+                None
+            }
+        };
+        if let Err(error) = self.record_started(task, image_digest).await {
             tracing::error!(%error, container = name, "could not record that a task started");
         }
         self.follow_container(task, &name, writer, stop, timeout, true)
@@ -473,7 +480,7 @@ impl Orchestrator {
                 Some(writer),
             );
         };
-        if let Err(error) = self.record_started(task).await {
+        if let Err(error) = self.record_started(task, None).await {
             tracing::error!(%error, plugin = plugin_name, "could not record that a shared task started");
         }
         let (deadline, deadline_text) = super::run::task_timeout(task).unwrap_or_else(|| {

@@ -322,6 +322,15 @@ impl Scheduler for DockerScheduler {
             .collect())
     }
 
+    async fn image_digest(&self, name: &str) -> Result<Option<String>, SchedulerError> {
+        let docker = self.docker()?;
+        let container = docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|error| self.classify(error))?;
+        Ok(container.image)
+    }
+
     async fn ping(&self) -> Result<(), SchedulerError> {
         let docker = self.docker()?;
         docker

@@ -106,4 +106,7 @@ pub trait Scheduler: Send + Sync + 'static {
 
     /// Whether the engine answers (for readiness).
     async fn ping(&self) -> Result<(), SchedulerError>;
+
+    /// The content-addressed id of the image a container runs (`sha256:…`), if the engine says.
+    async fn image_digest(&self, name: &str) -> Result<Option<String>, SchedulerError>;
 }

@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_subscription_handles.sql"),
     include_str!("migrations/0003_fires.sql"),
     include_str!("migrations/0004_rollouts.sql"),
+    include_str!("migrations/0005_image_digest.sql"),
 ];
 
 /// How many idle read connections are kept open.

@@ -12,7 +12,7 @@ const RUN_COLUMNS: &str = "namespace_id, pipeline_id, run_id, pipeline_config_ve
      state, status, status_reason, initiator, variables, token_id, store_objects_expired, event_id, \
      deployment_id, arm, routing_reason, rerun_of, reused_tasks";
 pub(super) const TASK_COLUMNS: &str = "namespace_id, pipeline_id, run_id, task_id, task, created, started, ended, \
-     exit_code, logs_expired, logs_removed, state, status, status_reason, variables, attempt";
+     exit_code, logs_expired, logs_removed, state, status, status_reason, variables, attempt, image_digest";
 
 /// A queued run with what dispatching needs to know.
 #[derive(Debug, Clone)]
@@ -211,7 +211,7 @@ impl Db<'_> {
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO task_executions ({TASK_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
             ))?
             .execute(params![
                 task.namespace_id,
@@ -230,6 +230,7 @@ impl Db<'_> {
                 task.status_reason.as_ref().map(to_json),
                 to_json(&task.variables),
                 task.attempt,
+                task.image_digest,
             ])?;
         Ok(())
     }
@@ -245,7 +246,8 @@ impl Db<'_> {
             .prepare_cached(
                 "UPDATE task_executions SET started = ?5, ended = ?6, exit_code = ?7, logs_expired = ?8,
                      logs_removed = ?9, state = ?10, status = ?11, status_reason = ?12, attempt = ?13,
-                     container_name = COALESCE(?14, container_name)
+                     container_name = COALESCE(?14, container_name),
+                     image_digest = COALESCE(?15, image_digest)
                  WHERE namespace_id = ?1 AND pipeline_id = ?2 AND run_id = ?3 AND task_id = ?4",
             )?
             .execute(params![
@@ -263,6 +265,7 @@ impl Db<'_> {
                 task.status_reason.as_ref().map(to_json),
                 task.attempt,
                 container_name,
+                task.image_digest,
             ])?;
         if changed == 0 {
             return Err(StorageError::NotFound(format!(
@@ -318,7 +321,7 @@ impl Db<'_> {
                  WHERE namespace_id = ?1 AND pipeline_id = ?2 AND run_id = ?3 AND task_id = ?4"
             ))?
             .query_row(params![namespace_id, pipeline_id, run_id, task_id], |row| {
-                Ok(task_from_row(row).and_then(|task| Ok((task, row.get(16)?))))
+                Ok(task_from_row(row).and_then(|task| Ok((task, row.get(17)?))))
             })
             .optional()?
             .unwrap_or_else(|| {
@@ -340,7 +343,7 @@ impl Db<'_> {
              WHERE namespace_id = ?1 AND pipeline_id = ?2 AND run_id = ?3 ORDER BY task_id"
         ))?;
         let rows = statement.query_map(params![namespace_id, pipeline_id, run_id], |row| {
-            Ok(task_from_row(row).and_then(|task| Ok((task, row.get(16)?))))
+            Ok(task_from_row(row).and_then(|task| Ok((task, row.get(17)?))))
         })?;
         rows.map(|row| row?).collect()
     }
@@ -423,6 +426,7 @@ pub(super) fn task_from_row(row: &Row) -> Result<TaskExecution> {
         status_reason: optional_json(row, 13, "task_executions.status_reason")?,
         variables: from_json("task_executions.variables", &text(row, 14)?)?,
         attempt: row.get(15)?,
+        image_digest: row.get(16)?,
     })
 }
 
@@ -430,7 +434,6 @@ impl Db<'_> {
     /// The events about one run and its tasks, in order: those emitted between its start and a
     /// moment after its end, of the run and task kinds, naming it.
     pub fn run_events(&self, run: &Run) -> Result<Vec<crate::models::Event>> {
-        use crate::models::EventKind;
         let until = match run.ended {
             0 => i64::MAX,
             ended => i64::try_from(ended.saturating_add(1000)).unwrap_or(i64::MAX),
@@ -452,53 +455,12 @@ impl Db<'_> {
         let mut events = Vec::new();
         for row in rows {
             let event = row??;
-            let about = match &event.kind {
-                EventKind::QueuedRun {
-                    namespace_id,
-                    pipeline_id,
-                    run_id,
-                }
-                | EventKind::StartedRun {
-                    namespace_id,
-                    pipeline_id,
-                    run_id,
-                }
-                | EventKind::CompletedRun {
-                    namespace_id,
-                    pipeline_id,
-                    run_id,
-                    ..
-                }
-                | EventKind::StartedRunCancellation {
-                    namespace_id,
-                    pipeline_id,
-                    run_id,
-                    ..
-                }
-                | EventKind::StartedTaskExecution {
-                    namespace_id,
-                    pipeline_id,
-                    run_id,
-                    ..
-                }
-                | EventKind::CompletedTaskExecution {
-                    namespace_id,
-                    pipeline_id,
-                    run_id,
-                    ..
-                }
-                | EventKind::StartedTaskExecutionCancellation {
-                    namespace_id,
-                    pipeline_id,
-                    run_id,
-                    ..
-                } => {
-                    namespace_id == &run.namespace_id
-                        && pipeline_id == &run.pipeline_id
-                        && *run_id == run.run_id
-                }
-                _ => false,
-            };
+            let about = event.kind.run()
+                == Some((
+                    run.namespace_id.as_str(),
+                    run.pipeline_id.as_str(),
+                    run.run_id,
+                ));
             if about {
                 events.push(event);
             }

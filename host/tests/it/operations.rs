@@ -608,6 +608,32 @@ async fn a_run_timeline_says_what_happened_when() {
     );
     assert_eq!(timeline[position("ended", None)]["detail"], "failed");
 
+    // The image each container task ran, by its content-addressed id.
+    let image_id = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            crate::support::TEST_IMAGE,
+        ])
+        .output()
+        .unwrap();
+    let image_id = String::from_utf8_lossy(&image_id.stdout).trim().to_string();
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+    let (_, task) = api
+        .get(&format!(
+            "/api/namespaces/default/pipelines/timed/runs/{run}/tasks/second"
+        ))
+        .await;
+    assert_eq!(
+        task["task_execution"]["image_digest"],
+        image_id.as_str(),
+        "{task}"
+    );
+    let shown = server.cli(&["task", "get", "timed", &run.to_string(), "second"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains(&image_id));
+
     let cli = server.cli(&["run", "timeline", "timed", &run.to_string()]);
     assert!(cli.status.success(), "{cli:?}");
     let table = String::from_utf8_lossy(&cli.stdout);
