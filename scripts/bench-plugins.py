@@ -15,34 +15,17 @@
 Usage: scripts/bench-plugins.py [--gofer PATH] [--rounds N] [--subscriptions N]
 """
 import argparse
-import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
-import urllib.request
+
+from benchlib import free_port, api
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMAGE = "gofer-busybox:local"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api(base, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("gofer-api-version", "v0")
-    request.add_header("content-type", "application/json")
-    with urllib.request.urlopen(request) as response:
-        text = response.read()
-        return json.loads(text) if text else None
 
 
 class Server:

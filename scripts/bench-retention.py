@@ -11,31 +11,14 @@ default is 30 days, until which they are what grows: about 1.1 KiB per run).
 Usage: scripts/bench-retention.py [--gofer PATH] [--runs N] [--events-max-age-secs S]
 """
 import argparse
-import json
 import os
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
+
+from benchlib import free_port, api
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api(base, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("gofer-api-version", "v0")
-    request.add_header("content-type", "application/json")
-    with urllib.request.urlopen(request) as response:
-        text = response.read()
-        return json.loads(text) if text else None
 
 
 def size(path):

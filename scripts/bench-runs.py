@@ -13,35 +13,18 @@ through the API and waits for the last to complete. Prints medians and ratios (G
 Usage: scripts/bench-runs.py [--gofer PATH] [--rounds N]
 """
 import argparse
-import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from benchlib import free_port, api
 
 IMAGE = "gofer-busybox:local"
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api(base, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("gofer-api-version", "v0")
-    request.add_header("content-type", "application/json")
-    with urllib.request.urlopen(request) as response:
-        text = response.read()
-        return json.loads(text) if text else None
 
 
 def task(task_id, depends_on=None):

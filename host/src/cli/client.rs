@@ -106,6 +106,14 @@ impl Client {
         }
     }
 
+    /// The error for a request that did not get an answer.
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Connect {
+            url: self.base_url.clone(),
+            source,
+        }
+    }
+
     /// GETs a JSON answer whatever its status, for answers that carry data with an error status
     /// (readiness's 503).
     pub async fn get_with_status(&self, path: &str) -> Result<(u16, Value), ClientError> {
@@ -114,18 +122,12 @@ impl Client {
             .builder(Method::GET, path)
             .send()
             .await
-            .map_err(|source| ClientError::Connect {
-                url: self.base_url.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         let status = response.status().as_u16();
         let text = response
             .text()
             .await
-            .map_err(|source| ClientError::Connect {
-                url: self.base_url.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         let body = serde_json::from_str(&text).map_err(|error| ClientError::Decode {
             url,
             detail: error.to_string(),
@@ -155,10 +157,7 @@ impl Client {
         let text = response
             .text()
             .await
-            .map_err(|source| ClientError::Connect {
-                url: self.base_url.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         if text.is_empty() {
             return Ok(Value::Null);
         }
@@ -208,10 +207,7 @@ impl Client {
         let response = request
             .send()
             .await
-            .map_err(|source| ClientError::Connect {
-                url: self.base_url.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
