@@ -88,11 +88,12 @@ async fn the_ui_works_in_a_real_browser() {
         &api,
         json!({"id": "dag3", "name": "Three tasks", "description": "build, a slow step that logs, a report",
                "tasks": [
-                   shell_task("build", "echo building", json!({})),
+                   // Each task runs long enough for its running state to be drawn.
+                   shell_task("build", "echo building; sleep 0.5", json!({})),
                    shell_task("slow", "echo \"$GREETING\"; printf '\\033[32mgreen\\033[0m\\n'; \
                                for i in 1 2 3 4 5; do echo line $i; sleep 0.6; done",
                               json!({"build": "Success"})),
-                   shell_task("report", "echo done", json!({"slow": "Success"})),
+                   shell_task("report", "sleep 0.5; echo done", json!({"slow": "Success"})),
                ]}),
     )
     .await;
