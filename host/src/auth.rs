@@ -238,9 +238,10 @@ pub fn requirement(
     if resources.is_empty() {
         return Requirement::Admin;
     }
-    if segments.last() == Some(&"attach") {
-        // A shell in a running task: it changes the task, and it sees the task's environment,
-        // secret values included. So it needs writing the task and reading the secrets.
+    if matches!(segments.last(), Some(&"attach" | &"shell")) {
+        // A shell in a running task, or in a failed task's kept filesystem: it sees the task's
+        // environment, secret values included. So it needs writing the task and reading the
+        // secrets.
         let scope: Vec<Needed> = resources
             .iter()
             .filter(|needed| matches!(needed.name, "namespaces" | "pipelines"))
@@ -686,7 +687,7 @@ mod tests {
     }
 
     #[test]
-    fn attaching_needs_writing_the_task_and_reading_secrets() {
+    fn attaching_or_a_shell_needs_writing_the_task_and_reading_secrets() {
         let attach = route(
             "GET",
             "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}/attach",
@@ -724,7 +725,23 @@ mod tests {
         ]
         .into();
         let own = run_token_role(&run_token).unwrap();
-        assert!(authorize(&run_token, &[own], &attach, 1).is_err());
+        assert!(authorize(&run_token, std::slice::from_ref(&own), &attach, 1).is_err());
+        // A shell in a kept failed task sees the same environment: the same rule.
+        let shell = route(
+            "GET",
+            "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}/shell",
+            "/api/namespaces/a/pipelines/p/runs/1/tasks/t/shell",
+        );
+        assert!(
+            authorize(
+                &holder,
+                &[role(&tasks, &[Action::Read, Action::Write])],
+                &shell,
+                1
+            )
+            .is_err()
+        );
+        assert!(authorize(&run_token, &[own], &shell, 1).is_err());
     }
 
     #[test]

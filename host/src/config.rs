@@ -44,6 +44,7 @@ pub struct ServerConfig {
     pub secrets: SecretsSection,
     pub objects: ObjectsSection,
     pub log: LogSection,
+    pub tracing: TracingSection,
     pub metrics: MetricsSection,
     pub retention: RetentionSection,
     pub development: DevelopmentSection,
@@ -64,6 +65,17 @@ pub struct RetentionSection {
     pub interval_secs: u64,
     /// Rows deleted per transaction, so that writers never wait long.
     pub batch: u64,
+}
+
+/// Where spans go besides the log (see `docs/operations.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSection {
+    /// An OpenTelemetry collector's OTLP/gRPC address (e.g. `http://127.0.0.1:4317`) to send
+    /// the spans of requests, runs, task attempts and plugin calls to; empty: no export.
+    pub otlp_endpoint: String,
+    /// The `service.name` the spans carry.
+    pub service_name: String,
 }
 
 /// Who may read `GET /metrics` when development mode is off.
@@ -134,6 +146,9 @@ pub struct RunsSection {
     pub log_retention_runs: u64,
     /// Remove each task's container once its exit code and logs are recorded.
     pub remove_containers: bool,
+    /// How long a running task waits for a container engine that went away (restarting, say)
+    /// to come back before the task fails saying so, in seconds.
+    pub engine_outage_secs: u64,
     /// The API address given to tasks as GOFER_API_BASE_URL. Empty: `http://` + `server.bind`.
     pub api_base_url: String,
 }
@@ -258,6 +273,7 @@ impl Default for ServerConfig {
                 stop_timeout_secs: 30,
                 log_retention_runs: 50,
                 remove_containers: true,
+                engine_outage_secs: 60,
                 api_base_url: String::new(),
             },
             plugins: PluginsSection {
@@ -288,6 +304,10 @@ impl Default for ServerConfig {
                 pipeline_object_limit: 50,
                 run_object_expiry: 2,
                 max_object_size_mb: 1024,
+            },
+            tracing: TracingSection {
+                otlp_endpoint: String::new(),
+                service_name: "gofer".into(),
             },
             metrics: MetricsSection {
                 public: false,
@@ -431,6 +451,18 @@ impl ServerConfig {
         }
         if self.retention.interval_secs == 0 || self.retention.batch == 0 {
             return invalid("retention.interval_secs and retention.batch must be above 0".into());
+        }
+        let endpoint = &self.tracing.otlp_endpoint;
+        let well_formed = endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://");
+        if !well_formed {
+            return invalid(format!(
+                "tracing.otlp_endpoint: '{endpoint}' is not an http:// or https:// address (e.g. \"http://127.0.0.1:4317\")"
+            ));
+        }
+        if self.tracing.service_name.trim().is_empty() {
+            return invalid("tracing.service_name: must not be empty".into());
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid(format!(

@@ -25,5 +25,6 @@ pub mod scheduler;
 pub mod secrets;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 pub mod tls;
 pub mod ui;

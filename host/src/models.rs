@@ -150,6 +150,11 @@ pub struct Task {
     /// How many more times a failed task is tried, with a growing pause (beyond v0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
+    /// How long the container of a failed last attempt is kept for `gofer task shell` (the
+    /// task's or its pipeline's `keep_failed`; beyond v0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub keep_failed: Option<crate::domain::Timeout>,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -580,6 +585,10 @@ pub struct Run {
     /// Tasks of `rerun_of` taken over as done (a re-run of failed tasks only; beyond v0).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reused_tasks: Vec<String>,
+    /// The W3C `traceparent` of what started the run (the caller's, or the request's span when
+    /// spans are exported); its trace id is the run's trace (beyond v0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 /// How a canary or an A/B test routed a run.
@@ -665,6 +674,10 @@ pub struct TaskExecution {
     /// container started; a tag can move, this cannot (beyond v0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// A failed task kept with `keep_failed`: until when (epoch ms) its container is kept for
+    /// `gofer task shell` (beyond v0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_until: Option<u64>,
 }
 
 /// What a plugin is for.

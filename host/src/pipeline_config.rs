@@ -61,6 +61,14 @@ pub enum ConfigError {
         value: String,
         problem: String,
     },
+    #[error(
+        "{owner} has an invalid keep_failed '{value}': {problem} (use e.g. \"30m\" or \"2h\", at most 7 days)"
+    )]
+    InvalidKeepFailed {
+        owner: String,
+        value: String,
+        problem: String,
+    },
     #[error("trigger '{1}' of plugin '{0}' is declared more than once")]
     DuplicateTrigger(String, String),
     #[error("task '{task}' asks for {retries} retries; at most {MAX_RETRIES} are allowed")]
@@ -69,6 +77,23 @@ pub enum ConfigError {
 
 /// Most retries a task may ask for.
 pub const MAX_RETRIES: u32 = 10;
+
+/// Longest a failed task's container may be kept.
+pub const MAX_KEEP_FAILED: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a `keep_failed` duration of `owner`: above zero, at most [`MAX_KEEP_FAILED`].
+pub fn parse_keep_failed(owner: &str, value: &str) -> Result<Timeout, ConfigError> {
+    let problem = |problem: String| ConfigError::InvalidKeepFailed {
+        owner: owner.to_string(),
+        value: value.to_string(),
+        problem,
+    };
+    let keep = Timeout::parse(value).map_err(problem)?;
+    if keep.duration() > MAX_KEEP_FAILED {
+        return Err(problem("it is longer than 7 days".into()));
+    }
+    Ok(keep)
+}
 
 /// Parses a timeout such as `"90s"` or `"5m"` of `owner`; zero is refused.
 pub fn parse_timeout(owner: &str, value: &str) -> Result<Timeout, ConfigError> {
@@ -133,6 +158,10 @@ pub struct PipelineConfigInput {
     /// Longest a run may take, e.g. `"30m"`; a run past it fails with reason `timeout`.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Keep a failed container task's filesystem this long (e.g. `"1h"`, at most 7 days) for
+    /// `gofer task shell`; the default for tasks that do not say.
+    #[serde(default)]
+    pub keep_failed: Option<String>,
     /// Trigger subscriptions that deploying this config sets up.
     #[serde(default)]
     pub triggers: Vec<DeclaredTrigger>,
@@ -177,6 +206,10 @@ pub struct TaskInput {
     /// How many more times to try the task after it fails (0 to 10), with a growing pause.
     #[serde(default)]
     pub retries: u32,
+    /// Keep the container of a failed last attempt this long (e.g. `"1h"`, at most 7 days) for
+    /// `gofer task shell`; overrides the pipeline's `keep_failed`.
+    #[serde(default)]
+    pub keep_failed: Option<String>,
 }
 
 impl PipelineConfigInput {
@@ -197,6 +230,9 @@ impl PipelineConfigInput {
         }
         if let Some(timeout) = &self.timeout {
             parse_timeout(&format!("pipeline '{}'", self.id), timeout)?;
+        }
+        if let Some(keep) = &self.keep_failed {
+            parse_keep_failed(&format!("pipeline '{}'", self.id), keep)?;
         }
         let mut triggers = HashSet::new();
         for trigger in &self.triggers {
@@ -248,10 +284,15 @@ impl PipelineConfigInput {
             .as_deref()
             .map(|timeout| parse_timeout(&format!("pipeline '{}'", self.id), timeout))
             .transpose()?;
+        let keep_failed = self
+            .keep_failed
+            .as_deref()
+            .map(|keep| parse_keep_failed(&format!("pipeline '{}'", self.id), keep))
+            .transpose()?;
         let tasks = self
             .tasks
             .into_iter()
-            .map(|task| Ok((task.id.clone(), task.into_task()?)))
+            .map(|task| Ok((task.id.clone(), task.into_task(keep_failed.as_ref())?)))
             .collect::<Result<_, ConfigError>>()?;
         Ok(PipelineConfig {
             namespace_id: namespace_id.to_string(),
@@ -304,6 +345,9 @@ impl TaskInput {
         if let Some(timeout) = &self.timeout {
             parse_timeout(&format!("task '{}'", self.id), timeout)?;
         }
+        if let Some(keep) = &self.keep_failed {
+            parse_keep_failed(&format!("task '{}'", self.id), keep)?;
+        }
         if self.retries > MAX_RETRIES {
             return Err(ConfigError::TooManyRetries {
                 task: self.id.clone(),
@@ -322,12 +366,17 @@ impl TaskInput {
         Ok(())
     }
 
-    fn into_task(self) -> Result<Task, ConfigError> {
+    /// The stored task; `keep_failed` is the pipeline's default for it.
+    fn into_task(self, keep_failed: Option<&Timeout>) -> Result<Task, ConfigError> {
         let timeout = self
             .timeout
             .as_deref()
             .map(|timeout| parse_timeout(&format!("task '{}'", self.id), timeout))
             .transpose()?;
+        let keep_failed = match self.keep_failed.as_deref() {
+            Some(keep) => Some(parse_keep_failed(&format!("task '{}'", self.id), keep)?),
+            None => keep_failed.cloned(),
+        };
         Ok(Task {
             id: self.id,
             description: self.description.unwrap_or_default(),
@@ -351,6 +400,7 @@ impl TaskInput {
             always_pull_newest_image: self.always_pull_newest_image,
             timeout,
             retries: self.retries,
+            keep_failed,
         })
     }
 }
@@ -375,6 +425,7 @@ mod tests {
             always_pull_newest_image: false,
             timeout: None,
             retries: 0,
+            keep_failed: None,
         }
     }
 
@@ -386,6 +437,7 @@ mod tests {
             parallelism: 0,
             tasks,
             timeout: None,
+            keep_failed: None,
             triggers: Vec::new(),
         }
     }
@@ -468,6 +520,38 @@ mod tests {
             .validate("other")
             .unwrap_err();
         assert!(matches!(mismatch, ConfigError::IdMismatch { .. }));
+    }
+
+    #[test]
+    fn keep_failed_is_checked_and_tasks_inherit_the_pipelines() {
+        let mut pipeline = config(vec![task("first", &[]), task("second", &[])]);
+        pipeline.keep_failed = Some("2h".into());
+        pipeline.tasks[1].keep_failed = Some("10m".into());
+        pipeline.validate("simple").unwrap();
+        let stored = pipeline.clone().into_config("default", 1, 0).unwrap();
+        assert_eq!(
+            stored.tasks["first"].keep_failed.as_ref().unwrap().text(),
+            "2h"
+        );
+        assert_eq!(
+            stored.tasks["second"].keep_failed.as_ref().unwrap().text(),
+            "10m"
+        );
+        pipeline.tasks[0].keep_failed = Some("8d".into());
+        let error = pipeline.validate("simple").unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "task 'first' has an invalid keep_failed '8d': it is longer than 7 days"
+            ),
+            "{error}"
+        );
+        pipeline.tasks[0].keep_failed = None;
+        pipeline.keep_failed = Some("forever".into());
+        let error = pipeline.validate("simple").unwrap_err().to_string();
+        assert!(
+            error.starts_with("pipeline 'simple' has an invalid keep_failed 'forever'"),
+            "{error}"
+        );
     }
 
     #[test]

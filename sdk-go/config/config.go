@@ -63,10 +63,11 @@ type Task struct {
 	InjectAPIToken        bool                            `json:"inject_api_token"`
 	AlwaysPullNewestImage bool                            `json:"always_pull_newest_image"`
 	// Gofer's additions; absent from the JSON when unset.
-	Plugin   string            `json:"plugin,omitempty"`
-	Settings map[string]string `json:"settings,omitempty"`
-	Timeout  string            `json:"timeout,omitempty"`
-	Retries  uint32            `json:"retries,omitempty"`
+	Plugin     string            `json:"plugin,omitempty"`
+	Settings   map[string]string `json:"settings,omitempty"`
+	Timeout    string            `json:"timeout,omitempty"`
+	Retries    uint32            `json:"retries,omitempty"`
+	KeepFailed string            `json:"keep_failed,omitempty"`
 }
 
 // Trigger is a subscription that deploying the pipeline sets up.
@@ -84,8 +85,9 @@ type Pipeline struct {
 	Parallelism int64   `json:"parallelism"`
 	Tasks       []*Task `json:"tasks"`
 	// Gofer's additions; absent from the JSON when unset.
-	Timeout  string     `json:"timeout,omitempty"`
-	Triggers []*Trigger `json:"triggers,omitempty"`
+	Timeout    string     `json:"timeout,omitempty"`
+	KeepFailed string     `json:"keep_failed,omitempty"`
+	Triggers   []*Trigger `json:"triggers,omitempty"`
 }
 
 // PipelineWrapper builds a Pipeline.
@@ -121,6 +123,13 @@ func (p *PipelineWrapper) Tasks(tasks ...*TaskWrapper) *PipelineWrapper {
 // Timeout is the longest a run may take; past it the run fails with reason "timeout".
 func (p *PipelineWrapper) Timeout(timeout time.Duration) *PipelineWrapper {
 	p.Pipeline.Timeout = formatDuration(timeout)
+	return p
+}
+
+// KeepFailed keeps failed container tasks' filesystems this long (at most 7 days) for
+// `gofer task shell`, unless a task says otherwise.
+func (p *PipelineWrapper) KeepFailed(keep time.Duration) *PipelineWrapper {
+	p.Pipeline.KeepFailed = formatDuration(keep)
 	return p
 }
 
@@ -256,6 +265,13 @@ func (t *TaskWrapper) Setting(key, value string) *TaskWrapper {
 // Timeout is the longest the task may run; past it the task fails with reason "timeout".
 func (t *TaskWrapper) Timeout(timeout time.Duration) *TaskWrapper {
 	t.Task.Timeout = formatDuration(timeout)
+	return t
+}
+
+// KeepFailed keeps the container of a failed last attempt this long (at most 7 days), so that
+// `gofer task shell` can open a shell in its filesystem. It overrides the pipeline's.
+func (t *TaskWrapper) KeepFailed(keep time.Duration) *TaskWrapper {
+	t.Task.KeepFailed = formatDuration(keep)
 	return t
 }
 

@@ -70,23 +70,24 @@ func TestV0JSON(t *testing.T) {
 }
 
 func TestGoferAdditions(t *testing.T) {
-	pipeline := NewPipeline("extras", "Extras").Timeout(30 * time.Minute).
+	pipeline := NewPipeline("extras", "Extras").Timeout(30*time.Minute).KeepFailed(time.Hour).
 		Triggers(NewTrigger("interval", "hourly").Setting("every", "1h")).
 		Tasks(NewSharedTask("call", "http-request").Setting("url", "http://example.com").
-			Timeout(1500 * time.Millisecond).Retries(2))
+			Timeout(1500*time.Millisecond).Retries(2),
+			NewTask("build", "busybox").KeepFailed(10*time.Minute))
 	output, err := json.Marshal(pipeline.Pipeline)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		`"timeout":"1800s"`, `"triggers":[{"plugin":"interval","id":"hourly","settings":{"every":"1h"}}]`,
+		`"timeout":"1800s","keep_failed":"3600s"`, `"keep_failed":"600s"`, `"triggers":[{"plugin":"interval","id":"hourly","settings":{"every":"1h"}}]`,
 		`"plugin":"http-request","settings":{"url":"http://example.com"},"timeout":"1500ms","retries":2`,
 	} {
 		if !strings.Contains(string(output), want) {
 			t.Fatalf("%s is missing from %s", want, output)
 		}
 	}
-	if strings.Contains(string(output), `"image"`) {
+	if strings.Contains(string(output), `"id":"call","description":"","image"`) {
 		t.Fatalf("a shared task has no image: %s", output)
 	}
 	if err := pipeline.Validate(); err != nil {

@@ -104,6 +104,8 @@ pub struct Task {
     pub timeout: Option<String>,
     #[serde(skip_serializing_if = "is_zero")]
     pub retries: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_failed: Option<String>,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -128,6 +130,7 @@ impl Task {
             settings: BTreeMap::new(),
             timeout: None,
             retries: 0,
+            keep_failed: None,
         }
     }
 
@@ -225,6 +228,13 @@ impl Task {
         self
     }
 
+    /// Keeps the container of a failed last attempt this long (at most 7 days), so that
+    /// `gofer task shell` can open a shell in its filesystem. Overrides the pipeline's.
+    pub fn keep_failed(mut self, keep: Duration) -> Self {
+        self.keep_failed = Some(format_duration(keep));
+        self
+    }
+
     /// How many more times to try the task after it fails (0 to 10).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
@@ -269,6 +279,8 @@ pub struct Pipeline {
     pub tasks: Vec<Task>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_failed: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<Trigger>,
 }
@@ -283,6 +295,7 @@ impl Pipeline {
             parallelism: 0,
             tasks: Vec::new(),
             timeout: None,
+            keep_failed: None,
             triggers: Vec::new(),
         }
     }
@@ -307,6 +320,13 @@ impl Pipeline {
     /// The longest a run may take; past it the run fails with reason `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(format_duration(timeout));
+        self
+    }
+
+    /// Keeps failed container tasks' filesystems this long (at most 7 days) for
+    /// `gofer task shell`, unless a task says otherwise.
+    pub fn keep_failed(mut self, keep: Duration) -> Self {
+        self.keep_failed = Some(format_duration(keep));
         self
     }
 
@@ -544,6 +564,7 @@ mod tests {
     fn gofer_additions_appear_only_when_used() {
         let json = Pipeline::new("extras", "Extras")
             .timeout(Duration::from_secs(1800))
+            .keep_failed(Duration::from_secs(3600))
             .triggers(vec![
                 Trigger::new("interval", "hourly").setting("every", "1h"),
             ])
@@ -552,16 +573,21 @@ mod tests {
                     .setting("url", "http://example.com")
                     .timeout(Duration::from_millis(1500))
                     .retries(2),
+                Task::new("build", "busybox").keep_failed(Duration::from_secs(600)),
             ])
             .to_json()
             .unwrap();
         for expected in [
-            r#""timeout":"1800s""#,
+            r#""timeout":"1800s","keep_failed":"3600s""#,
+            r#""keep_failed":"600s""#,
             r#""triggers":[{"plugin":"interval","id":"hourly","settings":{"every":"1h"}}]"#,
             r#""plugin":"http-request","settings":{"url":"http://example.com"},"timeout":"1500ms","retries":2"#,
         ] {
             assert!(json.contains(expected), "{expected} is missing from {json}");
         }
-        assert!(!json.contains(r#""image""#), "{json}");
+        assert!(
+            !json.contains(r#""id":"call","description":"","image""#),
+            "a shared task has no image: {json}"
+        );
     }
 }

@@ -33,6 +33,7 @@ use crate::config::ServerConfig;
 use crate::events::EventBus;
 use crate::pipeline_config::ConfigError;
 use crate::storage::{Db, Page, Storage, StorageError};
+use crate::telemetry::{self, TraceParent};
 
 /// The header every API request must carry, and its only accepted value.
 pub const API_VERSION_HEADER: &str = "gofer-api-version";
@@ -432,6 +433,8 @@ impl
 
 /// The header carrying a request's id, in requests (a caller's own, if sane) and responses.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The W3C trace context header a caller may send.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
 
 tokio::task_local! {
     /// The id of the request being handled, for its error body.
@@ -475,7 +478,8 @@ fn collapse_slashes(mut request: Request) -> Request {
 }
 
 /// Gives every request an id (the caller's `x-request-id` when it is 1 to 64 of
-/// `[A-Za-z0-9._-]`, else a new UUIDv7), handles it in a span carrying that id, returns the id in
+/// `[A-Za-z0-9._-]`, else a new UUIDv7), handles it in a span carrying that id (a child of the
+/// caller's W3C `traceparent`, when valid, in exported traces), returns the id in
 /// `x-request-id` and in error bodies, and logs the outcome: server errors at `error`, refusals at
 /// `info`, the rest at `debug`.
 async fn with_request_id(request: Request, next: Next) -> Response {
@@ -497,11 +501,18 @@ async fn with_request_id(request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
     );
+    let incoming = request
+        .headers()
+        .get(TRACEPARENT_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceParent::parse);
+    if let Some(parent) = &incoming {
+        telemetry::adopt_parent(&span, parent);
+    }
     let started = std::time::Instant::now();
-    let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(request))
-        .instrument(span.clone())
-        .await;
+    let handled =
+        telemetry::with_incoming(incoming, REQUEST_ID.scope(id.clone(), next.run(request)));
+    let mut response = handled.instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| match status {

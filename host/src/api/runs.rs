@@ -31,6 +31,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_task_execution, cancel_task_execution))
         .routes(routes!(get_logs, delete_logs))
         .routes(routes!(attach_task_execution))
+        .routes(routes!(shell_task_execution))
 }
 
 impl From<OrchestratorError> for ApiError {
@@ -127,6 +128,13 @@ pub struct CancelTaskQuery {
 pub struct AttachQuery {
     /// The command to run, split on spaces (e.g. `sh`).
     pub command: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShellQuery {
+    /// The command as a JSON array of strings (e.g. `["sh","-c","ls /"]`); absent: `sh -i`.
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -483,12 +491,57 @@ async fn attach_task_execution(
         pipeline_id: path.pipeline_id,
         run_id: path.run_id,
     };
-    let mut session = state
+    let session = state
         .orchestrator
         .attach(key, path.task_id, command)
         .await?;
-    let mut shutdown = state.shutdown.clone();
-    Ok(upgrade.on_upgrade(move |mut socket: WebSocket| async move {
+    Ok(serve_session(upgrade, session, state.shutdown.clone()))
+}
+
+/// Open a shell in a copy of the filesystem a failed task left, when its pipeline keeps failed
+/// tasks (`keep_failed`; websocket only). The command runs without a TTY in a new container made
+/// from the kept one, which stays as it was. Frames as for `attach`; an empty binary frame ends
+/// the command's input. Ends with close 1000 and the reason `exited <code>`.
+#[utoipa::path(get, path = "/api/namespaces/{namespace_id}/pipelines/{pipeline_id}/runs/{run_id}/tasks/{task_id}/shell", tag = "Tasks", operation_id = "shell_task_execution",
+    params(("namespace_id" = String, Path), ("pipeline_id" = String, Path), ("run_id" = u64, Path), ("task_id" = String, Path), ShellQuery),
+    responses((status = 101, description = "Websocket session with the command"), (status = "4XX", body = super::ErrorBody)))]
+async fn shell_task_execution(
+    state: AppState,
+    MaybeUpgrade(upgrade): MaybeUpgrade,
+    ApiPath(path): ApiPath<TaskPath>,
+    ApiQuery(query): ApiQuery<ShellQuery>,
+) -> Result<Response, ApiError> {
+    let Some(upgrade) = upgrade else {
+        return Err(ApiError::bad_request(
+            "a shell needs a websocket connection",
+        ));
+    };
+    let command: Vec<String> = match query.command.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(json) => serde_json::from_str(json).map_err(|_| {
+            ApiError::bad_request(
+                "command: must be a JSON array of strings, e.g. [\"sh\",\"-c\",\"ls /\"]",
+            )
+        })?,
+    };
+    let key = RunKey {
+        namespace_id: path.namespace_id,
+        pipeline_id: path.pipeline_id,
+        run_id: path.run_id,
+    };
+    let session = state.orchestrator.shell(key, path.task_id, command).await?;
+    Ok(serve_session(upgrade, session, state.shutdown.clone()))
+}
+
+/// Carries a command session over a websocket: text frames are input lines, binary frames raw
+/// input (an empty one ends the input); the output goes out as binary frames; the close reason
+/// says how the command ended.
+fn serve_session(
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+    mut session: crate::scheduler::ExecSession,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Response {
+    upgrade.on_upgrade(move |mut socket: WebSocket| async move {
         use futures_util::StreamExt;
         use tokio::io::AsyncWriteExt;
         let end = loop {
@@ -500,7 +553,7 @@ async fn attach_task_execution(
                         }
                     }
                     Some(Err(error)) => break (close_code::ERROR, error.to_string()),
-                    None => break (close_code::NORMAL, "command exited".to_string()),
+                    None => break (close_code::NORMAL, exit_reason(session.exit_code.take()).await),
                 },
                 incoming = socket.recv() => match incoming {
                     Some(Ok(Message::Text(text))) => {
@@ -508,14 +561,14 @@ async fn attach_task_execution(
                         if !line.ends_with('\n') {
                             line.push('\n');
                         }
-                        if session.input.write_all(line.as_bytes()).await.is_err() {
-                            break (close_code::NORMAL, "command exited".to_string());
-                        }
+                        // A command that stopped reading still has output to deliver.
+                        let _ = session.input.write_all(line.as_bytes()).await;
+                    }
+                    Some(Ok(Message::Binary(bytes))) if bytes.is_empty() => {
+                        let _ = session.input.shutdown().await;
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        if session.input.write_all(&bytes).await.is_err() {
-                            break (close_code::NORMAL, "command exited".to_string());
-                        }
+                        let _ = session.input.write_all(&bytes).await;
                     }
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                     Some(Ok(_)) => {}
@@ -526,5 +579,16 @@ async fn attach_task_execution(
             }
         };
         let _ = super::events::close(&mut socket, end.0, &end.1).await;
-    }))
+    })
+}
+
+/// `exited <code>` when the engine tells the code (within a few seconds), else `command exited`.
+async fn exit_reason(exit_code: Option<tokio::sync::oneshot::Receiver<i64>>) -> String {
+    let Some(exit_code) = exit_code else {
+        return "command exited".into();
+    };
+    match tokio::time::timeout(Duration::from_secs(5), exit_code).await {
+        Ok(Ok(code)) => format!("exited {code}"),
+        _ => "command exited".into(),
+    }
 }

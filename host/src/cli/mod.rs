@@ -22,7 +22,7 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::config::{ConfigOverrides, DEFAULT_CONFIG_TOML, LogFormat, ServerConfig};
+use crate::config::{ConfigOverrides, DEFAULT_CONFIG_TOML, ServerConfig};
 use crate::models::{Deployment, Event, Namespace, PipelineConfig, PipelineMetadata};
 use client::{Client, ClientError, field};
 use output::OutputFormat;
@@ -483,22 +483,12 @@ async fn service(command: ServiceCommand) -> anyhow::Result<()> {
                 auth,
             };
             let config = ServerConfig::load(config.as_deref(), &overrides)?;
-            init_logging(&config);
-            crate::server::serve(config).await?;
+            let telemetry = crate::telemetry::Telemetry::init(&config.log, &config.tracing)?;
+            let served = crate::server::serve(config).await;
+            telemetry.shutdown().await;
+            served?;
             Ok(())
         }
-    }
-}
-
-fn init_logging(config: &ServerConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
     }
 }
 

@@ -87,6 +87,16 @@ pub(super) enum TaskCommand {
         #[arg(long, short = 'c', default_value = "sh")]
         command: String,
     },
+    /// Open a shell in the filesystem a failed task left (kept with `keep_failed`), or run one
+    /// command there: `gofer task shell PIPELINE RUN TASK -- ls -l /out`.
+    Shell {
+        pipeline: String,
+        run: u64,
+        task: String,
+        /// The command and its arguments (default: an interactive `sh -i`).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Cancel one task of a running run.
     Cancel {
         pipeline: String,
@@ -252,6 +262,25 @@ pub(super) async fn task(ctx: &Session, command: TaskCommand) -> anyhow::Result<
             );
             attach(ctx, &path).await
         }
+        TaskCommand::Shell {
+            pipeline,
+            run,
+            task,
+            command,
+        } => {
+            let mut path = format!(
+                "{}/runs/{run}/tasks/{task}/shell",
+                ctx.pipeline_path(&pipeline)
+            );
+            if !command.is_empty() {
+                let mut query = reqwest::Url::parse("http://query.invalid/")?;
+                query
+                    .query_pairs_mut()
+                    .append_pair("command", &serde_json::to_string(&command)?);
+                path = format!("{path}?{}", query.query().unwrap_or_default());
+            }
+            shell(ctx, &path).await
+        }
         TaskCommand::Cancel {
             pipeline,
             run,
@@ -336,6 +365,54 @@ async fn attach(ctx: &Session, path: &str) -> anyhow::Result<()> {
     }
     input.abort();
     Ok(())
+}
+
+/// A shell session: standard input goes as it comes (its end ends the command's input), the
+/// output is printed, and the command's exit code becomes an error when it is not 0.
+async fn shell(ctx: &Session, path: &str) -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    use std::io::Write;
+    use tokio::io::AsyncReadExt;
+    let socket = connect(ctx, path).await?;
+    let (mut sink, mut stream) = socket.split();
+    let input = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = vec![0u8; 8192];
+        loop {
+            let read = stdin.read(&mut buffer).await.unwrap_or(0);
+            let chunk = buffer[..read].to_vec();
+            if sink.send(Message::Binary(chunk.into())).await.is_err() || read == 0 {
+                break;
+            }
+        }
+    });
+    let mut stdout = std::io::stdout();
+    let mut ended = None;
+    while let Some(message) = stream.next().await {
+        match message.context("the session broke")? {
+            Message::Binary(bytes) => {
+                stdout.write_all(&bytes)?;
+                stdout.flush()?;
+            }
+            Message::Close(Some(frame)) if u16::from(frame.code) != 1000 => {
+                input.abort();
+                bail!("the session ended: {}", frame.reason)
+            }
+            Message::Close(frame) => {
+                ended = frame.map(|frame| frame.reason.to_string());
+                break;
+            }
+            _ => {}
+        }
+    }
+    input.abort();
+    match ended
+        .as_deref()
+        .and_then(|reason| reason.strip_prefix("exited "))
+    {
+        Some("0") | None => Ok(()),
+        Some(code) => bail!("the command exited with code {code}"),
+    }
 }
 
 /// Prints a log websocket's lines (prefixed with `prefix`) until the server closes it.

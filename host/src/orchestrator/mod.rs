@@ -8,6 +8,8 @@
 //! Must not run SQL itself (it calls `storage`) nor talk to Docker except through `scheduler`.
 
 mod dag;
+mod debugging;
+pub use debugging::DEFAULT_SHELL;
 mod interpolation;
 pub mod triggers;
 
@@ -165,6 +167,8 @@ pub struct RunSettings {
     /// Runs whose objects are kept (the newest ones).
     pub run_object_expiry: u64,
     pub remove_containers: bool,
+    /// How long a task waits for a container engine that went away.
+    pub engine_outage: Duration,
     pub api_base_url: String,
     /// Deadline of a shared task without its own timeout.
     pub shared_task_timeout: Duration,
@@ -181,6 +185,7 @@ impl RunSettings {
             log_retention_runs: config.runs.log_retention_runs,
             run_object_expiry: config.objects.run_object_expiry,
             remove_containers: config.runs.remove_containers,
+            engine_outage: Duration::from_secs(config.runs.engine_outage_secs),
             api_base_url: config.task_api_base_url(),
             shared_task_timeout: Duration::from_secs(config.plugins.task_timeout_secs),
             instance: instance_tag(&config.database_path()),
@@ -442,6 +447,7 @@ impl Orchestrator {
         pipeline_id: String,
         mut request: NewRun,
     ) -> Result<Run, OrchestratorError> {
+        let trace_parent = crate::telemetry::trace_for_new_run().to_string();
         let run = self
             .inner
             .storage
@@ -527,6 +533,7 @@ impl Orchestrator {
                     routing,
                     rerun_of,
                     reused_tasks,
+                    trace_parent: Some(trace_parent),
                 };
                 db.insert_run(&run, true)?;
                 if let Some(fire) = request.fire {
@@ -666,7 +673,8 @@ impl Orchestrator {
         ];
         let left = self.inner.scheduler.list(&labels).await?;
         for container in left {
-            self.inner.scheduler.remove(&container).await?;
+            // Kept failed tasks' containers take their shell images with them.
+            self.inner.scheduler.discard_kept(&container).await?;
         }
         Ok(())
     }
@@ -870,6 +878,7 @@ impl Orchestrator {
                             task: task.clone(),
                             attempt: 1,
                             image_digest: None,
+                            kept_until: None,
                         })?;
                     }
                     db.insert_event(EventKind::StartedRun {

@@ -1,5 +1,7 @@
 //! Retention: in the background, deletes ended runs past their pipeline's count or age (their
-//! task executions, logs and run objects with them) and events past their age.
+//! task executions, logs and run objects with them) and events past their age, and discards
+//! failed tasks' containers kept (`keep_failed`) past their time. A run with a kept task is
+//! deleted only once its containers are gone.
 //!
 //! Works in small batches, one short write transaction each with a pause between, so that
 //! writers (runs, the API) never wait behind it. Never touches a run that has not ended, nor the
@@ -20,6 +22,8 @@ const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
 pub struct Pruned {
     pub runs: usize,
     pub events: usize,
+    /// Kept failed-task containers discarded.
+    pub kept: usize,
 }
 
 impl Orchestrator {
@@ -36,6 +40,7 @@ impl Orchestrator {
                     tracing::info!(
                         runs = pruned.runs,
                         events = pruned.events,
+                        kept_containers = pruned.kept,
                         "retention pruned"
                     );
                 }
@@ -45,8 +50,11 @@ impl Orchestrator {
 
     /// One pass over every pipeline's runs, then the events.
     pub async fn prune(&self, settings: &RetentionSection) -> Pruned {
-        let mut pruned = Pruned::default();
         let now = now_millis();
+        let mut pruned = Pruned {
+            kept: self.discard_expired_kept(now).await,
+            ..Pruned::default()
+        };
         let before = |secs: u64| {
             if secs == 0 {
                 0

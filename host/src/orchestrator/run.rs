@@ -22,6 +22,7 @@ use crate::models::{
     TaskExecutionStatusReason, TaskExecutionStatusReasonType, now_millis,
 };
 use crate::storage::StorageError;
+use crate::telemetry::{self, TraceParent};
 
 /// Longest pause between two attempts of a task.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
@@ -36,6 +37,10 @@ struct Report {
 struct Driver {
     orchestrator: Orchestrator,
     key: RunKey,
+    /// The run's span; each task attempt's span is its child.
+    span: tracing::Span,
+    /// The run's trace, handed to its tasks as `TRACEPARENT`.
+    trace: TraceParent,
     tasks: BTreeMap<String, TaskExecution>,
     completed: HashMap<String, TaskExecutionStatus>,
     stops: HashMap<String, watch::Sender<Option<StopRequest>>>,
@@ -59,10 +64,11 @@ pub(super) async fn drive(
 async fn drive_inner(
     orchestrator: Orchestrator,
     key: RunKey,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    control: mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), StorageError> {
+    use tracing::Instrument;
     let load_key = key.clone();
-    let (run_timeout, tasks) = orchestrator
+    let (run_timeout, trace_parent, tasks) = orchestrator
         .inner
         .storage
         .read(move |db| {
@@ -77,12 +83,27 @@ async fn drive_inner(
                 run.pipeline_config_version,
             )?;
             let tasks = db.list_task_executions(&run.namespace_id, &run.pipeline_id, run.run_id)?;
-            Ok((config.timeout, tasks))
+            Ok((config.timeout, run.trace_parent, tasks))
         })
         .await?;
-    let mut driver = Driver {
+    // Runs from before traces were recorded get a trace of their own.
+    let trace = trace_parent
+        .as_deref()
+        .and_then(TraceParent::parse)
+        .unwrap_or_else(TraceParent::fresh);
+    let span = tracing::info_span!(
+        "run",
+        namespace = %key.namespace_id,
+        pipeline = %key.pipeline_id,
+        run_id = key.run_id,
+        trace_id = %trace.trace_id_hex(),
+    );
+    telemetry::adopt_parent(&span, &trace);
+    let driver = Driver {
         orchestrator,
         key,
+        span: span.clone(),
+        trace,
         tasks: BTreeMap::new(),
         completed: HashMap::new(),
         stops: HashMap::new(),
@@ -90,60 +111,73 @@ async fn drive_inner(
         interruption: None,
         cancelled_tasks: HashSet::new(),
     };
-    for (task, container) in tasks {
-        match task.state {
-            TaskExecutionState::Complete => {
-                driver.completed.insert(task.task_id.clone(), task.status);
-            }
-            TaskExecutionState::Processing | TaskExecutionState::Running => match container {
-                Some(name) => driver.resume(task.clone(), name),
-                None => driver.launch(task.clone(), Duration::ZERO, None),
-            },
-            TaskExecutionState::Waiting | TaskExecutionState::Unknown => {}
-        }
-        driver.tasks.insert(task.task_id.clone(), task);
-    }
-    let run_limit = run_timeout.map(|timeout| (timeout.duration(), timeout.text().to_string()));
-    // Counted from when the run was dispatched (its tasks were created then), so a run resumed
-    // after a restart keeps its original deadline.
-    let dispatched = driver
-        .tasks
-        .values()
-        .map(|task| task.created)
-        .min()
-        .unwrap_or(0);
-    let deadline = run_limit.as_ref().map(|(limit, _)| {
-        tokio::time::Instant::now() + limit.saturating_sub(elapsed_since(dispatched))
-    });
-    let mut control_open = true;
-    loop {
-        driver.advance().await?;
-        if driver.in_flight.is_empty() && driver.waiting().is_empty() {
-            break;
-        }
-        let timer = async {
-            match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            Some(report) = driver.in_flight.next() => driver.handle_report(report).await?,
-            command = control.recv(), if control_open => match command {
-                Some(command) => driver.handle_control(command).await?,
-                None => control_open = false,
-            },
-            () = timer, if driver.interruption.is_none() => {
-                let after = run_limit.as_ref().map(|(_, text)| text.clone()).unwrap_or_default();
-                let grace = driver.orchestrator.inner.settings.stop_timeout.min(Duration::from_secs(10));
-                driver.interrupt(RunInterruption::TimedOut { after }, grace).await?;
-            }
-        }
-    }
-    driver.finish().await
+    driver
+        .drive(tasks, run_timeout, control)
+        .instrument(span)
+        .await
 }
 
 impl Driver {
+    async fn drive(
+        mut self,
+        tasks: Vec<(TaskExecution, Option<String>)>,
+        run_timeout: Option<crate::domain::Timeout>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) -> Result<(), StorageError> {
+        let driver = &mut self;
+        for (task, container) in tasks {
+            match task.state {
+                TaskExecutionState::Complete => {
+                    driver.completed.insert(task.task_id.clone(), task.status);
+                }
+                TaskExecutionState::Processing | TaskExecutionState::Running => match container {
+                    Some(name) => driver.resume(task.clone(), name),
+                    None => driver.launch(task.clone(), Duration::ZERO, None),
+                },
+                TaskExecutionState::Waiting | TaskExecutionState::Unknown => {}
+            }
+            driver.tasks.insert(task.task_id.clone(), task);
+        }
+        let run_limit = run_timeout.map(|timeout| (timeout.duration(), timeout.text().to_string()));
+        // Counted from when the run was dispatched (its tasks were created then), so a run resumed
+        // after a restart keeps its original deadline.
+        let dispatched = driver
+            .tasks
+            .values()
+            .map(|task| task.created)
+            .min()
+            .unwrap_or(0);
+        let deadline = run_limit.as_ref().map(|(limit, _)| {
+            tokio::time::Instant::now() + limit.saturating_sub(elapsed_since(dispatched))
+        });
+        let mut control_open = true;
+        loop {
+            driver.advance().await?;
+            if driver.in_flight.is_empty() && driver.waiting().is_empty() {
+                break;
+            }
+            let timer = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(report) = driver.in_flight.next() => driver.handle_report(report).await?,
+                command = control.recv(), if control_open => match command {
+                    Some(command) => driver.handle_control(command).await?,
+                    None => control_open = false,
+                },
+                () = timer, if driver.interruption.is_none() => {
+                    let after = run_limit.as_ref().map(|(_, text)| text.clone()).unwrap_or_default();
+                    let grace = driver.orchestrator.inner.settings.stop_timeout.min(Duration::from_secs(10));
+                    driver.interrupt(RunInterruption::TimedOut { after }, grace).await?;
+                }
+            }
+        }
+        self.finish().await
+    }
+
     fn waiting(&self) -> Vec<String> {
         self.tasks
             .values()
@@ -206,11 +240,19 @@ impl Driver {
         }
     }
 
+    /// The span of a task's attempt, a child of the run's.
+    fn attempt_span(&self, task: &TaskExecution) -> tracing::Span {
+        tracing::info_span!(parent: &self.span, "task", task_id = %task.task_id, attempt = task.attempt)
+    }
+
     /// Starts an attempt of a task after `delay`.
     fn launch(&mut self, task: TaskExecution, delay: Duration, writer: Option<LogWriter>) {
+        use tracing::Instrument;
         let (stop_sender, mut stop) = watch::channel(None);
         self.stops.insert(task.task_id.clone(), stop_sender);
         let orchestrator = self.orchestrator.clone();
+        let span = self.attempt_span(&task);
+        let trace = self.trace;
         self.in_flight.push(
             async move {
                 let task_id = task.task_id.clone();
@@ -222,22 +264,26 @@ impl Driver {
                         }
                     }
                 }
-                let (outcome, writer) = orchestrator.attempt(task, writer, stop).await;
+                let (outcome, writer) = orchestrator.attempt(task, writer, stop, trace).await;
                 Report {
                     task_id,
                     outcome,
                     writer,
                 }
             }
+            .instrument(span)
             .boxed(),
         );
     }
 
     /// Picks up a task that was processing or running when the server stopped.
     fn resume(&mut self, task: TaskExecution, container: String) {
+        use tracing::Instrument;
         let (stop_sender, stop) = watch::channel(None);
         self.stops.insert(task.task_id.clone(), stop_sender);
         let orchestrator = self.orchestrator.clone();
+        let span = self.attempt_span(&task);
+        let trace = self.trace;
         self.in_flight.push(
             async move {
                 let task_id = task.task_id.clone();
@@ -255,7 +301,7 @@ impl Driver {
                     },
                     // The container was never created: start the attempt now.
                     None => {
-                        let (outcome, writer) = orchestrator.attempt(task, None, stop).await;
+                        let (outcome, writer) = orchestrator.attempt(task, None, stop, trace).await;
                         Report {
                             task_id,
                             outcome,
@@ -264,6 +310,7 @@ impl Driver {
                     }
                 }
             }
+            .instrument(span)
             .boxed(),
         );
     }
@@ -516,12 +563,14 @@ fn reason_of(outcome: &Outcome) -> TaskExecutionStatusReasonType {
 
 impl Orchestrator {
     /// One attempt: record `processing` with the container name (before the container exists),
-    /// open the log, run the container.
+    /// open the log, run the container (or the shared task) with `TRACEPARENT` naming the
+    /// attempt's span in the run's trace.
     async fn attempt(
         &self,
         mut task: TaskExecution,
         writer: Option<LogWriter>,
         stop: watch::Receiver<Option<StopRequest>>,
+        trace: TraceParent,
     ) -> (Outcome, Option<LogWriter>) {
         let stopped = stop.borrow().is_some();
         if stopped {
@@ -583,7 +632,7 @@ impl Orchestrator {
                 .map(|resolved| (resolved.pairs, resolved.secrets))
                 .map_err(|error| error.to_string()),
         };
-        let (env, secrets) = match resolved {
+        let (mut env, secrets) = match resolved {
             Ok(resolved) => resolved,
             Err(message) => {
                 let _ = writer
@@ -595,6 +644,10 @@ impl Orchestrator {
                 );
             }
         };
+        let attempt_trace =
+            telemetry::context_of(&tracing::Span::current()).unwrap_or_else(|| trace.child());
+        env.retain(|(name, _)| name != "TRACEPARENT");
+        env.push(("TRACEPARENT".to_string(), attempt_trace.to_string()));
         // Secret values stay out of the log, and out of the reason an attempt failed (an
         // engine's error may quote the environment).
         let masks = Masks::of(secrets);
@@ -609,7 +662,6 @@ impl Orchestrator {
         (outcome.masked(&masks), writer)
     }
 
-    /// Records that an attempt's container is running.
     /// Records that a task's attempt started (a container task: with the image it runs).
     pub(super) async fn record_started(
         &self,

@@ -14,10 +14,12 @@ use crate::models::{
     Run, Task, TaskExecution, TaskExecutionStatusReasonType, Variable, VariableSource,
 };
 use crate::plugins::{PluginError, TaskRequest};
-use crate::scheduler::{ContainerSpec, ContainerState, MANAGED_LABEL};
+use crate::scheduler::{ContainerSpec, ContainerState, MANAGED_LABEL, SchedulerError};
 
 /// How long log capture may lag behind a container's exit before it is abandoned.
 const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an engine that went away is asked whether it is back.
+const ENGINE_POLL: Duration = Duration::from_millis(500);
 
 /// A request to stop a task early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,9 +394,9 @@ impl Orchestrator {
                 }
             };
             tokio::select! {
-                exit = scheduler.wait(name) => match exit {
+                exit = self.wait_through_engine_outages(name) => match exit {
                     Ok(code) => Outcome::Exited(code),
-                    Err(error) => Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, error.to_string()),
+                    Err(why) => Outcome::Failed(TaskExecutionStatusReasonType::SchedulerError, why),
                 },
                 request = stop_requested => {
                     let grace = request.map(|request| request.grace).unwrap_or_default();
@@ -422,12 +424,105 @@ impl Orchestrator {
                 self.inner.logs.writer(&log_key(task), false).await.ok()
             }
         };
-        if self.inner.settings.remove_containers
+        let kept_until = self.kept_until(task, &outcome);
+        if kept_until.is_none()
+            && self.inner.settings.remove_containers
             && let Err(error) = scheduler.remove(name).await
         {
             tracing::warn!(container = name, %error, "could not remove a finished task container");
         }
+        let mut writer = writer;
+        if let Some(until) = kept_until {
+            self.record_kept(task, until).await;
+            if let Some(writer) = writer.as_mut() {
+                let note = format!(
+                    "[gofer] the task failed; its filesystem is kept until {} (keep_failed): gofer task shell {} {} {}\n",
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_millis(until)
+                    ),
+                    task.pipeline_id,
+                    task.run_id,
+                    task.task_id
+                );
+                let _ = writer.write(note.as_bytes()).await;
+            }
+        }
         (outcome, writer)
+    }
+
+    /// Waits for the container to exit. When the engine goes away meanwhile (restarting, say),
+    /// waits up to `runs.engine_outage_secs` for it to come back, then follows the container again
+    /// if it still runs, takes its exit code if it ended with 0, or says what happened.
+    async fn wait_through_engine_outages(&self, name: &str) -> Result<i64, String> {
+        let scheduler = &self.inner.scheduler;
+        loop {
+            let detail = match scheduler.wait(name).await {
+                // An engine shutting down stops its containers first (SIGTERM, then SIGKILL).
+                Ok(code @ (137 | 143)) => match self.engine_going_away().await {
+                    Some(endpoint) => {
+                        return Err(format!(
+                            "the container engine at {endpoint} shut down while the task ran and stopped its container (exit code {code}); Docker's live-restore keeps containers running across engine restarts"
+                        ));
+                    }
+                    None => return Ok(code),
+                },
+                Ok(code) => return Ok(code),
+                Err(SchedulerError::Unreachable { endpoint, detail }) => {
+                    format!("the container engine at {endpoint} went away ({detail})")
+                }
+                Err(error) => return Err(error.to_string()),
+            };
+            let outage = std::time::Instant::now();
+            tracing::warn!(container = name, %detail, "waiting for the container engine to come back");
+            loop {
+                tokio::time::sleep(ENGINE_POLL).await;
+                if scheduler.ping().await.is_ok() {
+                    break;
+                }
+                if outage.elapsed() >= self.inner.settings.engine_outage {
+                    return Err(format!(
+                        "{detail} while the task ran, and did not come back within {} s",
+                        self.inner.settings.engine_outage.as_secs()
+                    ));
+                }
+            }
+            let away = outage.elapsed().as_secs_f64();
+            match scheduler.state(name).await {
+                Ok(ContainerState::Running) => {
+                    tracing::info!(
+                        container = name,
+                        away,
+                        "the container engine is back; following the task again"
+                    );
+                }
+                Ok(ContainerState::Exited { exit_code: 0 }) => return Ok(0),
+                Ok(ContainerState::Exited { exit_code }) => {
+                    return Err(format!(
+                        "{detail} while the task ran; back after {away:.1} s, it reported the container ended with exit code {exit_code} (an engine restart stops containers)"
+                    ));
+                }
+                Ok(ContainerState::Missing) => {
+                    return Err(format!(
+                        "{detail} while the task ran; back after {away:.1} s, it no longer knows the container"
+                    ));
+                }
+                // Gone again: wait again.
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The engine's address if it stops answering within a second (it is shutting down).
+    async fn engine_going_away(&self) -> Option<String> {
+        for _ in 0..5 {
+            if let Err(SchedulerError::Unreachable { endpoint, .. }) =
+                self.inner.scheduler.ping().await
+            {
+                return Some(endpoint);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
     }
 
     /// The engine can end a live log stream a little before the container's last output (seen

@@ -1,5 +1,6 @@
 //! A loaded plugin wrapped so that every call into it is counted and timed in the metrics
-//! (`gofer_plugin_calls_total`, `gofer_plugin_call_seconds`), whatever runs it.
+//! (`gofer_plugin_calls_total`, `gofer_plugin_call_seconds`) and runs in a `plugin_call` span
+//! (exported with the rest when tracing export is on), whatever runs it.
 //!
 //! Adds nothing else: it passes each call through unchanged and must not retry, time out or
 //! change results (deadlines belong to the runtimes).
@@ -33,8 +34,19 @@ async fn record<T>(
     call: &'static str,
     work: impl Future<Output = Result<T, PluginError>>,
 ) -> Result<T, PluginError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "plugin_call",
+        plugin,
+        kind,
+        call,
+        error = tracing::field::Empty
+    );
     let started = Instant::now();
-    let result = work.await;
+    let result = work.instrument(span.clone()).await;
+    if let Err(error) = &result {
+        span.record("error", tracing::field::display(error));
+    }
     crate::metrics::metrics().plugin_call(plugin, kind, call, result.is_ok(), started.elapsed());
     result
 }

@@ -13,13 +13,23 @@ use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, NetworkInspect};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptions,
+    AttachContainerOptionsBuilder, CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
+    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    StartContainerOptions, StopContainerOptionsBuilder, WaitContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{ContainerSpec, ContainerState, ExecSession, LogStream, Scheduler, SchedulerError};
+
+/// The repository of the images `shell_in_copy` commits kept containers to (tag: the container).
+const KEPT_IMAGE_REPOSITORY: &str = "gofer-kept";
+/// Marks a shell's container with the kept container it copies.
+const SHELL_OF_LABEL: &str = "gofer.shell_of";
+
+fn kept_image(container: &str) -> String {
+    format!("{KEPT_IMAGE_REPOSITORY}:{container}")
+}
 
 /// Docker through bollard. Connecting is lazy: a server starts even when the engine is down, and
 /// each call then fails with [`SchedulerError::Unreachable`].
@@ -290,11 +300,139 @@ impl Scheduler for DockerScheduler {
                         }),
                     })
                     .boxed();
-                Ok(ExecSession { output, input })
+                Ok(ExecSession {
+                    output,
+                    input,
+                    exit_code: None,
+                })
             }
             StartExecResults::Detached => {
                 Err(SchedulerError::Engine("the exec session detached".into()))
             }
+        }
+    }
+
+    async fn shell_in_copy(
+        &self,
+        name: &str,
+        command: Vec<String>,
+    ) -> Result<ExecSession, SchedulerError> {
+        let docker = self.docker()?;
+        let image = kept_image(name);
+        match docker.inspect_image(&image).await {
+            Ok(_) => {}
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                let options = CommitContainerOptionsBuilder::default()
+                    .container(name)
+                    .repo(KEPT_IMAGE_REPOSITORY)
+                    .tag(name)
+                    .comment("the filesystem a failed Gofer task left (keep_failed)")
+                    .pause(false)
+                    .build();
+                docker
+                    .commit_container(options, bollard::models::ContainerConfig::default())
+                    .await
+                    .map_err(|error| self.classify(error))?;
+            }
+            Err(error) => return Err(self.classify(error)),
+        }
+        let (program, arguments) = command
+            .split_first()
+            .ok_or_else(|| SchedulerError::Engine("the command is empty".into()))?;
+        let shell = format!(
+            "{name}_shell_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let body = ContainerCreateBody {
+            image: Some(image),
+            entrypoint: Some(vec![program.clone()]),
+            cmd: Some(arguments.to_vec()),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            labels: Some(HashMap::from([(
+                SHELL_OF_LABEL.to_string(),
+                name.to_string(),
+            )])),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&shell)
+            .build();
+        docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|error| self.classify(error))?;
+        let attach = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let attached = match docker.attach_container(&shell, Some(attach)).await {
+            Ok(attached) => attached,
+            Err(error) => {
+                let _ = self.remove(&shell).await;
+                return Err(self.classify(error));
+            }
+        };
+        if let Err(error) = docker
+            .start_container(&shell, None::<StartContainerOptions>)
+            .await
+        {
+            let _ = self.remove(&shell).await;
+            return Err(self.classify(error));
+        }
+        // Once the command exits: its code to the session, and the shell's container removed.
+        let (exited, exit_code) = tokio::sync::oneshot::channel();
+        let owned = docker.clone();
+        tokio::spawn(async move {
+            let mut responses = owned.wait_container(&shell, None::<WaitContainerOptions>);
+            let code = match responses.next().await {
+                Some(Ok(response)) => response.status_code,
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => code,
+                _ => -1,
+            };
+            let _ = exited.send(code);
+            let options = RemoveContainerOptionsBuilder::default().force(true).build();
+            let _ = owned.remove_container(&shell, Some(options)).await;
+        });
+        let endpoint = self.endpoint.clone();
+        let output = attached
+            .output
+            .map(move |chunk| match chunk {
+                Ok(output) => Ok(output.into_bytes()),
+                Err(error) => Err(SchedulerError::Unreachable {
+                    endpoint: endpoint.clone(),
+                    detail: error.to_string(),
+                }),
+            })
+            .boxed();
+        Ok(ExecSession {
+            output,
+            input: attached.input,
+            exit_code: Some(exit_code),
+        })
+    }
+
+    async fn discard_kept(&self, name: &str) -> Result<(), SchedulerError> {
+        self.remove(name).await?;
+        let docker = self.docker()?;
+        let options = RemoveImageOptionsBuilder::default().force(true).build();
+        match docker
+            .remove_image(&kept_image(name), Some(options), None)
+            .await
+        {
+            Ok(_)
+            | Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(error) => Err(self.classify(error)),
         }
     }
 

@@ -58,12 +58,14 @@ pub enum SchedulerError {
 /// A container's output, as it is written (stdout and stderr interleaved).
 pub type LogStream = BoxStream<'static, Result<bytes::Bytes, SchedulerError>>;
 
-/// An interactive command running inside a container (with a TTY).
+/// An interactive command running inside a container.
 pub struct ExecSession {
     /// What the command prints.
     pub output: LogStream,
     /// The command's standard input.
     pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// The command's exit code, once it has exited, when the engine tells.
+    pub exit_code: Option<tokio::sync::oneshot::Receiver<i64>>,
 }
 
 impl std::fmt::Debug for ExecSession {
@@ -96,6 +98,18 @@ pub trait Scheduler: Send + Sync + 'static {
 
     /// Runs `command` inside the running container, attached, with a TTY.
     async fn exec(&self, name: &str, command: Vec<String>) -> Result<ExecSession, SchedulerError>;
+
+    /// Runs `command`, attached (no TTY), in a new container holding the filesystem a stopped
+    /// container left (Docker: committed once to a temporary image); the new container is
+    /// removed when the command exits, and the stopped one is left as it was.
+    async fn shell_in_copy(
+        &self,
+        name: &str,
+        command: Vec<String>,
+    ) -> Result<ExecSession, SchedulerError>;
+
+    /// Removes a kept container and whatever [`Scheduler::shell_in_copy`] made of it.
+    async fn discard_kept(&self, name: &str) -> Result<(), SchedulerError>;
 
     /// Names of the containers carrying all of `labels`.
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, SchedulerError>;

@@ -32,7 +32,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
 pub use queries::Db;
-pub use runs::QueuedRun;
+pub use runs::{KeptTask, QueuedRun};
 pub use secret_values::SecretValues;
 
 use crate::models::Event;
@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_fires.sql"),
     include_str!("migrations/0004_rollouts.sql"),
     include_str!("migrations/0005_image_digest.sql"),
+    include_str!("migrations/0006_traces_and_kept_tasks.sql"),
 ];
 
 /// How many idle read connections are kept open.

@@ -47,6 +47,9 @@ impl Db<'_> {
                AND NOT EXISTS (SELECT 1 FROM deployments d
                                WHERE d.namespace_id = ?1 AND d.pipeline_id = ?2
                                  AND d.deployment_id = r.deployment_id AND d.state = 'Running')
+               AND NOT EXISTS (SELECT 1 FROM task_executions t
+                               WHERE t.namespace_id = ?1 AND t.pipeline_id = ?2
+                                 AND t.run_id = r.run_id AND t.kept_until IS NOT NULL)
              ORDER BY r.run_id LIMIT ?5",
         )?;
         let rows = statement.query_map(

@@ -10,9 +10,19 @@ use crate::models::{Run, RunRouting, RunState, TaskExecution, TaskExecutionState
 
 const RUN_COLUMNS: &str = "namespace_id, pipeline_id, run_id, pipeline_config_version, started, ended, \
      state, status, status_reason, initiator, variables, token_id, store_objects_expired, event_id, \
-     deployment_id, arm, routing_reason, rerun_of, reused_tasks";
+     deployment_id, arm, routing_reason, rerun_of, reused_tasks, trace_parent";
 pub(super) const TASK_COLUMNS: &str = "namespace_id, pipeline_id, run_id, task_id, task, created, started, ended, \
-     exit_code, logs_expired, logs_removed, state, status, status_reason, variables, attempt, image_digest";
+     exit_code, logs_expired, logs_removed, state, status, status_reason, variables, attempt, image_digest, kept_until";
+
+/// A failed task whose container is kept (`keep_failed`).
+#[derive(Debug, Clone)]
+pub struct KeptTask {
+    pub namespace_id: String,
+    pub pipeline_id: String,
+    pub run_id: u64,
+    pub task_id: String,
+    pub container: String,
+}
 
 /// A queued run with what dispatching needs to know.
 #[derive(Debug, Clone)]
@@ -40,7 +50,7 @@ impl Db<'_> {
             .prepare_cached(&format!(
                 "INSERT INTO runs ({RUN_COLUMNS}, queued_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                         ?16, ?17, ?18, ?19, ?20,
+                         ?16, ?17, ?18, ?19, ?20, ?21,
                          CASE WHEN ?15 THEN (SELECT COALESCE(MAX(queued_at), 0) + 1 FROM runs) END)"
             ))?
             .execute(params![
@@ -64,6 +74,7 @@ impl Db<'_> {
                 run.routing.as_ref().map(|routing| routing.reason.as_str()),
                 run.rerun_of,
                 (!run.reused_tasks.is_empty()).then(|| to_json(&run.reused_tasks)),
+                run.trace_parent,
             ])?;
         Ok(())
     }
@@ -211,7 +222,7 @@ impl Db<'_> {
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO task_executions ({TASK_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ))?
             .execute(params![
                 task.namespace_id,
@@ -231,6 +242,7 @@ impl Db<'_> {
                 to_json(&task.variables),
                 task.attempt,
                 task.image_digest,
+                task.kept_until,
             ])?;
         Ok(())
     }
@@ -274,6 +286,48 @@ impl Db<'_> {
             )));
         }
         Ok(())
+    }
+
+    /// Records until when a failed task's container is kept (`None`: no longer kept).
+    pub fn set_task_kept_until(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+        run_id: u64,
+        task_id: &str,
+        kept_until: Option<u64>,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE task_executions SET kept_until = ?5
+                 WHERE namespace_id = ?1 AND pipeline_id = ?2 AND run_id = ?3 AND task_id = ?4",
+            )?
+            .execute(params![
+                namespace_id,
+                pipeline_id,
+                run_id,
+                task_id,
+                kept_until
+            ])?;
+        Ok(())
+    }
+
+    /// Kept task containers whose time is up at `now`.
+    pub fn expired_kept_tasks(&self, now: u64) -> Result<Vec<KeptTask>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT namespace_id, pipeline_id, run_id, task_id, container_name FROM task_executions
+             WHERE kept_until IS NOT NULL AND kept_until <= ?1 AND container_name IS NOT NULL",
+        )?;
+        let rows = statement.query_map([now], |row| {
+            Ok(KeptTask {
+                namespace_id: row.get(0)?,
+                pipeline_id: row.get(1)?,
+                run_id: row.get(2)?,
+                task_id: row.get(3)?,
+                container: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Writes a task execution's changeable fields, keeping the start time already stored (each
@@ -321,7 +375,7 @@ impl Db<'_> {
                  WHERE namespace_id = ?1 AND pipeline_id = ?2 AND run_id = ?3 AND task_id = ?4"
             ))?
             .query_row(params![namespace_id, pipeline_id, run_id, task_id], |row| {
-                Ok(task_from_row(row).and_then(|task| Ok((task, row.get(17)?))))
+                Ok(task_from_row(row).and_then(|task| Ok((task, row.get("container_name")?))))
             })
             .optional()?
             .unwrap_or_else(|| {
@@ -343,7 +397,7 @@ impl Db<'_> {
              WHERE namespace_id = ?1 AND pipeline_id = ?2 AND run_id = ?3 ORDER BY task_id"
         ))?;
         let rows = statement.query_map(params![namespace_id, pipeline_id, run_id], |row| {
-            Ok(task_from_row(row).and_then(|task| Ok((task, row.get(17)?))))
+            Ok(task_from_row(row).and_then(|task| Ok((task, row.get("container_name")?))))
         })?;
         rows.map(|row| row?).collect()
     }
@@ -405,6 +459,7 @@ fn run_from_row(row: &Row) -> Result<Run> {
         },
         rerun_of: row.get(17)?,
         reused_tasks: optional_json(row, 18, "runs.reused_tasks")?.unwrap_or_default(),
+        trace_parent: row.get(19)?,
     })
 }
 
@@ -427,6 +482,7 @@ pub(super) fn task_from_row(row: &Row) -> Result<TaskExecution> {
         variables: from_json("task_executions.variables", &text(row, 14)?)?,
         attempt: row.get(15)?,
         image_digest: row.get(16)?,
+        kept_until: row.get(17)?,
     })
 }
 

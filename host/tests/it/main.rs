@@ -4,6 +4,7 @@ mod api_conventions;
 mod auth;
 mod cli;
 mod configs;
+mod debugging;
 mod deployments;
 mod events;
 mod grpc_plugins;

@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::task::JoinSet;
 
 use crate::support::{
-    Api, SECRETS_KEY, TestServer, bootstrap, cancel_run, deploy, gofer_command, secured,
-    shell_task, start_run, wait_for_run,
+    Api, EngineProxy, SECRETS_KEY, TestServer, bootstrap, cancel_run, deploy, gofer_command,
+    secured, shell_task, start_run, wait_for_run,
 };
 
 async fn ready(server: &TestServer) -> (StatusCode, Value) {
@@ -31,34 +29,6 @@ fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|check| check["name"] == name)
         .unwrap_or_else(|| panic!("no {name} check in {body}"))
-}
-
-/// A unix socket that forwards every connection to the real Docker engine's, until dropped
-/// (which cuts the connections it carries too): the engine "stops" and "comes back" for one
-/// server without disturbing the other tests.
-struct EngineProxy {
-    _connections: JoinSet<()>,
-}
-
-impl EngineProxy {
-    fn start(path: &Path) -> Self {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path).unwrap();
-        let mut connections = JoinSet::new();
-        connections.spawn(async move {
-            let mut carried = JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
-                carried.spawn(async move {
-                    if let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock").await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
-                    }
-                });
-            }
-        });
-        Self {
-            _connections: connections,
-        }
-    }
 }
 
 async fn wait_for_ready(server: &TestServer, want: StatusCode) -> Value {

@@ -756,3 +756,33 @@ pub fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// A unix socket that forwards every connection to the real Docker engine's, until dropped
+/// (which cuts the connections it carries too): the engine "stops" and "comes back" for one
+/// server without disturbing the other tests.
+pub struct EngineProxy {
+    _connections: tokio::task::JoinSet<()>,
+}
+
+impl EngineProxy {
+    pub fn start(path: &std::path::Path) -> Self {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let mut connections = tokio::task::JoinSet::new();
+        connections.spawn(async move {
+            let mut carried = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                carried.spawn(async move {
+                    if let Ok(mut engine) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+            }
+        });
+        Self {
+            _connections: connections,
+        }
+    }
+}
