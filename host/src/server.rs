@@ -127,10 +127,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         logs: Some(plugin_logs),
         ..GrpcSettings::from_config(&config.plugins)
     };
-    let (registry, (task_api_url, task_listener)) = tokio::join!(
-        PluginRegistry::start(runtime, grpc, config.plugins_dir()),
-        task_api_address(&config, scheduler.as_ref(), local_address, tls.is_some()),
-    );
+    // Plugins load in the background once the trigger manager can take their fires (below):
+    // the server answers meanwhile, and what needs a plugin waits for the first load.
+    let registry = PluginRegistry::new(runtime, grpc, config.plugins_dir());
+    let (task_api_url, task_listener) =
+        task_api_address(&config, scheduler.as_ref(), local_address, tls.is_some()).await;
     let plugin_processes = registry.clone();
     let mut run_settings = RunSettings::from_config(&config);
     run_settings.api_base_url = task_api_url;
@@ -148,10 +149,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     let triggers = TriggerManager::start(
         storage.clone(),
         orchestrator.clone(),
-        registry,
+        registry.clone(),
         config.plugins.config.clone(),
     )
     .await;
+    registry.start_loading();
 
     if config.development.bypass_auth {
         tracing::warn!(

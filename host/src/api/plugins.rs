@@ -125,7 +125,7 @@ async fn list_plugins(
     state: AppState,
     Extension(identity): Extension<Identity>,
 ) -> ApiJson<ListPluginsResponse> {
-    let mut plugins = state.triggers.registry().list();
+    let mut plugins = state.triggers.plugins().await.list();
     plugins.retain(|plugin| identity.may_read(vec![Needed::on("plugins", &plugin.name)]));
     ApiJson(ListPluginsResponse { plugins })
 }
@@ -140,7 +140,8 @@ async fn get_plugin(
 ) -> Result<ApiJson<GetPluginResponse>, ApiError> {
     let plugin = state
         .triggers
-        .registry()
+        .plugins()
+        .await
         .get(&name)
         .ok_or_else(|| ApiError::not_found(format!("plugin '{name}' not found")))?;
     Ok(ApiJson(GetPluginResponse { plugin }))
@@ -514,7 +515,8 @@ async fn list_extensions(
 ) -> Result<ApiJson<ListExtensionsResponse>, ApiError> {
     let extensions = state
         .triggers
-        .registry()
+        .plugins()
+        .await
         .list()
         .into_iter()
         .filter(|plugin| plugin.kind != Some(crate::models::PluginKind::Task))
@@ -534,7 +536,8 @@ async fn get_extension(
 ) -> Result<ApiJson<GetExtensionResponse>, ApiError> {
     let plugin = state
         .triggers
-        .registry()
+        .plugins()
+        .await
         .get(&name)
         .ok_or_else(|| ApiError::not_found(format!("plugin '{name}' not found")))?;
     Ok(ApiJson(GetExtensionResponse {
@@ -592,7 +595,7 @@ async fn get_extension_logs(
     super::events::MaybeUpgrade(upgrade): super::events::MaybeUpgrade,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let registry = state.triggers.registry();
+    let registry = state.triggers.plugins().await;
     if registry.get(&name).is_none() {
         return Err(ApiError::not_found(format!("plugin '{name}' not found")));
     }

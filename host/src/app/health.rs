@@ -43,13 +43,17 @@ impl App {
             }
         };
         let ((database_ok, database), (engine_ok, engine)) = tokio::join!(database, engine);
-        let plugins = self.triggers.registry().list();
+        let registry = self.triggers.registry();
+        let loaded = registry.is_loaded();
+        let plugins = registry.list();
         let failed: Vec<String> = plugins
             .iter()
             .filter(|plugin| plugin.status == "failed")
             .map(|plugin| plugin.name.clone())
             .collect();
-        let plugins_detail = if failed.is_empty() {
+        let plugins_detail = if !loaded {
+            "loading the built-in plugins and the plugins folder".to_string()
+        } else if failed.is_empty() {
             format!("{} loaded", plugins.len())
         } else {
             format!(
@@ -70,11 +74,12 @@ impl App {
                 ok: engine_ok,
                 detail: engine,
             },
-            // The folder is loaded before the server listens; a plugin that failed to load is
-            // reported here but does not make the server unready (its pipelines say so).
+            // Not ready until the first load is done (the server answers meanwhile); a plugin
+            // that failed to load is reported here but does not make the server unready (its
+            // pipelines say so).
             ReadinessCheck {
                 name: "plugins".into(),
-                ok: true,
+                ok: loaded,
                 detail: plugins_detail,
             },
         ]

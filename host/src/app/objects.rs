@@ -10,9 +10,9 @@ use crate::storage::Page;
 
 impl App {
     /// Refuses a plugin's objects unless the plugin is loaded (its objects are its own).
-    fn check_owner(&self, owner: &Owner) -> Result<(), AppError> {
+    async fn check_owner(&self, owner: &Owner) -> Result<(), AppError> {
         match owner {
-            Owner::Plugin { plugin } if self.triggers.registry().get(plugin).is_none() => {
+            Owner::Plugin { plugin } if self.triggers.plugins().await.get(plugin).is_none() => {
                 Err(AppError::NotFound(format!("plugin '{plugin}'")))
             }
             _ => Ok(()),
@@ -28,13 +28,13 @@ impl App {
     }
 
     pub async fn list_objects(&self, owner: Owner, page: Page) -> Result<Vec<Object>, AppError> {
-        self.check_owner(&owner)?;
+        self.check_owner(&owner).await?;
         Ok(self.object_service.list(&owner, page).await?)
     }
 
     /// An object's bytes, streamed.
     pub async fn download_object(&self, owner: Owner, key: &str) -> Result<ByteStream, AppError> {
-        self.check_owner(&owner)?;
+        self.check_owner(&owner).await?;
         self.object_service
             .get(&owner, key)
             .await?
@@ -50,7 +50,7 @@ impl App {
         force: bool,
         body: ByteStream,
     ) -> Result<Object, AppError> {
-        self.check_owner(&owner)?;
+        self.check_owner(&owner).await?;
         self.object_service.check_put(&owner, key, force).await?;
         let max_bytes = self.config.objects.max_object_size_mb << 20;
         let bounds = (max_bytes, self.limit(&owner), force);
@@ -58,7 +58,7 @@ impl App {
     }
 
     pub async fn delete_object(&self, owner: Owner, key: &str) -> Result<(), AppError> {
-        self.check_owner(&owner)?;
+        self.check_owner(&owner).await?;
         Ok(self.object_service.delete(&owner, key).await?)
     }
 }

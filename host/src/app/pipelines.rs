@@ -44,7 +44,7 @@ impl App {
         mut input: PipelineConfigInput,
     ) -> Result<Pipeline, AppError> {
         input.validate(&pipeline_id)?;
-        let registry = self.triggers.registry();
+        let registry = self.triggers.plugins().await;
         for task in &input.tasks {
             if let Some(plugin) = task
                 .plugin

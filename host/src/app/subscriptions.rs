@@ -41,7 +41,7 @@ impl App {
                 )?;
             }
         }
-        match self.triggers.registry().get(&request.plugin) {
+        match self.triggers.plugins().await.get(&request.plugin) {
             Some(plugin) if plugin.kind == Some(PluginKind::Trigger) => {}
             Some(_) => {
                 return Err(AppError::Invalid(format!(

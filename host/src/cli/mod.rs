@@ -316,10 +316,16 @@ enum SystemCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // Half the cores (at least one) run async work; SQLite and plugin compiles have their own
+    // blocking threads. Measured on 2 cores under load (docs/performance.md): one worker keeps
+    // API tails at a third of two workers'. TOKIO_WORKER_THREADS overrides.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        builder.worker_threads((cores / 2).max(1));
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: could not start the async runtime: {error}");

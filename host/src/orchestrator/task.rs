@@ -563,6 +563,7 @@ impl Orchestrator {
         mut writer: LogWriter,
         mut stop: watch::Receiver<Option<StopRequest>>,
     ) -> (Outcome, Option<LogWriter>) {
+        self.inner.plugins.loaded().await;
         let Some(plugin) = self.inner.plugins.task(plugin_name) else {
             let message = format!(
                 "no shared-task plugin named '{plugin_name}' is loaded (see `gofer plugin list`)"

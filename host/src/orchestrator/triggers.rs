@@ -86,7 +86,14 @@ impl TriggerManager {
         manager
     }
 
+    /// The registry as it is now, perhaps still loading (for health and shutdown).
     pub fn registry(&self) -> &PluginRegistry {
+        &self.inner.registry
+    }
+
+    /// The registry once the first load is done: what a request about plugins reads.
+    pub async fn plugins(&self) -> &PluginRegistry {
+        self.inner.registry.loaded().await;
         &self.inner.registry
     }
 
@@ -252,6 +259,7 @@ impl TriggerManager {
         subscription: &Subscription,
         handle: &SubscriptionHandle,
     ) -> Result<(), PluginError> {
+        self.inner.registry.loaded().await;
         let plugin = self.inner.registry.trigger(name).ok_or_else(|| {
             PluginError::Load(format!("no trigger plugin named '{name}' is loaded"))
         })?;
@@ -310,6 +318,7 @@ impl TriggerManager {
 
     /// Stops a subscription in its plugin (if the plugin is loaded).
     pub async fn unsubscribe(&self, subscription: &Subscription, handle: &SubscriptionHandle) {
+        self.inner.registry.loaded().await;
         if let Some(plugin) = self.inner.registry.trigger(&subscription.extension_id)
             && let Err(error) = plugin.unsubscribe(handle.as_str()).await
         {
@@ -341,6 +350,7 @@ impl TriggerManager {
         name: &str,
         event: OutsideEvent,
     ) -> Result<ExternalOutcome, PluginError> {
+        self.inner.registry.loaded().await;
         let plugin = self.inner.registry.trigger(name).ok_or_else(|| {
             PluginError::Load(format!("no trigger plugin named '{name}' is loaded"))
         })?;
