@@ -828,20 +828,33 @@ impl Orchestrator {
                 let mut counts = db.running_run_counts()?;
                 let mut total: u64 = counts.values().sum();
                 let mut started = Vec::new();
-                for queued in db.queued_runs()? {
+                // Each pipeline's oldest queued runs, as many as it has free slots (a pipeline's
+                // queue is first in, first out), then all of them oldest first under the global
+                // limit. Only the runs that may start are read, however long the queue.
+                let mut candidates = Vec::new();
+                for (namespace_id, pipeline_id) in db.queued_pipelines()? {
+                    let running = counts
+                        .get(&(namespace_id.clone(), pipeline_id.clone()))
+                        .copied()
+                        .unwrap_or(0);
+                    let mut taken = 0;
+                    candidates.extend(db.queued_runs_of(&namespace_id, &pipeline_id, |queued| {
+                        let limit = if queued.parallelism > 0 {
+                            queued.parallelism
+                        } else {
+                            settings.default_parallelism
+                        };
+                        let free = limit == 0 || running + taken < limit;
+                        taken += 1;
+                        free
+                    })?);
+                }
+                candidates.sort_by_key(|queued| queued.queued_at);
+                for queued in candidates {
                     if settings.max_concurrent_runs > 0 && total >= settings.max_concurrent_runs {
                         break;
                     }
-                    let limit = if queued.parallelism > 0 {
-                        queued.parallelism
-                    } else {
-                        settings.default_parallelism
-                    };
                     let pipeline = (queued.namespace_id.clone(), queued.pipeline_id.clone());
-                    let running = counts.get(&pipeline).copied().unwrap_or(0);
-                    if limit > 0 && running >= limit {
-                        continue;
-                    }
                     let mut run =
                         db.get_run(&queued.namespace_id, &queued.pipeline_id, queued.run_id)?;
                     run.state = RunState::Running;

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_rollouts.sql"),
     include_str!("migrations/0005_image_digest.sql"),
     include_str!("migrations/0006_traces_and_kept_tasks.sql"),
+    include_str!("migrations/0007_page_and_queue_indexes.sql"),
 ];
 
 /// How many idle read connections are kept open.

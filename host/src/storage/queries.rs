@@ -518,10 +518,19 @@ impl<'c> Db<'c> {
     }
 
     /// A page of events in the order they were stored (`reverse`: newest first).
+    /// A page of the event log. A page past the first is found by skipping positions in the
+    /// small `events_by_seq` index, then reading only the page's events.
     pub fn list_events(&self, page: Page, reverse: bool) -> Result<Vec<Event>> {
-        let order = if reverse { "DESC" } else { "ASC" };
+        let (order, from) = if reverse {
+            ("DESC", "<=")
+        } else {
+            ("ASC", ">=")
+        };
         let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT id, kind, emitted FROM events ORDER BY seq {order} LIMIT ?1 OFFSET ?2"
+            "SELECT id, kind, emitted FROM events
+             WHERE seq {from} (SELECT seq FROM events INDEXED BY events_by_seq
+                               ORDER BY seq {order} LIMIT 1 OFFSET ?2)
+             ORDER BY seq {order} LIMIT ?1"
         ))?;
         let rows = statement.query_map(params![page.limit, page.offset], |row| {
             Ok(event_from_row(row))

@@ -32,6 +32,8 @@ pub struct QueuedRun {
     pub run_id: u64,
     /// The `parallelism` of the run's config version (0: server default).
     pub parallelism: u64,
+    /// Its place in the queue.
+    pub queued_at: u64,
 }
 
 impl Db<'_> {
@@ -130,10 +132,18 @@ impl Db<'_> {
         page: Page,
         reverse: bool,
     ) -> Result<Vec<Run>> {
-        let order = if reverse { "DESC" } else { "ASC" };
+        let (order, from) = if reverse {
+            ("DESC", "<=")
+        } else {
+            ("ASC", ">=")
+        };
+        // The page's first run id is found in the primary key's index alone (no run is read for
+        // the ones skipped), then only the page's runs are read.
         let mut statement = self.conn.prepare_cached(&format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE namespace_id = ?1 AND pipeline_id = ?2
-             ORDER BY run_id {order} LIMIT ?3 OFFSET ?4"
+               AND run_id {from} (SELECT run_id FROM runs WHERE namespace_id = ?1 AND pipeline_id = ?2
+                                  ORDER BY run_id {order} LIMIT 1 OFFSET ?4)
+             ORDER BY run_id {order} LIMIT ?3"
         ))?;
         let rows = statement.query_map(
             params![namespace_id, pipeline_id, page.limit, page.offset],
@@ -162,22 +172,48 @@ impl Db<'_> {
     }
 
     /// The run queue, first come first.
-    pub fn queued_runs(&self) -> Result<Vec<QueuedRun>> {
+    /// The pipelines with queued runs.
+    pub fn queued_pipelines(&self) -> Result<Vec<(String, String)>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT r.namespace_id, r.pipeline_id, r.run_id, c.parallelism FROM runs r
+            "SELECT namespace_id, pipeline_id FROM runs INDEXED BY runs_queued_by_pipeline
+             WHERE queued_at IS NOT NULL GROUP BY namespace_id, pipeline_id",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A pipeline's queued runs, oldest first, as long as `wanted` says it wants the next one
+    /// (only the runs looked at are read).
+    pub fn queued_runs_of(
+        &self,
+        namespace_id: &str,
+        pipeline_id: &str,
+        mut wanted: impl FnMut(&QueuedRun) -> bool,
+    ) -> Result<Vec<QueuedRun>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT r.namespace_id, r.pipeline_id, r.run_id, c.parallelism, r.queued_at
+             FROM runs r INDEXED BY runs_queued_by_pipeline
              JOIN pipeline_configs c ON c.namespace_id = r.namespace_id AND c.pipeline_id = r.pipeline_id
                   AND c.version = r.pipeline_config_version
-             WHERE r.queued_at IS NOT NULL ORDER BY r.queued_at",
+             WHERE r.namespace_id = ?1 AND r.pipeline_id = ?2 AND r.queued_at IS NOT NULL
+             ORDER BY r.queued_at",
         )?;
-        let rows = statement.query_map([], |row| {
-            Ok(QueuedRun {
+        let mut rows = statement.query([namespace_id, pipeline_id])?;
+        let mut taken = Vec::new();
+        while let Some(row) = rows.next()? {
+            let queued = QueuedRun {
                 namespace_id: row.get(0)?,
                 pipeline_id: row.get(1)?,
                 run_id: row.get(2)?,
                 parallelism: row.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+                queued_at: row.get(4)?,
+            };
+            if !wanted(&queued) {
+                break;
+            }
+            taken.push(queued);
+        }
+        Ok(taken)
     }
 
     /// How many runs wait in the queue.

@@ -152,6 +152,74 @@ async fn every_list_endpoint_pages_with_limit_and_offset() {
     );
 }
 
+/// Pages far into a list are found through indexes; each page must still be exactly the one
+/// asked for, in both orders.
+#[tokio::test]
+async fn runs_and_events_page_by_offset_in_both_orders() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    crate::support::deploy(
+        &api,
+        json!({"id": "pages", "name": "Pages", "tasks": [{"id": "noop", "plugin": "debug"}]}),
+    )
+    .await;
+    for _ in 0..7 {
+        crate::support::start_run(&api, "pages", json!({})).await;
+    }
+    crate::support::wait_for_run(&api, "pages", 7, 60).await;
+    let page = |query: &'static str| {
+        let api = api.clone();
+        async move {
+            let (status, body) = api
+                .get(&format!(
+                    "/api/namespaces/default/pipelines/pages/runs?{query}"
+                ))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|run| run["run_id"].as_u64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page("limit=3").await, [1, 2, 3]);
+    assert_eq!(page("limit=3&offset=3").await, [4, 5, 6]);
+    assert_eq!(page("limit=3&offset=6").await, [7]);
+    assert_eq!(page("limit=3&offset=7").await, Vec::<u64>::new());
+    assert_eq!(page("limit=3&reverse=true").await, [7, 6, 5]);
+    assert_eq!(page("limit=3&offset=5&reverse=true").await, [2, 1]);
+
+    let (_, all) = api.get("/api/events?limit=1000").await;
+    let all: Vec<String> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(all.len() > 10);
+    let events = |query: String| {
+        let api = api.clone();
+        async move {
+            let (_, body) = api.get(&format!("/api/events?{query}")).await;
+            body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|event| event["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(events("limit=4&offset=5".into()).await, all[5..9]);
+    let newest_first: Vec<String> = all.iter().rev().cloned().collect();
+    assert_eq!(
+        events("limit=4&offset=3&reverse=true".into()).await,
+        newest_first[3..7]
+    );
+    assert!(events(format!("offset={}", all.len())).await.is_empty());
+}
+
 #[tokio::test]
 async fn system_preferences_and_metadata() {
     let server = TestServer::start().await;
