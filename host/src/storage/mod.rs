@@ -51,6 +51,9 @@ const MIGRATIONS: &[&str] = &[
 /// How many idle read connections are kept open.
 const MAX_IDLE_READERS: usize = 8;
 
+/// Each read connection's page cache, in KiB.
+const READER_CACHE_KIB: u64 = 512;
+
 /// What went wrong in storage.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -272,8 +275,12 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     )
     .map_err(open_error)?;
     if read_only {
-        conn.execute_batch("PRAGMA query_only = ON;")
-            .map_err(open_error)?;
+        // Readers keep a smaller page cache than the writer (SQLite's default, 2 MiB): there are
+        // up to MAX_IDLE_READERS of them, and the OS caches the file for all of them anyway.
+        conn.execute_batch(&format!(
+            "PRAGMA query_only = ON; PRAGMA cache_size = -{READER_CACHE_KIB};"
+        ))
+        .map_err(open_error)?;
     }
     Ok(conn)
 }

@@ -223,8 +223,8 @@ impl Db<'_> {
                  WHERE o.namespace_id = ?1 AND o.pipeline_id = ?2 AND o.run_id <= (
                      SELECT COALESCE(MAX(run_id), 0) FROM runs
                      WHERE namespace_id = ?1 AND pipeline_id = ?2) - ?3
-                 AND run_id IN (SELECT run_id FROM runs
-                     WHERE namespace_id = ?1 AND pipeline_id = ?2 AND state = 'complete')",
+                 AND EXISTS (SELECT 1 FROM runs r WHERE r.namespace_id = ?1 AND r.pipeline_id = ?2
+                     AND r.run_id = o.run_id AND r.state = 'complete')",
             )?;
             let rows = statement.query_map(params![namespace_id, pipeline_id, keep], |row| {
                 Ok((row.get(0)?, row.get(1)?))
@@ -236,18 +236,17 @@ impl Db<'_> {
                 "DELETE FROM object_keys_run WHERE namespace_id = ?1 AND pipeline_id = ?2 AND run_id <= (
                      SELECT COALESCE(MAX(run_id), 0) FROM runs
                      WHERE namespace_id = ?1 AND pipeline_id = ?2) - ?3
-                 AND run_id IN (SELECT run_id FROM runs
-                     WHERE namespace_id = ?1 AND pipeline_id = ?2 AND state = 'complete')",
+                 AND EXISTS (SELECT 1 FROM runs r WHERE r.namespace_id = ?1 AND r.pipeline_id = ?2
+                     AND r.run_id = object_keys_run.run_id AND r.state = 'complete')",
             )?
             .execute(params![namespace_id, pipeline_id, keep])?;
         self.conn
             .prepare_cached(
-                "UPDATE runs SET store_objects_expired = 1 WHERE namespace_id = ?1 AND pipeline_id = ?2
-                 AND store_objects_expired = 0 AND run_id <= (
+                "UPDATE runs INDEXED BY runs_objects_kept SET store_objects_expired = 1
+                 WHERE namespace_id = ?1 AND pipeline_id = ?2 AND store_objects_expired = 0
+                   AND state = 'complete' AND run_id <= (
                      SELECT COALESCE(MAX(run_id), 0) FROM runs
-                     WHERE namespace_id = ?1 AND pipeline_id = ?2) - ?3
-                 AND run_id IN (SELECT run_id FROM runs
-                     WHERE namespace_id = ?1 AND pipeline_id = ?2 AND state = 'complete')",
+                     WHERE namespace_id = ?1 AND pipeline_id = ?2) - ?3",
             )?
             .execute(params![namespace_id, pipeline_id, keep])?;
         Ok(expired)

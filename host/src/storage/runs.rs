@@ -243,7 +243,7 @@ impl Db<'_> {
         keep: u64,
     ) -> Result<Vec<TaskExecution>> {
         let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM task_executions
+            "SELECT {TASK_COLUMNS} FROM task_executions INDEXED BY task_executions_logs_kept
              WHERE namespace_id = ?1 AND pipeline_id = ?2 AND logs_expired = 0 AND state = 'complete'
                AND run_id <= (SELECT COALESCE(MAX(run_id), 0) FROM runs
                               WHERE namespace_id = ?1 AND pipeline_id = ?2) - ?3"
