@@ -838,16 +838,20 @@ impl Orchestrator {
                         .copied()
                         .unwrap_or(0);
                     let mut taken = 0;
-                    candidates.extend(db.queued_runs_of(&namespace_id, &pipeline_id, |queued| {
-                        let limit = if queued.parallelism > 0 {
-                            queued.parallelism
-                        } else {
-                            settings.default_parallelism
-                        };
-                        let free = limit == 0 || running + taken < limit;
-                        taken += 1;
-                        free
-                    })?);
+                    candidates.extend(db.queued_runs_of(
+                        &namespace_id,
+                        &pipeline_id,
+                        |queued| {
+                            let limit = if queued.parallelism > 0 {
+                                queued.parallelism
+                            } else {
+                                settings.default_parallelism
+                            };
+                            let free = limit == 0 || running + taken < limit;
+                            taken += 1;
+                            free
+                        },
+                    )?);
                 }
                 candidates.sort_by_key(|queued| queued.queued_at);
                 for queued in candidates {
