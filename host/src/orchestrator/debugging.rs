@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::task::Outcome;
 use super::{Orchestrator, OrchestratorError, RunKey};
-use crate::masks::Masks;
 use crate::models::{TaskExecution, TaskExecutionState, TaskExecutionStatus, now_millis};
 use crate::scheduler::ExecSession;
 
@@ -50,18 +49,7 @@ impl Orchestrator {
         task_id: String,
         command: Vec<String>,
     ) -> Result<ExecSession, OrchestratorError> {
-        let (task, container) = self
-            .inner
-            .storage
-            .read(move |db| {
-                db.get_task_execution_with_container(
-                    &key.namespace_id,
-                    &key.pipeline_id,
-                    key.run_id,
-                    &task_id,
-                )
-            })
-            .await?;
+        let (task, container) = self.task_with_container(key, task_id).await?;
         let kept = task.kept_until.filter(|until| *until > now_millis());
         let container = match (task.state, kept, container) {
             (TaskExecutionState::Complete, Some(_), Some(container)) => container,
@@ -86,18 +74,13 @@ impl Orchestrator {
         } else {
             command
         };
-        let masks = match self.interpolated_environment(&task).await {
-            Ok(resolved) => Masks::of(resolved.secrets),
-            Err(_) => Masks::default(),
-        };
-        let mut session = self
+        let session = self
             .inner
             .scheduler
             .shell_in_copy(&container, command)
             .await
             .map_err(OrchestratorError::Attach)?;
-        session.output = super::masked_output(session.output, masks);
-        Ok(session)
+        Ok(self.masked_session(&task, session).await)
     }
 
     /// Discards the kept containers whose time is up at `now`; returns how many.

@@ -760,7 +760,32 @@ impl Orchestrator {
         task_id: String,
         command: Vec<String>,
     ) -> Result<crate::scheduler::ExecSession, OrchestratorError> {
-        let (task, container) = self
+        let (task, container) = self.task_with_container(key, task_id).await?;
+        let container = match (task.state, container) {
+            (TaskExecutionState::Running, Some(container)) => container,
+            _ => {
+                return Err(OrchestratorError::NotRunning(format!(
+                    "task '{}' is not running, so there is nothing to attach to",
+                    task.task_id
+                )));
+            }
+        };
+        let session = self
+            .inner
+            .scheduler
+            .exec(&container, command)
+            .await
+            .map_err(OrchestratorError::Attach)?;
+        Ok(self.masked_session(&task, session).await)
+    }
+
+    /// A task execution with the name of its latest container.
+    async fn task_with_container(
+        &self,
+        key: RunKey,
+        task_id: String,
+    ) -> Result<(TaskExecution, Option<String>), OrchestratorError> {
+        Ok(self
             .inner
             .storage
             .read(move |db| {
@@ -771,31 +796,23 @@ impl Orchestrator {
                     &task_id,
                 )
             })
-            .await?;
-        let container = match (task.state, container) {
-            (TaskExecutionState::Running, Some(container)) => container,
-            _ => {
-                return Err(OrchestratorError::NotRunning(format!(
-                    "task '{}' is not running, so there is nothing to attach to",
-                    task.task_id
-                )));
-            }
-        };
-        // What the session prints is masked like the task's log. (A convenience, not a boundary:
-        // a shell in the task can print its secrets in any disguise; hence attaching needs
-        // permission to read them.)
-        let masks = match self.interpolated_environment(&task).await {
+            .await?)
+    }
+
+    /// A command session in (a copy of) `task`'s container, its output masked like the task's
+    /// log. (A convenience, not a boundary: a shell can print the task's secrets in any disguise;
+    /// hence opening one needs permission to read them.)
+    async fn masked_session(
+        &self,
+        task: &TaskExecution,
+        mut session: crate::scheduler::ExecSession,
+    ) -> crate::scheduler::ExecSession {
+        let masks = match self.interpolated_environment(task).await {
             Ok(resolved) => crate::masks::Masks::of(resolved.secrets),
             Err(_) => crate::masks::Masks::default(),
         };
-        let mut session = self
-            .inner
-            .scheduler
-            .exec(&container, command)
-            .await
-            .map_err(OrchestratorError::Attach)?;
         session.output = masked_output(session.output, masks);
-        Ok(session)
+        session
     }
 
     fn send(&self, key: &RunKey, control: Control) {

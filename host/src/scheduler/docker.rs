@@ -83,6 +83,28 @@ impl DockerScheduler {
         }
     }
 
+    /// An attached command's output as the session's stream.
+    fn attached_output(
+        &self,
+        output: std::pin::Pin<
+            Box<
+                dyn futures_util::Stream<Item = Result<bollard::container::LogOutput, DockerError>>
+                    + Send,
+            >,
+        >,
+    ) -> LogStream {
+        let endpoint = self.endpoint.clone();
+        output
+            .map(move |chunk| match chunk {
+                Ok(output) => Ok(output.into_bytes()),
+                Err(error) => Err(SchedulerError::Unreachable {
+                    endpoint: endpoint.clone(),
+                    detail: error.to_string(),
+                }),
+            })
+            .boxed()
+    }
+
     async fn ensure_image(&self, spec: &ContainerSpec) -> Result<(), SchedulerError> {
         let docker = self.docker()?;
         if !spec.always_pull {
@@ -289,23 +311,11 @@ impl Scheduler for DockerScheduler {
             .await
             .map_err(|error| self.classify(error))?;
         match started {
-            StartExecResults::Attached { output, input } => {
-                let endpoint = self.endpoint.clone();
-                let output = output
-                    .map(move |chunk| match chunk {
-                        Ok(output) => Ok(output.into_bytes()),
-                        Err(error) => Err(SchedulerError::Unreachable {
-                            endpoint: endpoint.clone(),
-                            detail: error.to_string(),
-                        }),
-                    })
-                    .boxed();
-                Ok(ExecSession {
-                    output,
-                    input,
-                    exit_code: None,
-                })
-            }
+            StartExecResults::Attached { output, input } => Ok(ExecSession {
+                output: self.attached_output(output),
+                input,
+                exit_code: None,
+            }),
             StartExecResults::Detached => {
                 Err(SchedulerError::Engine("the exec session detached".into()))
             }
@@ -402,19 +412,8 @@ impl Scheduler for DockerScheduler {
             let options = RemoveContainerOptionsBuilder::default().force(true).build();
             let _ = owned.remove_container(&shell, Some(options)).await;
         });
-        let endpoint = self.endpoint.clone();
-        let output = attached
-            .output
-            .map(move |chunk| match chunk {
-                Ok(output) => Ok(output.into_bytes()),
-                Err(error) => Err(SchedulerError::Unreachable {
-                    endpoint: endpoint.clone(),
-                    detail: error.to_string(),
-                }),
-            })
-            .boxed();
         Ok(ExecSession {
-            output,
+            output: self.attached_output(attached.output),
             input: attached.input,
             exit_code: Some(exit_code),
         })
