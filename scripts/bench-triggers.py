@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Benchmark: triggers.
+
+  (a) fire → container started: a webhook delivery (POST /api/external/webhook) to a pipeline of
+      one container task, one at a time, --fires times: from just before the POST to the task's
+      recorded start (the container is running), p50 and p99; beside it, raw `docker run -d` of
+      the same image (the floor: creating and starting a container).
+  (b) --subscriptions `interval` subscriptions at every=60s on one pipeline: the server's CPU
+      while nothing is due, over --idle seconds (a share of one core), and its RSS.
+
+Usage: scripts/bench-triggers.py [--gofer PATH] [--fires N] [--subscriptions N] [--idle SECONDS]
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+
+from benchlib import api, free_port
+
+IMAGE = "gofer-busybox:local"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def default_binary():
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/gofer-target"))
+    return os.path.join(target, "release", "gofer")
+
+
+def percentile(values, share):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def register(base, pipeline, tasks):
+    config = {"id": pipeline, "name": pipeline, "tasks": tasks}
+    api(base, "POST", f"/api/namespaces/default/pipelines/{pipeline}/configs", {"config": config})
+    api(base, "POST", f"/api/namespaces/default/pipelines/{pipeline}/configs/1")
+
+
+def fires(base, count):
+    register(base, "fired", [{"id": "work", "image": IMAGE, "command": ["true"]}])
+    api(base, "POST", "/api/namespaces/default/pipelines/fired/subscriptions",
+        {"extension_id": "webhook", "subscription_id": "hook", "settings": {"path": "/fired"}})
+    latencies = []
+    for number in range(1, count + 1):
+        before = time.time() * 1000
+        api(base, "POST", "/api/external/webhook/fired", {"n": number})
+        task = f"/api/namespaces/default/pipelines/fired/runs/{number}/tasks/work"
+        while True:
+            try:
+                started = api(base, "GET", task)["task_execution"]["started"]
+            except Exception:
+                started = 0
+            if started:
+                latencies.append(started - before)
+                break
+            time.sleep(0.002)
+        run = f"/api/namespaces/default/pipelines/fired/runs/{number}"
+        while api(base, "GET", run)["run"]["state"] != "complete":
+            time.sleep(0.01)
+    floor = []
+    for _ in range(count):
+        before = time.time()
+        container = subprocess.run(["docker", "run", "-d", IMAGE, "true"], check=True,
+                                   capture_output=True, text=True).stdout.strip()
+        floor.append((time.time() - before) * 1000)
+        subprocess.run(["docker", "rm", "-f", container], check=True, capture_output=True)
+    print(f"(a) webhook fire → container started, {count} fires one at a time")
+    print(f"    gofer: p50 {statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms"
+          f"   (`docker run -d`: p50 {statistics.median(floor):.0f} ms, p99 {percentile(floor, 0.99):.0f} ms)")
+
+
+def idle_subscriptions(base, pid, count, idle):
+    register(base, "ticking", [{"id": "noop", "plugin": "debug", "settings": {}}])
+    started = time.perf_counter()
+    for number in range(count):
+        api(base, "POST", "/api/namespaces/default/pipelines/ticking/subscriptions",
+            {"extension_id": "interval", "subscription_id": f"every-{number}", "settings": {"every": "60s"}})
+    made = time.perf_counter() - started
+    # Measured away from the minute's fires: they come 60 s after each subscription was made.
+    time.sleep(2)
+    before = cpu_seconds(pid)
+    time.sleep(idle)
+    share = (cpu_seconds(pid) - before) / idle
+    print(f"(b) {count} interval subscriptions (every=60s) made in {made:.1f} s"
+          f" ({made * 1000 / count:.2f} ms each)")
+    print(f"    idle CPU between fires: {share * 100:.2f} % of a core over {idle} s; RSS {rss_mib(pid):.1f} MiB")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gofer", default=default_binary())
+    parser.add_argument("--fires", type=int, default=50)
+    parser.add_argument("--subscriptions", type=int, default=10_000)
+    parser.add_argument("--idle", type=int, default=20)
+    args = parser.parse_args()
+    subprocess.run(["bash", os.path.join(HERE, "build-busybox-image.sh")], check=True,
+                   stdout=subprocess.DEVNULL)
+    data_dir = tempfile.mkdtemp(prefix="gofer-bench-triggers-")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, GOFER_SERVER__BIND=f"127.0.0.1:{port}", GOFER_SERVER__DATA_DIR=data_dir,
+               GOFER_LOG__LEVEL="warn")
+    server = subprocess.Popen([args.gofer, "service", "start"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if api(base, "GET", "/api/ready")["ready"]:
+                    break
+            except Exception:
+                pass
+            if time.time() > deadline:
+                raise SystemExit("the server did not become ready")
+            time.sleep(0.05)
+        print(f"gofer: {args.gofer}")
+        fires(base, args.fires)
+        idle_subscriptions(base, server.pid, args.subscriptions, args.idle)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
