@@ -662,15 +662,17 @@ impl Orchestrator {
         (outcome.masked(&masks), writer)
     }
 
-    /// Records that a task's attempt started (a container task: with the image it runs).
+    /// Records that a task's attempt started at `started` (epoch ms; a container task: with the
+    /// image it runs).
     pub(super) async fn record_started(
         &self,
         task: &TaskExecution,
         image_digest: Option<String>,
+        started: u64,
     ) -> Result<(), StorageError> {
         let mut task = task.clone();
         task.state = TaskExecutionState::Running;
-        task.started = now_millis();
+        task.started = started;
         task.image_digest = image_digest;
         self.write(move |db| {
             db.update_task_execution(&task, None)?;

@@ -11,7 +11,7 @@ use super::{Orchestrator, RunSettings};
 use crate::logs::{LogKey, LogWriter};
 use crate::masks::Masks;
 use crate::models::{
-    Run, Task, TaskExecution, TaskExecutionStatusReasonType, Variable, VariableSource,
+    Run, Task, TaskExecution, TaskExecutionStatusReasonType, Variable, VariableSource, now_millis,
 };
 use crate::plugins::{PluginError, TaskRequest};
 use crate::scheduler::{ContainerSpec, ContainerState, MANAGED_LABEL, SchedulerError};
@@ -271,6 +271,8 @@ impl Orchestrator {
                 Some(writer),
             );
         }
+        // When the container started, not when the image it runs was looked up.
+        let started_at = now_millis();
         let image_digest = match scheduler.image_digest(&name).await {
             Ok(digest) => digest,
             Err(error) => {
@@ -278,7 +280,7 @@ impl Orchestrator {
                 None
             }
         };
-        if let Err(error) = self.record_started(task, image_digest).await {
+        if let Err(error) = self.record_started(task, image_digest, started_at).await {
             tracing::error!(%error, container = name, "could not record that a task started");
         }
         self.follow_container(task, &name, writer, stop, timeout, true)
@@ -576,7 +578,7 @@ impl Orchestrator {
                 Some(writer),
             );
         };
-        if let Err(error) = self.record_started(task, None).await {
+        if let Err(error) = self.record_started(task, None, now_millis()).await {
             tracing::error!(%error, plugin = plugin_name, "could not record that a shared task started");
         }
         let (deadline, deadline_text) = super::run::task_timeout(task).unwrap_or_else(|| {
