@@ -31,6 +31,7 @@ bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, start-up an
 	python3 scripts/bench-api.py
 	python3 scripts/bench-scale.py
 	python3 scripts/bench-triggers.py
+	python3 scripts/bench-followers.py
 	python3 scripts/bench-plugins.py
 	python3 scripts/bench-auth.py
 	node tests/browser/bench-ui.mjs

@@ -411,6 +411,7 @@ impl Orchestrator {
                 }
             }
         };
+        let abort = capture.abort_handle();
         let writer = match tokio::time::timeout(LOG_DRAIN_TIMEOUT, capture).await {
             Ok(Ok((mut writer, written))) => {
                 if wait {
@@ -419,11 +420,20 @@ impl Orchestrator {
                 Some(writer)
             }
             _ => {
+                // The capture must stop writing before the log is reopened: left running, it
+                // went on writing after the end marker (seen with 200 live followers on two
+                // cores), and followers stopped at the marker.
+                abort.abort();
                 tracing::warn!(
                     container = name,
                     "task output did not finish; reopening the log"
                 );
-                self.inner.logs.writer(&log_key(task), false).await.ok()
+                let mut writer = self.inner.logs.writer(&log_key(task), false).await.ok();
+                if let Some(writer) = writer.as_mut() {
+                    let note = "\n[gofer] the task's output could not be saved in time; this log may miss its end\n";
+                    let _ = writer.write(note.as_bytes()).await;
+                }
+                writer
             }
         };
         let kept_until = self.kept_until(task, &outcome);
