@@ -9,14 +9,12 @@ second with p50, p90 and p99 latency. Needs `wrk` (Debian: apt-get install wrk).
 Usage: scripts/bench-api.py [--gofer PATH] [--seconds N] [--runs N]
 """
 import argparse
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 
-from benchlib import api, free_port
+from benchlib import api, default_binary, ready_server
 
 ENDPOINTS = [
 
@@ -36,10 +34,6 @@ ENDPOINTS = [
     "/api/health",
 ]
 
-
-def default_binary():
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/gofer-target"))
-    return os.path.join(target, "release", "gofer")
 
 
 def to_ms(text):
@@ -67,24 +61,7 @@ def main():
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk")
-    data_dir = tempfile.mkdtemp(prefix="gofer-bench-api-")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, GOFER_SERVER__BIND=f"127.0.0.1:{port}", GOFER_SERVER__DATA_DIR=data_dir,
-               GOFER_LOG__LEVEL="warn")
-    server = subprocess.Popen([args.gofer, "service", "start"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if api(base, "GET", "/api/ready")["ready"]:
-                    break
-            except Exception:
-                pass
-            if time.time() > deadline:
-                raise SystemExit("the server did not become ready")
-            time.sleep(0.05)
+    with ready_server(args.gofer, "gofer-bench-api-") as (base, _server):
         pipeline = {"id": "bench", "name": "Bench", "tasks": [{"id": "noop", "plugin": "debug", "settings": {}}]}
         api(base, "POST", "/api/namespaces/default/pipelines/bench/configs", {"config": pipeline})
         api(base, "POST", "/api/namespaces/default/pipelines/bench/configs/1")
@@ -97,11 +74,6 @@ def main():
         for path in ENDPOINTS:
             rate, latency = drive(base, path, args.seconds)
             print(f"{path:<58} {rate:>9.0f} {latency['50']:>8.3f} {latency['90']:>8.3f} {latency['99']:>8.3f}")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

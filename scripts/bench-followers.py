@@ -11,35 +11,17 @@ Usage: scripts/bench-followers.py [--gofer PATH] [--followers N] [--rate N] [--s
 """
 import argparse
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 
-from benchlib import api, free_port
+from benchlib import api, cpu_seconds, default_binary, ready_server, rss_mib
 
 IMAGE = "gofer-busybox:local"
 HERE = os.path.dirname(os.path.abspath(__file__))
 PIPELINE = "/api/namespaces/default/pipelines/chatty"
 
 
-def default_binary():
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/gofer-target"))
-    return os.path.join(target, "release", "gofer")
 
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def one_run(args, base, server, run_id, followers):
@@ -79,20 +61,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
     subprocess.run(["bash", os.path.join(HERE, "build-busybox-image.sh")], check=True, stdout=subprocess.DEVNULL)
-    data_dir = tempfile.mkdtemp(prefix="gofer-bench-followers-")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, GOFER_SERVER__BIND=f"127.0.0.1:{port}", GOFER_SERVER__DATA_DIR=data_dir,
-               GOFER_LOG__LEVEL="warn", GOFER_PLUGINS__LOG_MAX_KIB="1024")
-    server = subprocess.Popen([args.gofer, "service", "start"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while True:
-            try:
-                if api(base, "GET", "/api/ready")["ready"]:
-                    break
-            except Exception:
-                time.sleep(0.05)
+    with ready_server(args.gofer, "gofer-bench-followers-") as (base, server):
         burst = args.rate // 10
         script = (f"n=0; while [ $n -lt {args.seconds * 10} ]; do "
                   f"seq $((n * {burst} + 1)) $(((n + 1) * {burst})) | sed 's/^/line /'; "
@@ -107,11 +76,6 @@ def main():
         print(f"    no follower:    server CPU {alone[0] * 100:.1f} % of a core, RSS {alone[1]:.1f} MiB")
         print(f"    {args.followers} followers: server CPU {followed[0] * 100:.1f} % of a core, RSS {followed[1]:.1f} MiB;"
               f" {followed[2]} of {args.followers} got every line in order")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -19,14 +19,10 @@ import subprocess
 import tempfile
 import time
 
-from benchlib import api, free_port
+from benchlib import api, default_binary, free_port
 
 PIPELINE = "/api/namespaces/default/pipelines/scale"
 
-
-def default_binary():
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/gofer-target"))
-    return os.path.join(target, "release", "gofer")
 
 
 class Server:

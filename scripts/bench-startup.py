@@ -23,14 +23,10 @@ import time
 import urllib.error
 import urllib.request
 
-from benchlib import api, free_port
+from benchlib import api, default_binary, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-def default_binary():
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/gofer-target"))
-    return os.path.join(target, "release", "gofer")
 
 
 def status(url):

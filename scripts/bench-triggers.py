@@ -12,21 +12,15 @@ Usage: scripts/bench-triggers.py [--gofer PATH] [--fires N] [--subscriptions N] 
 """
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 
-from benchlib import api, free_port
+from benchlib import api, cpu_seconds, default_binary, ready_server, rss_mib
 
 IMAGE = "gofer-busybox:local"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-def default_binary():
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/gofer-target"))
-    return os.path.join(target, "release", "gofer")
 
 
 def percentile(values, share):
@@ -34,18 +28,6 @@ def percentile(values, share):
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def register(base, pipeline, tasks):
@@ -113,32 +95,10 @@ def main():
     args = parser.parse_args()
     subprocess.run(["bash", os.path.join(HERE, "build-busybox-image.sh")], check=True,
                    stdout=subprocess.DEVNULL)
-    data_dir = tempfile.mkdtemp(prefix="gofer-bench-triggers-")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, GOFER_SERVER__BIND=f"127.0.0.1:{port}", GOFER_SERVER__DATA_DIR=data_dir,
-               GOFER_LOG__LEVEL="warn")
-    server = subprocess.Popen([args.gofer, "service", "start"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if api(base, "GET", "/api/ready")["ready"]:
-                    break
-            except Exception:
-                pass
-            if time.time() > deadline:
-                raise SystemExit("the server did not become ready")
-            time.sleep(0.05)
+    with ready_server(args.gofer, "gofer-bench-triggers-") as (base, server):
         print(f"gofer: {args.gofer}")
         fires(base, args.fires)
         idle_subscriptions(base, server.pid, args.subscriptions, args.idle)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

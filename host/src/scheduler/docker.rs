@@ -83,15 +83,12 @@ impl DockerScheduler {
         }
     }
 
-    /// An attached command's output as the session's stream.
-    fn attached_output(
+    /// A container's output (its logs, or an attached command's) as Gofer's stream.
+    fn output_stream(
         &self,
-        output: std::pin::Pin<
-            Box<
-                dyn futures_util::Stream<Item = Result<bollard::container::LogOutput, DockerError>>
-                    + Send,
-            >,
-        >,
+        output: impl futures_util::Stream<Item = Result<bollard::container::LogOutput, DockerError>>
+        + Send
+        + 'static,
     ) -> LogStream {
         let endpoint = self.endpoint.clone();
         output
@@ -237,22 +234,12 @@ impl Scheduler for DockerScheduler {
             Ok(docker) => docker.clone(),
             Err(error) => return futures_util::stream::once(async move { Err(error) }).boxed(),
         };
-        let endpoint = self.endpoint.clone();
         let options = LogsOptionsBuilder::default()
             .follow(follow)
             .stdout(true)
             .stderr(true)
             .build();
-        docker
-            .logs(name, Some(options))
-            .map(move |chunk| match chunk {
-                Ok(output) => Ok(output.into_bytes()),
-                Err(error) => Err(SchedulerError::Unreachable {
-                    endpoint: endpoint.clone(),
-                    detail: error.to_string(),
-                }),
-            })
-            .boxed()
+        self.output_stream(docker.logs(name, Some(options)))
     }
 
     async fn stop(&self, name: &str, grace: Duration) -> Result<(), SchedulerError> {
@@ -312,7 +299,7 @@ impl Scheduler for DockerScheduler {
             .map_err(|error| self.classify(error))?;
         match started {
             StartExecResults::Attached { output, input } => Ok(ExecSession {
-                output: self.attached_output(output),
+                output: self.output_stream(output),
                 input,
                 exit_code: None,
             }),
@@ -413,7 +400,7 @@ impl Scheduler for DockerScheduler {
             let _ = owned.remove_container(&shell, Some(options)).await;
         });
         Ok(ExecSession {
-            output: self.attached_output(attached.output),
+            output: self.output_stream(attached.output),
             input: attached.input,
             exit_code: Some(exit_code),
         })
