@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use std::io::Read;
+
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::masks::Masks;
@@ -19,6 +21,9 @@ pub const EOF_MARKER: &str = "GOFER_EOF";
 
 /// How long a follower waits for news before looking at the file again.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// The most a follower reads at once before handing the lines on (a long log replays in parts).
+const FOLLOW_READ_LIMIT: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -107,10 +112,13 @@ impl LogStore {
         })
     }
 
-    /// Follows a log: yields each line (newline included) as it is written, until the end
-    /// marker. Stops early when the receiver is dropped.
-    pub fn follow(&self, key: &LogKey) -> mpsc::Receiver<Result<String, LogError>> {
-        let (sender, receiver) = mpsc::channel(256);
+    /// Follows a log: yields the lines (newline included) written since the last batch, as they
+    /// are written, until the end marker. Stops early when the receiver is dropped.
+    ///
+    /// Lines come in batches, one per wake-up, so that a fast task with many followers costs one
+    /// read and one message per follower per write, not one per line.
+    pub fn follow(&self, key: &LogKey) -> mpsc::Receiver<Result<Vec<String>, LogError>> {
+        let (sender, receiver) = mpsc::channel(16);
         let store = self.clone();
         let path = self.path(key);
         tokio::spawn(async move {
@@ -124,15 +132,16 @@ impl LogStore {
     async fn follow_into(
         &self,
         path: &Path,
-        lines: &mpsc::Sender<Result<String, LogError>>,
+        batches: &mpsc::Sender<Result<Vec<String>, LogError>>,
     ) -> Result<(), LogError> {
         let read_error = |source| LogError::Read {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = tokio::fs::File::open(path).await.map_err(read_error)?;
+        // Plain reads: what a follower reads was just written, so it comes from the page cache
+        // in microseconds; a blocking-pool hop per read cost more than the read.
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
         let mut pending: Vec<u8> = Vec::new();
-        let mut offset = 0u64;
         loop {
             let updates = self
                 .live
@@ -140,26 +149,27 @@ impl LogStore {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .get(path)
                 .map(watch::Sender::subscribe);
-            file.seek(std::io::SeekFrom::Start(offset))
-                .await
+            let before = pending.len();
+            let read = (&mut file)
+                .take(FOLLOW_READ_LIMIT)
+                .read_to_end(&mut pending)
                 .map_err(read_error)?;
-            let mut chunk = Vec::new();
-            let read = file.read_to_end(&mut chunk).await.map_err(read_error)?;
-            offset += read as u64;
-            pending.extend_from_slice(&chunk);
-            if let Some(position) = find(&pending, EOF_MARKER.as_bytes()) {
-                pending.truncate(position);
-                for line in split_lines(&mut pending, true) {
-                    if lines.send(Ok(line)).await.is_err() {
-                        return Ok(());
-                    }
+            // The marker may straddle the previous read's tail, which is still in `pending`.
+            let search_from = before.saturating_sub(EOF_MARKER.len());
+            if let Some(position) = find(&pending[search_from..], EOF_MARKER.as_bytes()) {
+                pending.truncate(search_from + position);
+                let lines = split_lines(&mut pending, true);
+                if !lines.is_empty() {
+                    let _ = batches.send(Ok(lines)).await;
                 }
                 return Ok(());
             }
-            for line in split_lines(&mut pending, false) {
-                if lines.send(Ok(line)).await.is_err() {
-                    return Ok(());
-                }
+            let lines = split_lines(&mut pending, false);
+            if !lines.is_empty() && batches.send(Ok(lines)).await.is_err() {
+                return Ok(());
+            }
+            if read as u64 == FOLLOW_READ_LIMIT {
+                continue;
             }
             match updates {
                 Some(mut updates) => {
@@ -167,8 +177,9 @@ impl LogStore {
                 }
                 // No writer and no marker: the log will not grow any more.
                 None if read == 0 => {
-                    for line in split_lines(&mut pending, true) {
-                        let _ = lines.send(Ok(line)).await;
+                    let lines = split_lines(&mut pending, true);
+                    if !lines.is_empty() {
+                        let _ = batches.send(Ok(lines)).await;
                     }
                     return Ok(());
                 }
@@ -228,14 +239,17 @@ impl LogStore {
 /// Takes the complete lines out of `pending` (and, with `all`, the unterminated rest too).
 fn split_lines(pending: &mut Vec<u8>, all: bool) -> Vec<String> {
     let mut lines = Vec::new();
-    while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
-        let line: Vec<u8> = pending.drain(..=end).collect();
-        lines.push(String::from_utf8_lossy(&line).into_owned());
+    let mut start = 0;
+    while let Some(end) = pending[start..].iter().position(|byte| *byte == b'\n') {
+        let end = start + end + 1;
+        lines.push(String::from_utf8_lossy(&pending[start..end]).into_owned());
+        start = end;
     }
-    if all && !pending.is_empty() {
-        lines.push(String::from_utf8_lossy(pending).into_owned());
-        pending.clear();
+    if all && start < pending.len() {
+        lines.push(String::from_utf8_lossy(&pending[start..]).into_owned());
+        start = pending.len();
     }
+    pending.drain(..start);
     lines
 }
 
@@ -350,8 +364,8 @@ mod tests {
         let mut follower = store.follow(&key());
         let follower = tokio::spawn(async move {
             let mut lines = Vec::new();
-            while let Some(line) = follower.recv().await {
-                lines.push(line.unwrap());
+            while let Some(batch) = follower.recv().await {
+                lines.extend(batch.unwrap());
             }
             lines
         });

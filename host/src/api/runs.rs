@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, close_code};
+use futures_util::SinkExt;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -415,9 +416,15 @@ async fn get_logs(
         let mut lines = logs.follow(&key);
         let end = loop {
             tokio::select! {
-                line = lines.recv() => match line {
-                    Some(Ok(line)) => {
-                        if socket.send(Message::Text(line.into())).await.is_err() {
+                batch = lines.recv() => match batch {
+                    Some(Ok(batch)) => {
+                        // One frame per line (v0's wire format), flushed once per batch.
+                        for line in batch {
+                            if socket.feed(Message::Text(line.into())).await.is_err() {
+                                return;
+                            }
+                        }
+                        if socket.flush().await.is_err() {
                             return;
                         }
                     }
