@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_image_digest.sql"),
     include_str!("migrations/0006_traces_and_kept_tasks.sql"),
     include_str!("migrations/0007_page_and_queue_indexes.sql"),
+    include_str!("migrations/0008_page_counts.sql"),
 ];
 
 /// How many idle read connections are kept open.
@@ -109,6 +110,41 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 pub struct Page {
     pub limit: u64,
     pub offset: u64,
+}
+
+/// How one page is read: `offset` rows skipped in `reverse` order, and whether the rows read must
+/// be turned round (`flipped`) because the page was read from the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PageRead {
+    pub limit: u64,
+    pub offset: u64,
+    pub reverse: bool,
+    pub flipped: bool,
+}
+
+impl Page {
+    /// Plans reading this page of `total` rows listed in `reverse` order from whichever end is
+    /// nearer, so that a deep page skips few rows. `None` when the page is past the end.
+    pub(crate) fn from_nearer_end(self, total: u64, reverse: bool) -> Option<PageRead> {
+        if self.limit == 0 || self.offset >= total {
+            return None;
+        }
+        if self.offset <= total / 2 {
+            return Some(PageRead {
+                limit: self.limit,
+                offset: self.offset,
+                reverse,
+                flipped: false,
+            });
+        }
+        let end = self.offset.saturating_add(self.limit).min(total);
+        Some(PageRead {
+            limit: end - self.offset,
+            offset: total - end,
+            reverse: !reverse,
+            flipped: true,
+        })
+    }
 }
 
 /// Handle to the database; cheap to clone.
@@ -297,6 +333,57 @@ mod tests {
             description: "d".into(),
             created: 1,
             modified: 0,
+        }
+    }
+
+    /// Reads `read` from `rows` the way the SQL does: skip `offset` in its order, take `limit`.
+    fn apply(rows: &[u64], read: PageRead) -> Vec<u64> {
+        let ordered: Vec<u64> = if read.reverse {
+            rows.iter().rev().copied().collect()
+        } else {
+            rows.to_vec()
+        };
+        let mut page: Vec<u64> = ordered
+            .into_iter()
+            .skip(read.offset as usize)
+            .take(read.limit as usize)
+            .collect();
+        if read.flipped {
+            page.reverse();
+        }
+        page
+    }
+
+    #[test]
+    fn a_page_read_from_the_nearer_end_holds_the_same_rows() {
+        for total in 0..12u64 {
+            let rows: Vec<u64> = (1..=total).collect();
+            for reverse in [false, true] {
+                let ordered: Vec<u64> = if reverse {
+                    rows.iter().rev().copied().collect()
+                } else {
+                    rows.clone()
+                };
+                for offset in 0..14u64 {
+                    for limit in 0..5u64 {
+                        let page = Page { limit, offset };
+                        let expected: Vec<u64> = ordered
+                            .iter()
+                            .skip(offset as usize)
+                            .take(limit as usize)
+                            .copied()
+                            .collect();
+                        let got = page
+                            .from_nearer_end(total, reverse)
+                            .map(|read| {
+                                assert!(read.offset <= total / 2 + 1, "{page:?} of {total}: {read:?}");
+                                apply(&rows, read)
+                            })
+                            .unwrap_or_default();
+                        assert_eq!(got, expected, "{page:?} of {total}, reverse {reverse}");
+                    }
+                }
+            }
         }
     }
 

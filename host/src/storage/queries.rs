@@ -521,21 +521,33 @@ impl<'c> Db<'c> {
     /// A page of the event log. A page past the first is found by skipping positions in the
     /// small `events_by_seq` index, then reading only the page's events.
     pub fn list_events(&self, page: Page, reverse: bool) -> Result<Vec<Event>> {
-        let (order, from) = if reverse {
+        // One snapshot for the count and the page.
+        let snapshot = self.conn.unchecked_transaction()?;
+        let total: u64 = snapshot
+            .prepare_cached("SELECT events FROM event_count")?
+            .query_row([], |row| row.get(0))?;
+        let Some(read) = page.from_nearer_end(total, reverse) else {
+            return Ok(Vec::new());
+        };
+        let (order, from) = if read.reverse {
             ("DESC", "<=")
         } else {
             ("ASC", ">=")
         };
-        let mut statement = self.conn.prepare_cached(&format!(
+        let mut statement = snapshot.prepare_cached(&format!(
             "SELECT id, kind, emitted FROM events
              WHERE seq {from} (SELECT seq FROM events INDEXED BY events_by_seq
                                ORDER BY seq {order} LIMIT 1 OFFSET ?2)
              ORDER BY seq {order} LIMIT ?1"
         ))?;
-        let rows = statement.query_map(params![page.limit, page.offset], |row| {
+        let rows = statement.query_map(params![read.limit, read.offset], |row| {
             Ok(event_from_row(row))
         })?;
-        rows.map(|row| row?).collect()
+        let mut events = rows.map(|row| row?).collect::<Result<Vec<Event>>>()?;
+        if read.flipped {
+            events.reverse();
+        }
+        Ok(events)
     }
 
     /// Up to `limit` events stored after position `after_seq` (0: from the start), oldest first,

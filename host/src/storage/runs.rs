@@ -132,24 +132,40 @@ impl Db<'_> {
         page: Page,
         reverse: bool,
     ) -> Result<Vec<Run>> {
-        let (order, from) = if reverse {
+        // One snapshot for the count and the page.
+        let snapshot = self.conn.unchecked_transaction()?;
+        let total: u64 = snapshot
+            .prepare_cached(
+                "SELECT runs FROM pipeline_run_counts WHERE namespace_id = ?1 AND pipeline_id = ?2",
+            )?
+            .query_row([namespace_id, pipeline_id], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let Some(read) = page.from_nearer_end(total, reverse) else {
+            return Ok(Vec::new());
+        };
+        let (order, from) = if read.reverse {
             ("DESC", "<=")
         } else {
             ("ASC", ">=")
         };
         // The page's first run id is found in the primary key's index alone (no run is read for
         // the ones skipped), then only the page's runs are read.
-        let mut statement = self.conn.prepare_cached(&format!(
+        let mut statement = snapshot.prepare_cached(&format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE namespace_id = ?1 AND pipeline_id = ?2
                AND run_id {from} (SELECT run_id FROM runs WHERE namespace_id = ?1 AND pipeline_id = ?2
                                   ORDER BY run_id {order} LIMIT 1 OFFSET ?4)
              ORDER BY run_id {order} LIMIT ?3"
         ))?;
         let rows = statement.query_map(
-            params![namespace_id, pipeline_id, page.limit, page.offset],
+            params![namespace_id, pipeline_id, read.limit, read.offset],
             |row| Ok(run_from_row(row)),
         )?;
-        rows.map(|row| row?).collect()
+        let mut runs = rows.map(|row| row?).collect::<Result<Vec<Run>>>()?;
+        if read.flipped {
+            runs.reverse();
+        }
+        Ok(runs)
     }
 
     /// Every run in `state`, oldest first (recovery).

@@ -218,6 +218,34 @@ async fn runs_and_events_page_by_offset_in_both_orders() {
         newest_first[3..7]
     );
     assert!(events(format!("offset={}", all.len())).await.is_empty());
+    // Every page, near either end, in both orders.
+    for offset in 0..=all.len() {
+        let end = (offset + 4).min(all.len());
+        assert_eq!(
+            events(format!("limit=4&offset={offset}")).await,
+            all[offset..end],
+            "offset {offset}"
+        );
+        assert_eq!(
+            events(format!("limit=4&offset={offset}&reverse=true")).await,
+            newest_first[offset..end],
+            "offset {offset}, newest first"
+        );
+    }
+
+    // A pipeline deleted and made again counts its runs from nothing.
+    let (status, body) = api.delete("/api/namespaces/default/pipelines/pages").await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    crate::support::deploy(
+        &api,
+        json!({"id": "pages", "name": "Pages", "tasks": [{"id": "noop", "plugin": "debug"}]}),
+    )
+    .await;
+    assert_eq!(page("limit=3&offset=2").await, Vec::<u64>::new());
+    crate::support::start_run(&api, "pages", json!({})).await;
+    crate::support::wait_for_run(&api, "pages", 1, 60).await;
+    assert_eq!(page("limit=3").await, [1]);
+    assert_eq!(page("limit=3&reverse=true").await, [1]);
 }
 
 #[tokio::test]
