@@ -37,7 +37,13 @@ pub(super) fn enum_text<T: Serialize>(value: &T) -> String {
 }
 
 pub(super) fn enum_from_text<T: DeserializeOwned>(column: &'static str, text: &str) -> Result<T> {
-    from_json(column, &format!("\"{text}\""))
+    use serde::de::IntoDeserializer;
+    T::deserialize(text.into_deserializer()).map_err(|error: serde::de::value::Error| {
+        StorageError::Corrupt {
+            column,
+            source: serde::de::Error::custom(error),
+        }
+    })
 }
 
 /// Reads the text of column `index`, then decodes it with `decode`.
