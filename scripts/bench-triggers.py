@@ -7,11 +7,15 @@
       the same image (the floor: creating and starting a container).
   (b) --subscriptions `interval` subscriptions at every=60s on one pipeline: the server's CPU
       while nothing is due, over --idle seconds (a share of one core), and its RSS.
+  (c) the same subscriptions' first fires (each due 60 s after it was made, so a minute's worth
+      of creation comes due within the same span): lateness = when the server received the
+      fire minus the due time the plugin put in the fire's idempotency key, p50/p99/max.
 
 Usage: scripts/bench-triggers.py [--gofer PATH] [--fires N] [--subscriptions N] [--idle SECONDS]
 """
 import argparse
 import os
+import sqlite3
 import statistics
 import subprocess
 import time
@@ -84,6 +88,33 @@ def idle_subscriptions(base, pid, count, idle):
     print(f"(b) {count} interval subscriptions (every=60s) made in {made:.1f} s"
           f" ({made * 1000 / count:.2f} ms each)")
     print(f"    idle CPU between fires: {share * 100:.2f} % of a core over {idle} s; RSS {rss_mib(pid):.1f} MiB")
+    return started + made
+
+
+def fire_lateness(data_dir, count, last_made):
+    """Waits for the first fire of each of `count` interval subscriptions; prints how late the
+    server received them."""
+    time.sleep(max(0.0, last_made + 60 + 5 - time.perf_counter()))
+    database = sqlite3.connect(f"file:{os.path.join(data_dir, 'gofer.db')}?mode=ro", uri=True)
+    deadline = time.time() + 60
+    while True:
+        rows = database.execute(
+            "SELECT idempotency_key, received FROM fires WHERE plugin_id = 'interval'").fetchall()
+        if len(rows) >= count or time.time() > deadline:
+            break
+        time.sleep(1)
+    late = [received - int(key.rsplit("@", 1)[1]) for key, received in rows]
+    print(f"(c) first fires of the {count} subscriptions: {len(rows)} received;"
+          f" lateness p50 {statistics.median(late):.0f} ms, p99 {percentile(late, 0.99):.0f} ms,"
+          f" max {max(late):.0f} ms")
+    runs = database.execute(
+        "SELECT fires.idempotency_key, runs.started FROM fires JOIN runs"
+        " ON runs.namespace_id = fires.run_namespace AND runs.pipeline_id = fires.run_pipeline"
+        " AND runs.run_id = fires.run_id WHERE fires.plugin_id = 'interval'").fetchall()
+    lag = [started - int(key.rsplit("@", 1)[1]) for key, started in runs]
+    if lag:
+        print(f"    their runs: {len(runs)} made; due → run made p50 {statistics.median(lag):.0f} ms,"
+              f" p99 {percentile(lag, 0.99):.0f} ms, max {max(lag):.0f} ms")
 
 
 def main():
@@ -98,7 +129,8 @@ def main():
     with ready_server(args.gofer, "gofer-bench-triggers-") as (base, server):
         print(f"gofer: {args.gofer}")
         fires(base, args.fires)
-        idle_subscriptions(base, server.pid, args.subscriptions, args.idle)
+        last_made = idle_subscriptions(base, server.pid, args.subscriptions, args.idle)
+        fire_lateness(server.data_dir, args.subscriptions, last_made)
 
 if __name__ == "__main__":
     main()

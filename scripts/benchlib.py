@@ -58,8 +58,12 @@ def ready_server(binary, prefix, **settings):
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, GOFER_SERVER__BIND=f"127.0.0.1:{port}", GOFER_SERVER__DATA_DIR=data_dir,
                GOFER_LOG__LEVEL="warn", **settings)
+    # GOFER_BENCH_SERVER_LOG=FILE keeps the server's log (warnings and errors) for a look afterwards.
+    log_path = os.environ.get("GOFER_BENCH_SERVER_LOG")
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
     server = subprocess.Popen([binary, "service", "start"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=log)
+    server.data_dir = data_dir
     try:
         deadline = time.time() + 60
         while True:

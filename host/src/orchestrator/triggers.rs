@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use super::Orchestrator;
 use crate::domain::{Fire, FireOutcome, RunOrigin, SubscriptionHandle};
@@ -45,6 +45,9 @@ struct Inner {
     drivers: Mutex<HashMap<String, Driver>>,
     /// The operator's configuration of plugins (`[plugins.config.<name>]`), by plugin.
     plugin_config: BTreeMap<String, BTreeMap<String, String>>,
+    /// Fires committed by a wake, waiting for their runs to be started (in order, one at a
+    /// time), so that a wake is never held up by the runs of the one before.
+    starter: mpsc::UnboundedSender<(String, Vec<Recorded>)>,
 }
 
 impl std::fmt::Debug for TriggerManager {
@@ -61,6 +64,7 @@ impl TriggerManager {
         registry: PluginRegistry,
         plugin_config: BTreeMap<String, BTreeMap<String, String>>,
     ) -> Self {
+        let (starter, mut waiting) = mpsc::unbounded_channel();
         let manager = Self {
             inner: Arc::new(Inner {
                 storage,
@@ -68,8 +72,15 @@ impl TriggerManager {
                 registry,
                 drivers: Mutex::new(HashMap::new()),
                 plugin_config,
+                starter,
             }),
         };
+        let runs_starter = manager.clone();
+        tokio::spawn(async move {
+            while let Some((plugin, recorded)) = waiting.recv().await {
+                runs_starter.act_on_all(&plugin, recorded).await;
+            }
+        });
         manager
             .inner
             .registry
@@ -224,7 +235,7 @@ impl TriggerManager {
                                 .lock()
                                 .unwrap_or_else(|poisoned| poisoned.into_inner()) =
                                 outcome.next_wake;
-                            manager.fire(&plugin_name, outcome.fires).await;
+                            manager.fire_in_background(&plugin_name, outcome.fires).await;
                         }
                         Err(error) => {
                             tracing::warn!(plugin = %plugin_name, %error, "wake failed; retrying in a second");
@@ -359,10 +370,58 @@ impl TriggerManager {
         Ok(outcome)
     }
 
-    /// Acts on fires a plugin returned (their outcomes are logged).
+    /// Acts on fires a plugin returned (their outcomes are logged), before returning.
     async fn fire(&self, plugin: &str, fires: Vec<Fire>) {
-        for fire in fires {
-            let outcome = self.fire_one(plugin, fire).await;
+        if let Some(recorded) = self.record_fires(plugin, fires).await {
+            self.act_on_all(plugin, recorded).await;
+        }
+    }
+
+    /// Commits the fires a wake returned and leaves starting their runs to the run starter: the
+    /// driver goes back to waking the plugin at once, so a fire due while thousands of runs are
+    /// being started is still recorded when it comes.
+    async fn fire_in_background(&self, plugin: &str, fires: Vec<Fire>) {
+        if let Some(recorded) = self.record_fires(plugin, fires).await {
+            // The starter lives as long as the manager; a fire it never took is recovered at
+            // the next start (it is committed).
+            let _ = self.inner.starter.send((plugin.to_string(), recorded));
+        }
+    }
+
+    /// Commits fires in one transaction (a key seen before answers with that fire's outcome).
+    async fn record_fires(&self, plugin: &str, fires: Vec<Fire>) -> Option<Vec<Recorded>> {
+        if fires.is_empty() {
+            return None;
+        }
+        let (name, count) = (plugin.to_string(), fires.len());
+        let recorded = self
+            .inner
+            .storage
+            .write(move |db| {
+                let received = now_millis();
+                fires
+                    .iter()
+                    .map(|fire| db.record_fire(&name, fire, received))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        match recorded {
+            Ok((recorded, _)) => Some(recorded),
+            Err(error) => {
+                tracing::error!(plugin, %error, count, "could not record fires");
+                for _ in 0..count {
+                    count_fire(plugin, &FireOutcome::Refused(String::new()));
+                }
+                None
+            }
+        }
+    }
+
+    /// Starts the runs of committed fires, one after the other.
+    async fn act_on_all(&self, plugin: &str, recorded: Vec<Recorded>) {
+        for recorded in recorded {
+            let outcome = self.act_on_recorded(recorded).await;
+            count_fire(plugin, &outcome);
             if let FireOutcome::Refused(why) = outcome {
                 tracing::warn!(plugin, reason = %why, "a fire started no run");
             }
@@ -374,39 +433,33 @@ impl TriggerManager {
     /// the fire's handle. The run and the fire's outcome are written in one transaction, so a
     /// fire starts at most one run, also across a crash.
     async fn fire_one(&self, plugin: &str, fire: Fire) -> FireOutcome {
-        let outcome = self.fire_unmeasured(plugin, fire).await;
-        let name = match &outcome {
-            FireOutcome::Started(_) => "started",
-            FireOutcome::Duplicate(_) => "duplicate",
-            FireOutcome::Refused(_) => "refused",
-        };
-        crate::metrics::metrics()
-            .trigger_fires
-            .get_or_create(&vec![
-                ("plugin", plugin.to_string()),
-                ("outcome", name.to_string()),
-            ])
-            .inc();
-        outcome
-    }
-
-    async fn fire_unmeasured(&self, plugin: &str, fire: Fire) -> FireOutcome {
         let (name, pending) = (plugin.to_string(), fire);
         let recorded = self
             .inner
             .storage
             .write(move |db| db.record_fire(&name, &pending, now_millis()))
             .await;
-        let stored = match recorded {
-            Ok((Recorded::Pending(stored), _)) => stored,
-            Ok((Recorded::Done(outcome), _)) => return outcome,
+        let outcome = match recorded {
+            Ok((recorded, _)) => self.act_on_recorded(recorded).await,
             Err(error) => {
                 tracing::error!(plugin, %error, "could not record a fire");
-                return FireOutcome::Refused(format!("the fire could not be recorded: {error}"));
+                FireOutcome::Refused(format!("the fire could not be recorded: {error}"))
             }
         };
-        crate::failpoints::reached("fire-committed");
-        self.act_on(stored).await
+        count_fire(plugin, &outcome);
+        outcome
+    }
+
+    /// Starts the run of a fire just committed, or answers with the outcome of the earlier fire
+    /// with the same key.
+    async fn act_on_recorded(&self, recorded: Recorded) -> FireOutcome {
+        match recorded {
+            Recorded::Pending(stored) => {
+                crate::failpoints::reached("fire-committed");
+                self.act_on(stored).await
+            }
+            Recorded::Done(outcome) => outcome,
+        }
     }
 
     /// Starts the run of a recorded fire, or records why not.
@@ -531,4 +584,20 @@ impl HostServices for TriggerManager {
             .await
             .map_err(|error| error.to_string())
     }
+}
+
+/// Counts a fire's outcome in the metrics.
+fn count_fire(plugin: &str, outcome: &FireOutcome) {
+    let name = match outcome {
+        FireOutcome::Started(_) => "started",
+        FireOutcome::Duplicate(_) => "duplicate",
+        FireOutcome::Refused(_) => "refused",
+    };
+    crate::metrics::metrics()
+        .trigger_fires
+        .get_or_create(&vec![
+            ("plugin", plugin.to_string()),
+            ("outcome", name.to_string()),
+        ])
+        .inc();
 }

@@ -1,8 +1,13 @@
 //! `interval`: starts a run every `every` (e.g. `30s`, `5m`, `1h`; at least one second).
 //!
-//! Each subscription's next due time is kept in the plugin's objects, so a restart of the server
-//! does not push the schedule back: a `24h` interval stays daily however often the server
-//! restarts, and a run that fell due while the server was down starts once when it is back.
+//! A subscription's due times are `first + k × every`. Its `first` is kept in the plugin's
+//! objects, written once when it subscribes (never when it fires: a wake with thousands of fires
+//! due writes nothing), so a restart of the server does not push the schedule back: a `24h`
+//! interval stays daily however often the server restarts, and a run that fell due while the
+//! server was down starts once when it is back. Each fire names its due time in its idempotency
+//! key, so firing the latest due time again after a restart starts no second run. The server
+//! remembers keys for a week, so an interval of an hour or more also keeps the last due time it
+//! fired (one write an hour at most) and never fires it twice.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -16,11 +21,30 @@ struct Interval;
 
 struct Subscription {
     every: u64,
+    /// The first due time; the others follow every `every`.
+    first: u64,
     next: u64,
+}
+
+impl Subscription {
+    /// The first due time after `now`.
+    fn due_after(&self, now: u64) -> u64 {
+        if now < self.first {
+            return self.first;
+        }
+        self.first + ((now - self.first) / self.every + 1) * self.every
+    }
+
+    /// The latest due time at or before `now`, if one has come.
+    fn due_by(&self, now: u64) -> Option<u64> {
+        (now >= self.first).then(|| self.first + (now - self.first) / self.every * self.every)
+    }
 }
 
 thread_local! {
     static SUBSCRIPTIONS: RefCell<BTreeMap<String, Subscription>> = const { RefCell::new(BTreeMap::new()) };
+    /// Whether a schedule could not be kept already (said once, not once per subscription).
+    static TOLD_NOT_KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, `1d` and sums like `1h30m` into milliseconds.
@@ -73,13 +97,25 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// Intervals this long or longer keep the last due time they fired.
+const KEEPS_FIRED_FROM_MS: u64 = 3_600_000;
+
 /// The object keeping a subscription's schedule.
 fn schedule_key(subscription: &str) -> String {
     format!("schedule {subscription}")
 }
 
-/// The stored `(every, next)` of a subscription, if any.
-fn stored_schedule(subscription: &str) -> Option<(u64, u64)> {
+/// A subscription's schedule as kept in its object.
+struct Kept {
+    every: u64,
+    first: u64,
+    /// The last due time fired (kept for long intervals only).
+    fired: Option<u64>,
+}
+
+/// The stored schedule of a subscription, if any. Schedules kept by earlier versions name their
+/// next due time (`next_ms`), which serves as the first.
+fn stored_schedule(subscription: &str) -> Option<Kept> {
     let stored = match objects::get(&schedule_key(subscription)) {
         Ok(stored) => stored?,
         Err(error) => {
@@ -91,25 +127,36 @@ fn stored_schedule(subscription: &str) -> Option<(u64, u64)> {
         }
     };
     let text = String::from_utf8(stored).ok()?;
-    let mut every = None;
-    let mut next = None;
+    let (mut every, mut first, mut fired) = (None, None, None);
     for field in text.split_whitespace() {
         match field.split_once('=') {
             Some(("every_ms", value)) => every = value.parse().ok(),
-            Some(("next_ms", value)) => next = value.parse().ok(),
+            Some(("first_ms" | "next_ms", value)) => first = value.parse().ok(),
+            Some(("fired_ms", value)) => fired = value.parse().ok(),
             _ => {}
         }
     }
-    Some((every?, next?))
+    Some(Kept {
+        every: every?,
+        first: first?,
+        fired,
+    })
 }
 
-fn store_schedule(subscription: &str, every: u64, next: u64) {
-    let value = format!("every_ms={every} next_ms={next}");
+fn store_schedule(subscription: &str, kept: &Kept) {
+    let mut value = format!("every_ms={} first_ms={}", kept.every, kept.first);
+    if let Some(fired) = kept.fired {
+        value.push_str(&format!(" fired_ms={fired}"));
+    }
     if let Err(error) = objects::put(&schedule_key(subscription), value.as_bytes()) {
-        log(
-            LogLevel::Warn,
-            &format!("could not keep a schedule (a restart will start it over): {error}"),
-        );
+        if !TOLD_NOT_KEPT.with(|told| told.replace(true)) {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "could not keep a schedule, so a restart starts it over (said once): {error}"
+                ),
+            );
+        }
     }
 }
 
@@ -149,20 +196,32 @@ impl Trigger for Interval {
         if every < 1_000 {
             return Err(format!("'every' must be at least 1s, got {every}ms"));
         }
-        // Resume a kept schedule (one that fell due while the server was down fires at once).
-        let next = match stored_schedule(&subscription) {
-            Some((stored_every, next)) if stored_every == every => next.max(now_millis),
+        // Resume a kept schedule: the latest due time that has come fires at once (a run that
+        // fell due while the server was down; if it fired before, its key starts no second run).
+        let (first, fired) = match stored_schedule(&subscription) {
+            Some(kept) if kept.every == every => (kept.first, kept.fired),
             _ => {
-                let next = now_millis + every;
-                store_schedule(&subscription, every, next);
-                next
+                let first = now_millis + every;
+                let kept = Kept {
+                    every,
+                    first,
+                    fired: None,
+                };
+                store_schedule(&subscription, &kept);
+                (first, None)
             }
         };
-        SUBSCRIPTIONS.with(|subscriptions| {
-            subscriptions
-                .borrow_mut()
-                .insert(subscription, Subscription { every, next })
-        });
+        let mut kept = Subscription {
+            every,
+            first,
+            next: first,
+        };
+        kept.next = match kept.due_by(now_millis) {
+            Some(due) if fired != Some(due) => due,
+            _ => kept.due_after(now_millis),
+        };
+        let next = kept.next;
+        SUBSCRIPTIONS.with(|subscriptions| subscriptions.borrow_mut().insert(subscription, kept));
         Ok(Some(next))
     }
 
@@ -194,9 +253,17 @@ impl Trigger for Interval {
                         )
                         .idempotent(format!("{id}@{due}")),
                     );
-                    // Missed intervals are not made up for one by one: the next is `every` on.
-                    subscription.next = now_millis + subscription.every;
-                    store_schedule(id, subscription.every, subscription.next);
+                    // Missed intervals are not made up for one by one: the next is the first
+                    // due time still to come.
+                    subscription.next = subscription.due_after(now_millis);
+                    if subscription.every >= KEEPS_FIRED_FROM_MS {
+                        let kept = Kept {
+                            every: subscription.every,
+                            first: subscription.first,
+                            fired: Some(due),
+                        };
+                        store_schedule(id, &kept);
+                    }
                 }
             }
             let next_wake = subscriptions
