@@ -235,7 +235,9 @@ impl TriggerManager {
                                 .lock()
                                 .unwrap_or_else(|poisoned| poisoned.into_inner()) =
                                 outcome.next_wake;
-                            manager.fire_in_background(&plugin_name, outcome.fires).await;
+                            manager
+                                .fire_in_background(&plugin_name, outcome.fires)
+                                .await;
                         }
                         Err(error) => {
                             tracing::warn!(plugin = %plugin_name, %error, "wake failed; retrying in a second");

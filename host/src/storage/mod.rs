@@ -125,7 +125,7 @@ pub(crate) struct PageRead {
 impl Page {
     /// Plans reading this page of `total` rows listed in `reverse` order from whichever end is
     /// nearer, so that a deep page skips few rows. `None` when the page is past the end.
-    pub(crate) fn from_nearer_end(self, total: u64, reverse: bool) -> Option<PageRead> {
+    pub(crate) fn read_from_nearer_end(self, total: u64, reverse: bool) -> Option<PageRead> {
         if self.limit == 0 || self.offset >= total {
             return None;
         }
@@ -380,9 +380,12 @@ mod tests {
                             .copied()
                             .collect();
                         let got = page
-                            .from_nearer_end(total, reverse)
+                            .read_from_nearer_end(total, reverse)
                             .map(|read| {
-                                assert!(read.offset <= total / 2 + 1, "{page:?} of {total}: {read:?}");
+                                assert!(
+                                    read.offset <= total / 2 + 1,
+                                    "{page:?} of {total}: {read:?}"
+                                );
                                 apply(&rows, read)
                             })
                             .unwrap_or_default();

@@ -532,7 +532,7 @@ impl<'c> Db<'c> {
         let total: u64 = snapshot
             .prepare_cached("SELECT events FROM event_count")?
             .query_row([], |row| row.get(0))?;
-        let Some(read) = page.from_nearer_end(total, reverse) else {
+        let Some(read) = page.read_from_nearer_end(total, reverse) else {
             return Ok(Vec::new());
         };
         let (order, from) = if read.reverse {

@@ -141,7 +141,7 @@ impl Db<'_> {
             .query_row([namespace_id, pipeline_id], |row| row.get(0))
             .optional()?
             .unwrap_or(0);
-        let Some(read) = page.from_nearer_end(total, reverse) else {
+        let Some(read) = page.read_from_nearer_end(total, reverse) else {
             return Ok(Vec::new());
         };
         let (order, from) = if read.reverse {
