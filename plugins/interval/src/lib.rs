@@ -148,15 +148,13 @@ fn store_schedule(subscription: &str, kept: &Kept) {
     if let Some(fired) = kept.fired {
         value.push_str(&format!(" fired_ms={fired}"));
     }
-    if let Err(error) = objects::put(&schedule_key(subscription), value.as_bytes()) {
-        if !TOLD_NOT_KEPT.with(|told| told.replace(true)) {
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "could not keep a schedule, so a restart starts it over (said once): {error}"
-                ),
-            );
-        }
+    if let Err(error) = objects::put(&schedule_key(subscription), value.as_bytes())
+        && !TOLD_NOT_KEPT.with(|told| told.replace(true))
+    {
+        log(
+            LogLevel::Warn,
+            &format!("could not keep a schedule, so a restart starts it over (said once): {error}"),
+        );
     }
 }
 
