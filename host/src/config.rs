@@ -40,6 +40,7 @@ pub struct ServerConfig {
     pub server: ServerSection,
     pub api: ApiSection,
     pub runs: RunsSection,
+    pub scheduler: SchedulerSection,
     pub plugins: PluginsSection,
     pub secrets: SecretsSection,
     pub objects: ObjectsSection,
@@ -88,9 +89,48 @@ pub struct MetricsSection {
     pub scrape_token: String,
 }
 
+/// The container engine that runs container tasks (see `docs/configuration.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    pub engine: SchedulerEngine,
+    /// The engine's API address: `unix:///path/to.sock`, a socket path, or `tcp://host:port`.
+    /// Empty: the engine's usual one (see [`SchedulerEngine`]).
+    pub socket: String,
+}
+
+/// Engines that run container tasks; all speak the Docker Engine API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerEngine {
+    /// The Docker engine: `DOCKER_HOST`, else `/var/run/docker.sock`.
+    Docker,
+    /// Podman's Docker-compatible service (`podman system service`): the user's
+    /// `$XDG_RUNTIME_DIR/podman/podman.sock` when it exists (rootless), else
+    /// `/run/podman/podman.sock`.
+    Podman,
+}
+
+/// Where secret values are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretsEngine {
+    /// AES-256-GCM encrypted values in `<data_dir>/secrets.db`.
+    Sqlite,
+}
+
+/// Where pipeline, run and plugin objects are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectsEngine {
+    /// Files under `<data_dir>/objects`.
+    Filesystem,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsSection {
+    pub engine: SecretsEngine,
     /// The AES-256-GCM key secret values are encrypted with: exactly 32 bytes. The default is
     /// refused outside development mode.
     pub encryption_key: String,
@@ -99,6 +139,7 @@ pub struct SecretsSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectsSection {
+    pub engine: ObjectsEngine,
     /// Most objects a pipeline keeps; storing one more evicts the oldest.
     pub pipeline_object_limit: u64,
     /// A run's objects are deleted when this many newer runs of its pipeline have started.
@@ -276,6 +317,10 @@ impl Default for ServerConfig {
                 engine_outage_secs: 60,
                 api_base_url: String::new(),
             },
+            scheduler: SchedulerSection {
+                engine: SchedulerEngine::Docker,
+                socket: String::new(),
+            },
             plugins: PluginsSection {
                 dir: PathBuf::new(),
                 cache_dir: PathBuf::new(),
@@ -298,9 +343,11 @@ impl Default for ServerConfig {
                 format: LogFormat::Pretty,
             },
             secrets: SecretsSection {
+                engine: SecretsEngine::Sqlite,
                 encryption_key: crate::secrets::DEFAULT_ENCRYPTION_KEY.into(),
             },
             objects: ObjectsSection {
+                engine: ObjectsEngine::Filesystem,
                 pipeline_object_limit: 50,
                 run_object_expiry: 2,
                 max_object_size_mb: 1024,
@@ -379,6 +426,16 @@ impl ServerConfig {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         if self.api.default_page_limit == 0 {
             return invalid("api.default_page_limit: must be at least 1".into());
+        }
+        let socket = self.scheduler.socket.as_str();
+        if !socket.is_empty()
+            && !["unix:///", "tcp://", "http://", "/"]
+                .iter()
+                .any(|prefix| socket.starts_with(prefix))
+        {
+            return invalid(format!(
+                "scheduler.socket: '{socket}' is not an engine address (use e.g. \"unix:///run/podman/podman.sock\", \"/var/run/docker.sock\" or \"tcp://127.0.0.1:2375\")"
+            ));
         }
         if self.api.max_page_limit < self.api.default_page_limit {
             return invalid(format!(

@@ -155,6 +155,81 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub keep_failed: Option<crate::domain::Timeout>,
+    /// CPU and memory limits of the task's container (beyond v0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<TaskResources>,
+}
+
+/// Limits on what a container task may use; past its memory the task is killed and fails saying
+/// so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResources {
+    /// CPUs the task may use, e.g. `0.5` or `2` (a share of the machine's cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory the task may use: a number of bytes with a unit, e.g. `"256m"` or `"1g"` (k, m, g:
+    /// KiB, MiB, GiB); at least `6m`. No swap beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+impl TaskResources {
+    /// Most CPUs a task may ask for.
+    pub const MAX_CPUS: f64 = 1024.0;
+    /// Least memory an engine accepts as a limit (Docker's minimum).
+    pub const MIN_MEMORY_BYTES: u64 = 6 << 20;
+
+    /// What is wrong with these limits, if anything.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(cpus) = self.cpus
+            && !(cpus > 0.0 && cpus <= Self::MAX_CPUS)
+        {
+            return Some(format!(
+                "cpus must be above 0 and at most {}, got {cpus}",
+                Self::MAX_CPUS
+            ));
+        }
+        if let Some(memory) = &self.memory {
+            match parse_memory(memory) {
+                Err(problem) => return Some(problem),
+                Ok(bytes) if bytes < Self::MIN_MEMORY_BYTES => {
+                    return Some(format!("memory must be at least 6m, got '{memory}'"));
+                }
+                Ok(_) => {}
+            }
+        }
+        None
+    }
+
+    /// The memory limit in bytes (checked by [`Self::problem`] when the config was registered).
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.memory.as_deref().and_then(|memory| parse_memory(memory).ok())
+    }
+
+    /// The CPU limit in billionths of a CPU (the engines' unit).
+    pub fn nano_cpus(&self) -> Option<i64> {
+        self.cpus.map(|cpus| (cpus * 1e9).round() as i64)
+    }
+}
+
+/// `"512m"`, `"1g"`, `"65536k"`, `"300MiB"` or a plain number of bytes.
+fn parse_memory(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let digits = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(digits);
+    let problem = || format!("memory '{text}' is not a size (use e.g. \"256m\" or \"1g\")");
+    let number: u64 = number.parse().map_err(|_| problem())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(problem()),
+    };
+    number.checked_mul(1 << shift).ok_or_else(problem)
 }
 
 fn is_zero(value: &u32) -> bool {

@@ -49,6 +49,8 @@ pub enum ConfigError {
         key: String,
         problem: &'static str,
     },
+    #[error("task '{task}' has invalid resources: {problem}")]
+    InvalidResources { task: String, problem: String },
     #[error("the tasks form a cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
     #[error("parallelism must be 0 (server default) or more, got {0}")]
@@ -210,6 +212,9 @@ pub struct TaskInput {
     /// `gofer task shell`; overrides the pipeline's `keep_failed`.
     #[serde(default)]
     pub keep_failed: Option<String>,
+    /// CPU and memory limits of the task's container.
+    #[serde(default)]
+    pub resources: Option<crate::models::TaskResources>,
 }
 
 impl PipelineConfigInput {
@@ -348,6 +353,18 @@ impl TaskInput {
         if let Some(keep) = &self.keep_failed {
             parse_keep_failed(&format!("task '{}'", self.id), keep)?;
         }
+        if self.resources.is_some() && self.plugin.is_some() {
+            return Err(ConfigError::InvalidResources {
+                task: self.id.clone(),
+                problem: "they apply to container tasks; a shared task has the server's plugin limits".into(),
+            });
+        }
+        if let Some(problem) = self.resources.as_ref().and_then(|r| r.problem()) {
+            return Err(ConfigError::InvalidResources {
+                task: self.id.clone(),
+                problem,
+            });
+        }
         if self.retries > MAX_RETRIES {
             return Err(ConfigError::TooManyRetries {
                 task: self.id.clone(),
@@ -401,6 +418,7 @@ impl TaskInput {
             timeout,
             retries: self.retries,
             keep_failed,
+            resources: self.resources,
         })
     }
 }
@@ -426,6 +444,7 @@ mod tests {
             timeout: None,
             retries: 0,
             keep_failed: None,
+            resources: None,
         }
     }
 
@@ -520,6 +539,33 @@ mod tests {
             .validate("other")
             .unwrap_err();
         assert!(matches!(mismatch, ConfigError::IdMismatch { .. }));
+    }
+
+    #[test]
+    fn resources_are_checked_and_stored() {
+        let mut pipeline = config(vec![task("first", &[])]);
+        pipeline.tasks[0].resources = Some(crate::models::TaskResources {
+            cpus: Some(0.5),
+            memory: Some("64m".into()),
+        });
+        pipeline.validate("simple").unwrap();
+        let stored = pipeline.clone().into_config("default", 1, 0).unwrap();
+        let resources = stored.tasks["first"].resources.clone().unwrap();
+        assert_eq!(resources.memory_bytes(), Some(64 << 20));
+        assert_eq!(resources.nano_cpus(), Some(500_000_000));
+        for (cpus, memory, expected) in [
+            (Some(0.0), None, "task 'first' has invalid resources: cpus must be above 0"),
+            (None, Some("lots"), "task 'first' has invalid resources: memory 'lots' is not a size"),
+            (None, Some("5m"), "task 'first' has invalid resources: memory must be at least 6m"),
+            (None, Some("12t"), "task 'first' has invalid resources: memory '12t' is not a size"),
+        ] {
+            pipeline.tasks[0].resources = Some(crate::models::TaskResources {
+                cpus,
+                memory: memory.map(str::to_string),
+            });
+            let error = pipeline.validate("simple").unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{error}");
+        }
     }
 
     #[test]

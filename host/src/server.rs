@@ -82,7 +82,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
             Ok(())
         })
         .await?;
-    let scheduler = Arc::new(DockerScheduler::from_environment());
+    let scheduler = Arc::new(DockerScheduler::connect(&config.scheduler));
     let object_service =
         crate::object_service::ObjectService::new(storage.clone(), Arc::clone(&objects));
     let plugin_objects = PluginObjects::new(

@@ -68,6 +68,13 @@ type Task struct {
 	Timeout    string            `json:"timeout,omitempty"`
 	Retries    uint32            `json:"retries,omitempty"`
 	KeepFailed string            `json:"keep_failed,omitempty"`
+	Resources  *Resources        `json:"resources,omitempty"`
+}
+
+// Resources are the CPU and memory limits of a container task.
+type Resources struct {
+	CPUs   float64 `json:"cpus,omitempty"`
+	Memory string  `json:"memory,omitempty"`
 }
 
 // Trigger is a subscription that deploying the pipeline sets up.
@@ -272,6 +279,25 @@ func (t *TaskWrapper) Timeout(timeout time.Duration) *TaskWrapper {
 // `gofer task shell` can open a shell in its filesystem. It overrides the pipeline's.
 func (t *TaskWrapper) KeepFailed(keep time.Duration) *TaskWrapper {
 	t.Task.KeepFailed = formatDuration(keep)
+	return t
+}
+
+// CPUs is how many CPUs the container may use, e.g. 0.5.
+func (t *TaskWrapper) CPUs(cpus float64) *TaskWrapper {
+	if t.Task.Resources == nil {
+		t.Task.Resources = &Resources{}
+	}
+	t.Task.Resources.CPUs = cpus
+	return t
+}
+
+// Memory is how much memory the container may use, e.g. "256m" or "1g"; past it the task is
+// killed and fails saying so.
+func (t *TaskWrapper) Memory(memory string) *TaskWrapper {
+	if t.Task.Resources == nil {
+		t.Task.Resources = &Resources{}
+	}
+	t.Task.Resources.Memory = memory
 	return t
 }
 

@@ -106,7 +106,21 @@ pub struct Task {
     pub retries: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_failed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
+
+/// CPU and memory limits of a container task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+// A pipeline is compared as a value; a CPU count is never NaN (the server refuses it).
+impl Eq for Resources {}
 
 fn is_zero(value: &u32) -> bool {
     *value == 0
@@ -131,6 +145,7 @@ impl Task {
             timeout: None,
             retries: 0,
             keep_failed: None,
+            resources: None,
         }
     }
 
@@ -238,6 +253,29 @@ impl Task {
     /// How many more times to try the task after it fails (0 to 10).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// The CPUs the container may use, e.g. `0.5`.
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.resources
+            .get_or_insert(Resources {
+                cpus: None,
+                memory: None,
+            })
+            .cpus = Some(cpus);
+        self
+    }
+
+    /// The memory the container may use, e.g. `"256m"` or `"1g"`; past it the task is killed
+    /// and fails saying so.
+    pub fn memory(mut self, memory: &str) -> Self {
+        self.resources
+            .get_or_insert(Resources {
+                cpus: None,
+                memory: None,
+            })
+            .memory = Some(memory.into());
         self
     }
 }

@@ -416,6 +416,16 @@ impl Driver {
                     description: format!("The task exited with code {code}"),
                 }),
             ),
+            Outcome::OutOfMemory { exit_code, limit } => (
+                TaskExecutionStatus::Failed,
+                Some(u8::try_from(*exit_code).unwrap_or(u8::MAX)),
+                Some(TaskExecutionStatusReason {
+                    reason: TaskExecutionStatusReasonType::AbnormalExit,
+                    description: format!(
+                        "The task used more than its memory limit of {limit} and was killed (exit code {exit_code})"
+                    ),
+                }),
+            ),
             Outcome::Failed(reason, description) => (
                 TaskExecutionStatus::Failed,
                 None,
@@ -549,12 +559,17 @@ fn describe(outcome: &Outcome) -> String {
         Outcome::Failed(_, description) => format!("failed: {description}"),
         Outcome::Cancelled => "was cancelled".into(),
         Outcome::TimedOut(after) => format!("timed out after {after}"),
+        Outcome::OutOfMemory { limit, .. } => {
+            format!("was killed for using more than its memory limit of {limit}")
+        }
     }
 }
 
 fn reason_of(outcome: &Outcome) -> TaskExecutionStatusReasonType {
     match outcome {
-        Outcome::Exited(_) => TaskExecutionStatusReasonType::AbnormalExit,
+        Outcome::Exited(_) | Outcome::OutOfMemory { .. } => {
+            TaskExecutionStatusReasonType::AbnormalExit
+        }
         Outcome::Failed(reason, _) => *reason,
         Outcome::Cancelled => TaskExecutionStatusReasonType::Cancelled,
         Outcome::TimedOut(_) => TaskExecutionStatusReasonType::Timeout,

@@ -35,6 +35,8 @@ pub(super) enum Outcome {
     Failed(TaskExecutionStatusReasonType, String),
     Cancelled,
     TimedOut(String),
+    /// Killed by the engine for using more than its memory limit (the limit as written).
+    OutOfMemory { exit_code: i64, limit: String },
 }
 
 impl Outcome {
@@ -135,6 +137,13 @@ fn spec(
         entrypoint: task.task.entrypoint.clone(),
         command: task.task.command.clone(),
         labels,
+        nano_cpus: task.task.resources.as_ref().and_then(|r| r.nano_cpus()),
+        memory_bytes: task
+            .task
+            .resources
+            .as_ref()
+            .and_then(|r| r.memory_bytes())
+            .and_then(|bytes| i64::try_from(bytes).ok()),
     }
 }
 
@@ -410,6 +419,18 @@ impl Orchestrator {
                     Outcome::TimedOut(timeout.map(|(_, text)| text).unwrap_or_default())
                 }
             }
+        };
+        let outcome = match outcome {
+            Outcome::Exited(exit_code) if exit_code != 0 => {
+                let limit = task.task.resources.as_ref().and_then(|r| r.memory.clone());
+                match limit {
+                    Some(limit) if self.inner.scheduler.out_of_memory(name).await => {
+                        Outcome::OutOfMemory { exit_code, limit }
+                    }
+                    _ => Outcome::Exited(exit_code),
+                }
+            }
+            other => other,
         };
         let abort = capture.abort_handle();
         let writer = match tokio::time::timeout(LOG_DRAIN_TIMEOUT, capture).await {

@@ -1,5 +1,6 @@
-//! The Docker scheduler: containers through the local engine (bollard over the unix socket, or
-//! `DOCKER_HOST`). The only module that uses bollard.
+//! The Docker scheduler: containers through an engine that speaks the Docker Engine API (Docker,
+//! or Podman's compatible service), with bollard over a unix socket or TCP. The only module that
+//! uses bollard.
 
 // The one home of Docker (host/clippy.toml refuses its types anywhere else).
 #![allow(clippy::disallowed_types)]
@@ -8,10 +9,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use bollard::Docker;
+use bollard::{API_DEFAULT_VERSION, Docker};
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, NetworkInspect};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkInspect};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
     CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -20,12 +21,26 @@ use bollard::query_parameters::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 
+use crate::config::{SchedulerEngine, SchedulerSection};
+
 use super::{ContainerSpec, ContainerState, ExecSession, LogStream, Scheduler, SchedulerError};
 
 /// The repository of the images `shell_in_copy` commits kept containers to (tag: the container).
 const KEPT_IMAGE_REPOSITORY: &str = "gofer-kept";
 /// Marks a shell's container with the kept container it copies.
 const SHELL_OF_LABEL: &str = "gofer.shell_of";
+
+/// Seconds an engine request may take before bollard gives up on it (bollard's own default).
+const ENGINE_TIMEOUT_SECS: u64 = 120;
+
+/// Podman's service socket: the user's (rootless) when it exists, else the system's.
+fn default_podman_socket() -> String {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(|dir| std::path::PathBuf::from(dir).join("podman/podman.sock"))
+        .filter(|path| path.exists())
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|| "/run/podman/podman.sock".into())
+}
 
 fn kept_image(container: &str) -> String {
     format!("{KEPT_IMAGE_REPOSITORY}:{container}")
@@ -49,10 +64,41 @@ impl std::fmt::Debug for DockerScheduler {
 impl DockerScheduler {
     /// Uses `DOCKER_HOST` when set, else the local unix socket.
     pub fn from_environment() -> Self {
-        let endpoint =
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let docker = Docker::connect_with_defaults().map_err(|error| error.to_string());
-        Self { docker, endpoint }
+        Self::connect(&SchedulerSection {
+            engine: SchedulerEngine::Docker,
+            socket: String::new(),
+        })
+    }
+
+    /// Connects (lazily) to the configured engine: its `socket`, else the engine's usual address.
+    pub fn connect(settings: &SchedulerSection) -> Self {
+        let socket = match (settings.socket.as_str(), settings.engine) {
+            ("", SchedulerEngine::Docker) => None,
+            ("", SchedulerEngine::Podman) => Some(default_podman_socket()),
+            (socket, _) => Some(socket.to_string()),
+        };
+        let (endpoint, docker) = match socket {
+            None => (
+                std::env::var("DOCKER_HOST")
+                    .unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
+                Docker::connect_with_defaults(),
+            ),
+            Some(socket) if socket.starts_with("tcp://") || socket.starts_with("http://") => (
+                socket.clone(),
+                Docker::connect_with_http(&socket, ENGINE_TIMEOUT_SECS, API_DEFAULT_VERSION),
+            ),
+            Some(socket) => {
+                let path = socket.trim_start_matches("unix://").to_string();
+                (
+                    format!("unix://{path}"),
+                    Docker::connect_with_unix(&path, ENGINE_TIMEOUT_SECS, API_DEFAULT_VERSION),
+                )
+            }
+        };
+        Self {
+            docker: docker.map_err(|error| error.to_string()),
+            endpoint,
+        }
     }
 
     fn docker(&self) -> Result<&Docker, SchedulerError> {
@@ -167,6 +213,13 @@ impl Scheduler for DockerScheduler {
             entrypoint: spec.entrypoint.clone(),
             cmd: spec.command.clone(),
             labels: Some(spec.labels.clone().into_iter().collect::<HashMap<_, _>>()),
+            host_config: Some(HostConfig {
+                nano_cpus: spec.nano_cpus,
+                memory: spec.memory_bytes,
+                // No swap beyond the limit: past it the task is killed, not slowed down.
+                memory_swap: spec.memory_bytes,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default()
@@ -227,6 +280,19 @@ impl Scheduler for DockerScheduler {
             }) => Ok(ContainerState::Missing),
             Err(error) => Err(self.classify(error)),
         }
+    }
+
+    async fn out_of_memory(&self, name: &str) -> bool {
+        let Ok(docker) = self.docker() else {
+            return false;
+        };
+        docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|inspect| inspect.state)
+            .and_then(|state| state.oom_killed)
+            .unwrap_or(false)
     }
 
     fn logs(&self, name: &str, follow: bool) -> LogStream {

@@ -28,6 +28,10 @@ pub struct ContainerSpec {
     pub entrypoint: Option<Vec<String>>,
     pub command: Option<Vec<String>>,
     pub labels: BTreeMap<String, String>,
+    /// CPU limit in billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    /// Memory limit in bytes (and no swap beyond it).
+    pub memory_bytes: Option<i64>,
 }
 
 /// What a container is doing.
@@ -45,7 +49,7 @@ pub enum ContainerState {
 /// Why the scheduler could not do something; each message says what to check.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SchedulerError {
-    #[error("the Docker engine cannot be reached at {endpoint}: {detail}")]
+    #[error("the container engine cannot be reached at {endpoint}: {detail}")]
     Unreachable { endpoint: String, detail: String },
     #[error("image '{image}' is not available: {detail}")]
     ImageUnavailable { image: String, detail: String },
@@ -86,6 +90,11 @@ pub trait Scheduler: Send + Sync + 'static {
 
     /// What the container is doing now.
     async fn state(&self, name: &str) -> Result<ContainerState, SchedulerError>;
+
+    /// Whether the (exited) container was killed for using more than its memory limit.
+    async fn out_of_memory(&self, _name: &str) -> bool {
+        false
+    }
 
     /// The container's output from its start; with `follow`, until it exits.
     fn logs(&self, name: &str, follow: bool) -> LogStream;

@@ -528,7 +528,7 @@ async fn an_unreachable_docker_engine_fails_tasks_with_a_reason_but_the_server_r
     let description = task["status_reason"]["description"].as_str().unwrap();
     assert!(
         description
-            .contains("the Docker engine cannot be reached at unix:///nonexistent/docker.sock"),
+            .contains("the container engine cannot be reached at unix:///nonexistent/docker.sock"),
         "{description}"
     );
     assert!(server.stop());
@@ -570,5 +570,79 @@ async fn task_ids_the_earlier_gofer_accepted_register_and_run() {
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+    }
+}
+
+/// A task with a memory limit that allocates past it is killed by the engine and fails saying
+/// so; a CPU limit reaches the container; a bad limit is refused when the config is registered.
+#[tokio::test]
+async fn resource_limits_reach_the_container_and_a_task_past_its_memory_fails_saying_so() {
+    let server = TestServer::start_with_env(&[("GOFER_RUNS__REMOVE_CONTAINERS", "false")]).await;
+    let api = server.client();
+    let mut hog = shell_task(
+        "hog",
+        // dd's buffer is one 64 MiB block, filled from /dev/zero: past a 16 MiB limit.
+        "dd if=/dev/zero of=/dev/null bs=64M count=1",
+        json!({}),
+    );
+    hog["resources"] = json!({"memory": "16m"});
+    let mut modest = shell_task("modest", "echo within limits", json!({}));
+    modest["resources"] = json!({"cpus": 0.5, "memory": "32m"});
+    deploy(&api, config("limited", json!([hog, modest]))).await;
+    let run_id = start_run(&api, "limited", json!({})).await;
+    let run = wait_for_run(&api, "limited", run_id, 60).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let tasks = tasks_of(&api, "limited", run_id).await;
+    let hog = &tasks["hog"];
+    assert_eq!(hog["status"], "failed", "{hog}");
+    assert_eq!(hog["exit_code"], 137, "{hog}");
+    assert_eq!(
+        hog["status_reason"]["description"],
+        "The task used more than its memory limit of 16m and was killed (exit code 137)",
+        "{hog}"
+    );
+    assert_eq!(hog["task"]["resources"], json!({"memory": "16m"}));
+    assert_eq!(tasks["modest"]["status"], "successful");
+    // The limits as the engine holds them.
+    let containers = containers_of("limited");
+    let modest_container = containers
+        .iter()
+        .find(|name| name.contains("modest"))
+        .unwrap_or_else(|| panic!("no container of task modest in {containers:?}"));
+    let inspect = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}",
+            modest_container,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        format!("500000000 {}", 32 << 20)
+    );
+    let _ = std::process::Command::new("docker")
+        .arg("rm")
+        .arg("-f")
+        .args(&containers)
+        .output();
+
+    // Bad limits are refused with the task and the problem named.
+    for (resources, problem) in [
+        (json!({"memory": "a lot"}), "task 'hog' has invalid resources: memory 'a lot' is not a size"),
+        (json!({"cpus": -1}), "task 'hog' has invalid resources: cpus must be above 0"),
+        (json!({"cpu": 1}), "unknown field `cpu`"),
+    ] {
+        let mut hog = shell_task("hog", "true", json!({}));
+        hog["resources"] = resources;
+        let (status, body) = api
+            .post(
+                &format!("{}/configs", path("limited")),
+                json!({"config": config("limited", json!([hog]))}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["message"].as_str().unwrap().contains(problem), "{body}");
     }
 }
