@@ -204,7 +204,9 @@ impl TaskResources {
 
     /// The memory limit in bytes (checked by [`Self::problem`] when the config was registered).
     pub fn memory_bytes(&self) -> Option<u64> {
-        self.memory.as_deref().and_then(|memory| parse_memory(memory).ok())
+        self.memory
+            .as_deref()
+            .and_then(|memory| parse_memory(memory).ok())
     }
 
     /// The CPU limit in billionths of a CPU (the engines' unit).

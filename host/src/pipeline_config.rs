@@ -356,7 +356,9 @@ impl TaskInput {
         if self.resources.is_some() && self.plugin.is_some() {
             return Err(ConfigError::InvalidResources {
                 task: self.id.clone(),
-                problem: "they apply to container tasks; a shared task has the server's plugin limits".into(),
+                problem:
+                    "they apply to container tasks; a shared task has the server's plugin limits"
+                        .into(),
             });
         }
         if let Some(problem) = self.resources.as_ref().and_then(|r| r.problem()) {
@@ -554,10 +556,26 @@ mod tests {
         assert_eq!(resources.memory_bytes(), Some(64 << 20));
         assert_eq!(resources.nano_cpus(), Some(500_000_000));
         for (cpus, memory, expected) in [
-            (Some(0.0), None, "task 'first' has invalid resources: cpus must be above 0"),
-            (None, Some("lots"), "task 'first' has invalid resources: memory 'lots' is not a size"),
-            (None, Some("5m"), "task 'first' has invalid resources: memory must be at least 6m"),
-            (None, Some("12t"), "task 'first' has invalid resources: memory '12t' is not a size"),
+            (
+                Some(0.0),
+                None,
+                "task 'first' has invalid resources: cpus must be above 0",
+            ),
+            (
+                None,
+                Some("lots"),
+                "task 'first' has invalid resources: memory 'lots' is not a size",
+            ),
+            (
+                None,
+                Some("5m"),
+                "task 'first' has invalid resources: memory must be at least 6m",
+            ),
+            (
+                None,
+                Some("12t"),
+                "task 'first' has invalid resources: memory '12t' is not a size",
+            ),
         ] {
             pipeline.tasks[0].resources = Some(crate::models::TaskResources {
                 cpus,

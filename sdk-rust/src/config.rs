@@ -611,13 +611,16 @@ mod tests {
                     .setting("url", "http://example.com")
                     .timeout(Duration::from_millis(1500))
                     .retries(2),
-                Task::new("build", "busybox").keep_failed(Duration::from_secs(600)),
+                Task::new("build", "busybox")
+                    .keep_failed(Duration::from_secs(600))
+                    .cpus(0.5)
+                    .memory("256m"),
             ])
             .to_json()
             .unwrap();
         for expected in [
             r#""timeout":"1800s","keep_failed":"3600s""#,
-            r#""keep_failed":"600s""#,
+            r#""keep_failed":"600s","resources":{"cpus":0.5,"memory":"256m"}"#,
             r#""triggers":[{"plugin":"interval","id":"hourly","settings":{"every":"1h"}}]"#,
             r#""plugin":"http-request","settings":{"url":"http://example.com"},"timeout":"1500ms","retries":2"#,
         ] {

@@ -16,11 +16,11 @@ pub const DEFAULT_SHELL: [&str; 2] = ["sh", "-i"];
 
 impl Orchestrator {
     /// Until when (epoch ms) a finished attempt's container is kept: only a failed (non-zero
-    /// exit or timed out) last attempt of a task with `keep_failed`.
+    /// exit, out of memory or timed out) last attempt of a task with `keep_failed`.
     pub(super) fn kept_until(&self, task: &TaskExecution, outcome: &Outcome) -> Option<u64> {
         let keep = task.task.keep_failed.as_ref()?;
         let failed = matches!(outcome, Outcome::Exited(code) if *code != 0)
-            || matches!(outcome, Outcome::TimedOut(_));
+            || matches!(outcome, Outcome::TimedOut(_) | Outcome::OutOfMemory { .. });
         let last_attempt = task.attempt > task.task.retries;
         (failed && last_attempt).then(|| now_millis().saturating_add(millis(keep.duration())))
     }

@@ -320,7 +320,7 @@ impl Driver {
         let mut task = self.tasks[&report.task_id].clone();
         let failed = match &report.outcome {
             Outcome::Exited(code) => *code != 0,
-            Outcome::Failed(..) | Outcome::TimedOut(_) => true,
+            Outcome::Failed(..) | Outcome::TimedOut(_) | Outcome::OutOfMemory { .. } => true,
             Outcome::Cancelled => false,
         };
         let may_retry = failed

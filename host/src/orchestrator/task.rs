@@ -36,7 +36,10 @@ pub(super) enum Outcome {
     Cancelled,
     TimedOut(String),
     /// Killed by the engine for using more than its memory limit (the limit as written).
-    OutOfMemory { exit_code: i64, limit: String },
+    OutOfMemory {
+        exit_code: i64,
+        limit: String,
+    },
 }
 
 impl Outcome {

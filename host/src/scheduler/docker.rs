@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use bollard::{API_DEFAULT_VERSION, Docker};
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkInspect};
@@ -19,6 +18,7 @@ use bollard::query_parameters::{
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
     StartContainerOptions, StopContainerOptionsBuilder, WaitContainerOptions,
 };
+use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::config::{SchedulerEngine, SchedulerSection};

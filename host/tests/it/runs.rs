@@ -532,6 +532,28 @@ async fn an_unreachable_docker_engine_fails_tasks_with_a_reason_but_the_server_r
         "{description}"
     );
     assert!(server.stop());
+
+    // The configured engine and socket are the ones used (here Podman's, which is not running).
+    let server = TestServer::start_with_env(&[
+        ("GOFER_SCHEDULER__ENGINE", "podman"),
+        ("GOFER_SCHEDULER__SOCKET", "/nonexistent/podman.sock"),
+    ])
+    .await;
+    let api = server.client();
+    deploy(
+        &api,
+        config("no-podman", json!([shell_task("any", "true", json!({}))])),
+    )
+    .await;
+    let run_id = start_run(&api, "no-podman", json!({})).await;
+    wait_for_run(&api, "no-podman", run_id, 60).await;
+    let task = &tasks_of(&api, "no-podman", run_id).await["any"];
+    let description = task["status_reason"]["description"].as_str().unwrap();
+    assert!(
+        description
+            .contains("the container engine cannot be reached at unix:///nonexistent/podman.sock"),
+        "{description}"
+    );
 }
 
 /// The earlier Gofer did not check task ids; its configs (ids like `task_one`) register and run.
@@ -630,8 +652,14 @@ async fn resource_limits_reach_the_container_and_a_task_past_its_memory_fails_sa
 
     // Bad limits are refused with the task and the problem named.
     for (resources, problem) in [
-        (json!({"memory": "a lot"}), "task 'hog' has invalid resources: memory 'a lot' is not a size"),
-        (json!({"cpus": -1}), "task 'hog' has invalid resources: cpus must be above 0"),
+        (
+            json!({"memory": "a lot"}),
+            "task 'hog' has invalid resources: memory 'a lot' is not a size",
+        ),
+        (
+            json!({"cpus": -1}),
+            "task 'hog' has invalid resources: cpus must be above 0",
+        ),
         (json!({"cpu": 1}), "unknown field `cpu`"),
     ] {
         let mut hog = shell_task("hog", "true", json!({}));
@@ -643,6 +671,9 @@ async fn resource_limits_reach_the_container_and_a_task_past_its_memory_fails_sa
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(body["message"].as_str().unwrap().contains(problem), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(problem),
+            "{body}"
+        );
     }
 }

@@ -39,6 +39,26 @@ fn a_bad_config_stops_start_up_naming_the_key() {
         "{stderr}"
     );
 
+    let stderr = start_fails(&[], &[("GOFER_SCHEDULER__ENGINE", "kubernetes")]);
+    assert!(
+        stderr.contains("scheduler.engine")
+            && stderr.contains("kubernetes")
+            && stderr.contains("docker")
+            && stderr.contains("podman")
+            && stderr.contains("GOFER_SCHEDULER__ENGINE"),
+        "{stderr}"
+    );
+    let stderr = start_fails(&[], &[("GOFER_SCHEDULER__SOCKET", "docker.sock")]);
+    assert!(
+        stderr.contains("scheduler.socket: 'docker.sock' is not an engine address"),
+        "{stderr}"
+    );
+    let stderr = start_fails(&[], &[("GOFER_OBJECTS__ENGINE", "s4")]);
+    assert!(
+        stderr.contains("objects.engine") && stderr.contains("filesystem"),
+        "{stderr}"
+    );
+
     let stderr = start_fails(&[], &[("GOFER_LOG__LEVEL", "loud[")]);
     assert!(stderr.contains("log.level"), "{stderr}");
 
