@@ -158,7 +158,13 @@ pub struct Task {
     /// CPU and memory limits of the task's container (beyond v0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<TaskResources>,
+    /// Mount the run's shared workspace volume at [`WORKSPACE_PATH`] (beyond v0).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workspace: bool,
 }
+
+/// Where a task with `workspace` finds the run's shared workspace (also in `GOFER_WORKSPACE`).
+pub const WORKSPACE_PATH: &str = "/gofer/workspace";
 
 /// Limits on what a container task may use; past its memory the task is killed and fails saying
 /// so.

@@ -215,6 +215,9 @@ pub struct TaskInput {
     /// CPU and memory limits of the task's container.
     #[serde(default)]
     pub resources: Option<crate::models::TaskResources>,
+    /// Mount the run's workspace volume, shared by the run's tasks that ask for it.
+    #[serde(default)]
+    pub workspace: bool,
 }
 
 impl PipelineConfigInput {
@@ -353,6 +356,13 @@ impl TaskInput {
         if let Some(keep) = &self.keep_failed {
             parse_keep_failed(&format!("task '{}'", self.id), keep)?;
         }
+        if self.workspace && self.plugin.is_some() {
+            return Err(ConfigError::InvalidResources {
+                task: self.id.clone(),
+                problem: "a workspace is a volume of container tasks; a shared task has none"
+                    .into(),
+            });
+        }
         if self.resources.is_some() && self.plugin.is_some() {
             return Err(ConfigError::InvalidResources {
                 task: self.id.clone(),
@@ -421,6 +431,7 @@ impl TaskInput {
             retries: self.retries,
             keep_failed,
             resources: self.resources,
+            workspace: self.workspace,
         })
     }
 }
@@ -447,6 +458,7 @@ mod tests {
             retries: 0,
             keep_failed: None,
             resources: None,
+            workspace: false,
         }
     }
 

@@ -69,6 +69,7 @@ type Task struct {
 	Retries    uint32            `json:"retries,omitempty"`
 	KeepFailed string            `json:"keep_failed,omitempty"`
 	Resources  *Resources        `json:"resources,omitempty"`
+	Workspace  bool              `json:"workspace,omitempty"`
 }
 
 // Resources are the CPU and memory limits of a container task.
@@ -279,6 +280,13 @@ func (t *TaskWrapper) Timeout(timeout time.Duration) *TaskWrapper {
 // `gofer task shell` can open a shell in its filesystem. It overrides the pipeline's.
 func (t *TaskWrapper) KeepFailed(keep time.Duration) *TaskWrapper {
 	t.Task.KeepFailed = formatDuration(keep)
+	return t
+}
+
+// Workspace mounts the run's workspace at /gofer/workspace (also in GOFER_WORKSPACE): one
+// volume shared by the run's tasks that ask for it, removed when the run ends.
+func (t *TaskWrapper) Workspace() *TaskWrapper {
+	t.Task.Workspace = true
 	return t
 }
 

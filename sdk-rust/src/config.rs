@@ -108,6 +108,8 @@ pub struct Task {
     pub keep_failed: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub workspace: bool,
 }
 
 /// CPU and memory limits of a container task.
@@ -146,6 +148,7 @@ impl Task {
             retries: 0,
             keep_failed: None,
             resources: None,
+            workspace: false,
         }
     }
 
@@ -253,6 +256,13 @@ impl Task {
     /// How many more times to try the task after it fails (0 to 10).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Mounts the run's workspace at `/gofer/workspace` (also in `GOFER_WORKSPACE`): one volume
+    /// shared by the run's tasks that ask for it, removed when the run ends.
+    pub fn workspace(mut self) -> Self {
+        self.workspace = true;
         self
     }
 
@@ -614,13 +624,14 @@ mod tests {
                 Task::new("build", "busybox")
                     .keep_failed(Duration::from_secs(600))
                     .cpus(0.5)
-                    .memory("256m"),
+                    .memory("256m")
+                    .workspace(),
             ])
             .to_json()
             .unwrap();
         for expected in [
             r#""timeout":"1800s","keep_failed":"3600s""#,
-            r#""keep_failed":"600s","resources":{"cpus":0.5,"memory":"256m"}"#,
+            r#""keep_failed":"600s","resources":{"cpus":0.5,"memory":"256m"},"workspace":true"#,
             r#""triggers":[{"plugin":"interval","id":"hourly","settings":{"every":"1h"}}]"#,
             r#""plugin":"http-request","settings":{"url":"http://example.com"},"timeout":"1500ms","retries":2"#,
         ] {

@@ -103,6 +103,15 @@ impl Orchestrator {
                 tracing::warn!(%error, kept.container, "could not discard a kept task container");
                 continue;
             }
+            // The run's workspace, if it had one, was left for this container; it goes now
+            // (the engine refuses while another kept container of the run still holds it).
+            let volume = super::task::workspace_volume(
+                &self.inner.settings,
+                &kept.namespace_id,
+                &kept.pipeline_id,
+                kept.run_id,
+            );
+            let _ = self.inner.scheduler.remove_volume(&volume).await;
             let cleared = self
                 .write(move |db| {
                     db.set_task_kept_until(

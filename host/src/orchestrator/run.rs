@@ -518,6 +518,25 @@ impl Driver {
             .map(|task| (task.task_id.clone(), task.status))
             .collect();
         let (status, reason) = dag::run_outcome(&statuses, self.interruption.as_ref());
+        if self.tasks.values().any(|task| task.task.workspace) {
+            let settings = &self.orchestrator.inner.settings;
+            let volume = super::task::workspace_volume(
+                settings,
+                &self.key.namespace_id,
+                &self.key.pipeline_id,
+                self.key.run_id,
+            );
+            // A kept failed task's container still holds it; it goes when that is discarded.
+            if let Err(error) = self
+                .orchestrator
+                .inner
+                .scheduler
+                .remove_volume(&volume)
+                .await
+            {
+                tracing::info!(%volume, %error, "the run's workspace was not removed");
+            }
+        }
         let key = self.key.clone();
         self.orchestrator
             .write(move |db| {

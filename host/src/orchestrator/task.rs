@@ -64,6 +64,11 @@ pub(super) fn environment(settings: &RunSettings, run: &Run, task: &Task) -> Vec
         ("GOFER_NAMESPACE", run.namespace_id.clone()),
         ("GOFER_API_BASE_URL", settings.api_base_url.clone()),
     ];
+    let workspace = task.workspace.then(|| Variable {
+        key: "GOFER_WORKSPACE".to_string(),
+        value: crate::models::WORKSPACE_PATH.to_string(),
+        source: VariableSource::System,
+    });
     let mut merged: Vec<Variable> = Vec::new();
     let system = system.into_iter().map(|(key, value)| Variable {
         key: key.to_string(),
@@ -71,6 +76,7 @@ pub(super) fn environment(settings: &RunSettings, run: &Run, task: &Task) -> Vec
         source: VariableSource::System,
     });
     for variable in system
+        .chain(workspace)
         .chain(task.variables.iter().cloned())
         .chain(run.variables.iter().cloned())
     {
@@ -100,6 +106,19 @@ pub fn log_key(task: &TaskExecution) -> LogKey {
         run_id: task.run_id,
         task_id: task.task_id.clone(),
     }
+}
+
+/// The volume a run's tasks with `workspace` share; removed when the run ends.
+pub(super) fn workspace_volume(
+    settings: &RunSettings,
+    namespace_id: &str,
+    pipeline_id: &str,
+    run_id: u64,
+) -> String {
+    format!(
+        "gofer_workspace_{}_{namespace_id}_{pipeline_id}_{run_id}",
+        settings.instance
+    )
 }
 
 /// The container name of one attempt; unique, and stored before the container is created.
@@ -147,6 +166,12 @@ fn spec(
             .as_ref()
             .and_then(|r| r.memory_bytes())
             .and_then(|bytes| i64::try_from(bytes).ok()),
+        volume: task.task.workspace.then(|| {
+            (
+                workspace_volume(settings, &task.namespace_id, &task.pipeline_id, task.run_id),
+                crate::models::WORKSPACE_PATH.to_string(),
+            )
+        }),
     }
 }
 

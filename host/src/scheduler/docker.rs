@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkInspect};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, NetworkInspect};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
     CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -218,6 +218,14 @@ impl Scheduler for DockerScheduler {
                 memory: spec.memory_bytes,
                 // No swap beyond the limit: past it the task is killed, not slowed down.
                 memory_swap: spec.memory_bytes,
+                mounts: spec.volume.as_ref().map(|(volume, target)| {
+                    vec![Mount {
+                        target: Some(target.clone()),
+                        source: Some(volume.clone()),
+                        typ: Some(MountType::VOLUME),
+                        ..Default::default()
+                    }]
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -278,6 +286,20 @@ impl Scheduler for DockerScheduler {
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(ContainerState::Missing),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), SchedulerError> {
+        match self
+            .docker()?
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(error) => Err(self.classify(error)),
         }
     }

@@ -32,6 +32,8 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<i64>,
     /// Memory limit in bytes (and no swap beyond it).
     pub memory_bytes: Option<i64>,
+    /// A named volume to mount (created on first use), and where.
+    pub volume: Option<(String, String)>,
 }
 
 /// What a container is doing.
@@ -90,6 +92,11 @@ pub trait Scheduler: Send + Sync + 'static {
 
     /// What the container is doing now.
     async fn state(&self, name: &str) -> Result<ContainerState, SchedulerError>;
+
+    /// Removes a named volume (missing is fine).
+    async fn remove_volume(&self, _name: &str) -> Result<(), SchedulerError> {
+        Ok(())
+    }
 
     /// Whether the (exited) container was killed for using more than its memory limit.
     async fn out_of_memory(&self, _name: &str) -> bool {

@@ -677,3 +677,68 @@ async fn resource_limits_reach_the_container_and_a_task_past_its_memory_fails_sa
         );
     }
 }
+
+/// Tasks that ask for the run's workspace share one volume at /gofer/workspace (a child reads
+/// what its parent wrote); tasks that do not ask have none, each run has its own, and the
+/// volume is removed when the run ends.
+#[tokio::test]
+async fn tasks_of_a_run_share_a_file_through_the_workspace_volume() {
+    let server = TestServer::start().await;
+    let api = server.client();
+    let mut write = shell_task(
+        "write",
+        "test \"$GOFER_WORKSPACE\" = /gofer/workspace && test ! -e $GOFER_WORKSPACE/note && echo \"run $GOFER_RUN_ID\" > $GOFER_WORKSPACE/note",
+        json!({}),
+    );
+    write["workspace"] = json!(true);
+    let mut read = shell_task(
+        "read",
+        "cat /gofer/workspace/note",
+        json!({"write": "success"}),
+    );
+    read["workspace"] = json!(true);
+    let outsider = shell_task(
+        "outsider",
+        "test ! -e /gofer/workspace && test -z \"$GOFER_WORKSPACE\"",
+        json!({"write": "success"}),
+    );
+    deploy(&api, config("shared", json!([write, read, outsider]))).await;
+    for run_id in [1, 2] {
+        assert_eq!(start_run(&api, "shared", json!({})).await, run_id);
+        let run = wait_for_run(&api, "shared", run_id, 60).await;
+        assert_eq!(run["status"], "successful", "{run}");
+        assert_eq!(
+            task_log(&api, "shared", run_id, "read").await,
+            format!("run {run_id}\n")
+        );
+        let volumes = std::process::Command::new("docker")
+            .args([
+                "volume",
+                "ls",
+                "--quiet",
+                "--filter",
+                "name=gofer_workspace_",
+            ])
+            .output()
+            .unwrap();
+        let left: Vec<String> = String::from_utf8_lossy(&volumes.stdout)
+            .lines()
+            .filter(|volume| volume.ends_with(&format!("_default_shared_{run_id}")))
+            .map(str::to_string)
+            .collect();
+        assert!(left.is_empty(), "the workspace outlived its run: {left:?}");
+    }
+    let (status, body) = api
+        .post(
+            &format!("{}/configs", path("shared")),
+            json!({"config": config("shared", json!([{"id": "call", "plugin": "debug", "workspace": true}]))}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains(
+            "task 'call' has invalid resources: a workspace is a volume of container tasks"
+        ),
+        "{body}"
+    );
+}
