@@ -10,7 +10,7 @@ HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release/gofer
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin
+.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin test-swarm
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,7 +36,10 @@ bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, start-up an
 	python3 scripts/bench-auth.py
 	node tests/browser/bench-ui.mjs
 
-test: lint unit release check-static ## Everything CI runs: lint, all tests, the static binary check
+test: lint unit test-swarm release check-static ## Everything CI runs: lint, all tests, the static binary check
+
+test-swarm: ## The run, recovery and log tests again, on the Docker Swarm scheduler (a single-node Swarm from make setup)
+	TEST_SCHEDULER_ENGINE=swarm cargo test -p gofer --test it -- runs:: recovery:: logs::
 
 lint: ## cargo fmt --check and clippy with warnings as errors; gofmt, go vet, fresh *.pb.go
 	cargo fmt --all -- --check

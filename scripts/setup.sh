@@ -73,4 +73,9 @@ if ! docker info >/dev/null 2>&1; then
   done
   docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/dockerd.log"; exit 1; }
 fi
+# A single-node Swarm on loopback for the Swarm scheduler's tests (`make test-swarm`).
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != "active" ]; then
+  log "starting a single-node Docker Swarm"
+  docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+fi
 log "ready: $(docker version --format 'docker {{.Server.Version}}'), $(go version | cut -d' ' -f3), $(rustc --version)"

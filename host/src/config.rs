@@ -109,6 +109,9 @@ pub enum SchedulerEngine {
     /// `$XDG_RUNTIME_DIR/podman/podman.sock` when it exists (rootless), else
     /// `/run/podman/podman.sock`.
     Podman,
+    /// Docker Swarm: each task attempt a `replicated-job` service, through a manager's engine
+    /// (the socket as for `docker`).
+    Swarm,
 }
 
 /// Where secret values are kept.

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, ApiState};
+use crate::config::SchedulerEngine;
 use crate::config::ServerConfig;
 use crate::events::EventBus;
 use crate::logs::LogStore;
@@ -25,6 +26,7 @@ use crate::plugins::grpc::GrpcSettings;
 use crate::plugins::identity::{PluginIdentities, PluginObjects};
 use crate::plugins::wasm::{Limits, WasmRuntime};
 use crate::scheduler::docker::DockerScheduler;
+use crate::scheduler::swarm::SwarmScheduler;
 use crate::secrets::{EncryptedSqliteStore, SecretStore};
 use crate::storage::{Storage, StorageError};
 
@@ -82,7 +84,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
             Ok(())
         })
         .await?;
-    let scheduler = Arc::new(DockerScheduler::connect(&config.scheduler));
+    let scheduler: Arc<dyn crate::scheduler::Scheduler> = match config.scheduler.engine {
+        SchedulerEngine::Docker | SchedulerEngine::Podman => {
+            Arc::new(DockerScheduler::connect(&config.scheduler))
+        }
+        SchedulerEngine::Swarm => Arc::new(SwarmScheduler::connect(&config.scheduler)),
+    };
     let object_service =
         crate::object_service::ObjectService::new(storage.clone(), Arc::clone(&objects));
     let plugin_objects = PluginObjects::new(

@@ -46,6 +46,7 @@ fn kept_image(container: &str) -> String {
     format!("{KEPT_IMAGE_REPOSITORY}:{container}")
 }
 
+#[derive(Clone)]
 /// Docker through bollard. Connecting is lazy: a server starts even when the engine is down, and
 /// each call then fails with [`SchedulerError::Unreachable`].
 pub struct DockerScheduler {
@@ -73,7 +74,7 @@ impl DockerScheduler {
     /// Connects (lazily) to the configured engine: its `socket`, else the engine's usual address.
     pub fn connect(settings: &SchedulerSection) -> Self {
         let socket = match (settings.socket.as_str(), settings.engine) {
-            ("", SchedulerEngine::Docker) => None,
+            ("", SchedulerEngine::Docker | SchedulerEngine::Swarm) => None,
             ("", SchedulerEngine::Podman) => Some(default_podman_socket()),
             (socket, _) => Some(socket.to_string()),
         };
@@ -101,6 +102,11 @@ impl DockerScheduler {
         }
     }
 
+    /// The client, for the Swarm scheduler (same manager, same socket).
+    pub(super) fn engine(&self) -> Result<&Docker, SchedulerError> {
+        self.docker()
+    }
+
     fn docker(&self) -> Result<&Docker, SchedulerError> {
         self.docker
             .as_ref()
@@ -110,7 +116,7 @@ impl DockerScheduler {
             })
     }
 
-    fn classify(&self, error: DockerError) -> SchedulerError {
+    pub(super) fn classify(&self, error: DockerError) -> SchedulerError {
         match error {
             DockerError::DockerResponseServerError {
                 status_code: 404,
@@ -148,7 +154,7 @@ impl DockerScheduler {
             .boxed()
     }
 
-    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<(), SchedulerError> {
+    pub(super) async fn ensure_image(&self, spec: &ContainerSpec) -> Result<(), SchedulerError> {
         let docker = self.docker()?;
         if !spec.always_pull {
             match docker.inspect_image(&spec.image).await {

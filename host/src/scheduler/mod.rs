@@ -5,6 +5,7 @@
 //! storage: it starts and watches containers it is told to.
 
 pub mod docker;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -649,6 +649,22 @@ async fn resource_limits_reach_the_container_and_a_task_past_its_memory_fails_sa
         .arg("-f")
         .args(&containers)
         .output();
+    // On Swarm (the second pass) the services too.
+    let services = std::process::Command::new("docker")
+        .args([
+            "service",
+            "ls",
+            "--quiet",
+            "--filter",
+            "label=dev.gofer.pipeline=limited",
+        ])
+        .output()
+        .unwrap();
+    for service in String::from_utf8_lossy(&services.stdout).lines() {
+        let _ = std::process::Command::new("docker")
+            .args(["service", "rm", service])
+            .output();
+    }
 
     // Bad limits are refused with the task and the problem named.
     for (resources, problem) in [

@@ -19,6 +19,9 @@ pub fn free_address() -> SocketAddr {
         .unwrap()
 }
 
+/// Names the container engine the test servers use (`scheduler.engine`), e.g. `swarm`.
+pub const TEST_ENGINE_VARIABLE: &str = "TEST_SCHEDULER_ENGINE";
+
 /// A `gofer` command with no GOFER_* variables inherited from the test environment.
 pub fn gofer_command() -> Command {
     let mut command = Command::new(GOFER);
@@ -28,6 +31,10 @@ pub fn gofer_command() -> Command {
         }
     }
     command.env("NO_COLOR", "1");
+    // The second pass of the run tests (`make test-swarm`) runs them on another engine.
+    if let Ok(engine) = std::env::var(TEST_ENGINE_VARIABLE) {
+        command.env("GOFER_SCHEDULER__ENGINE", engine);
+    }
     // Compiled plugins are shared by every test server (the cache is keyed by content).
     command.env("GOFER_PLUGINS__CACHE_DIR", shared_plugin_cache());
     command
