@@ -39,7 +39,8 @@ bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, start-up an
 test: lint unit test-swarm release check-static ## Everything CI runs: lint, all tests, the static binary check
 
 test-swarm: ## The run, recovery and log tests again, on the Docker Swarm scheduler (a single-node Swarm from make setup)
-	TEST_SCHEDULER_ENGINE=swarm cargo test -p gofer --test it -- runs:: recovery:: logs::
+	# --workspace: the same feature set as `unit`, so nothing is rebuilt.
+	TEST_SCHEDULER_ENGINE=swarm cargo test --workspace --test it -- runs:: recovery:: logs::
 
 lint: ## cargo fmt --check and clippy with warnings as errors; gofmt, go vet, fresh *.pb.go
 	cargo fmt --all -- --check
