@@ -24,9 +24,10 @@ run: ## Quick start: build, start a dev server (127.0.0.1:8080), run the example
 serve: ## Build and start a development server on embedded defaults, nothing else
 	cargo run -p gofer -- service start
 
-bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, start-up and memory, API tails, plugins, auth, the web UI's budgets
+bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, the Swarm scheduler vs the Docker one, start-up and memory, API tails, plugins, auth, the web UI's budgets
 	cargo build --release -p gofer
 	python3 scripts/bench-runs.py
+	python3 scripts/bench-swarm.py
 	python3 scripts/bench-startup.py
 	python3 scripts/bench-api.py
 	python3 scripts/bench-scale.py
