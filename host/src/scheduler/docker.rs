@@ -42,6 +42,37 @@ fn default_podman_socket() -> String {
         .unwrap_or_else(|| "/run/podman/podman.sock".into())
 }
 
+/// The spec's registry credentials as the Engine API takes them.
+pub(super) fn registry_credentials(spec: &ContainerSpec) -> Option<DockerCredentials> {
+    spec.registry_auth
+        .as_ref()
+        .map(|(user, pass)| DockerCredentials {
+            username: Some(user.clone()),
+            password: Some(pass.clone()),
+            ..Default::default()
+        })
+}
+
+/// The spec's environment as `KEY=value` strings.
+pub(super) fn environment(spec: &ContainerSpec) -> Vec<String> {
+    spec.env
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect()
+}
+
+/// The spec's volume (the run's workspace) as a mount, if it has one.
+pub(super) fn volume_mounts(spec: &ContainerSpec) -> Option<Vec<Mount>> {
+    spec.volume.as_ref().map(|(volume, target)| {
+        vec![Mount {
+            target: Some(target.clone()),
+            source: Some(volume.clone()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }]
+    })
+}
+
 fn kept_image(container: &str) -> String {
     format!("{KEPT_IMAGE_REPOSITORY}:{container}")
 }
@@ -165,14 +196,7 @@ impl DockerScheduler {
                 Err(other) => return Err(self.classify(other)),
             }
         }
-        let credentials = spec
-            .registry_auth
-            .as_ref()
-            .map(|(user, pass)| DockerCredentials {
-                username: Some(user.clone()),
-                password: Some(pass.clone()),
-                ..Default::default()
-            });
+        let credentials = registry_credentials(spec);
         let options = CreateImageOptionsBuilder::default()
             .from_image(&spec.image)
             .build();
@@ -210,12 +234,7 @@ impl Scheduler for DockerScheduler {
         let docker = self.docker()?;
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            env: Some(
-                spec.env
-                    .iter()
-                    .map(|(key, value)| format!("{key}={value}"))
-                    .collect(),
-            ),
+            env: Some(environment(spec)),
             entrypoint: spec.entrypoint.clone(),
             cmd: spec.command.clone(),
             labels: Some(spec.labels.clone().into_iter().collect::<HashMap<_, _>>()),
@@ -224,14 +243,7 @@ impl Scheduler for DockerScheduler {
                 memory: spec.memory_bytes,
                 // No swap beyond the limit: past it the task is killed, not slowed down.
                 memory_swap: spec.memory_bytes,
-                mounts: spec.volume.as_ref().map(|(volume, target)| {
-                    vec![Mount {
-                        target: Some(target.clone()),
-                        source: Some(volume.clone()),
-                        typ: Some(MountType::VOLUME),
-                        ..Default::default()
-                    }]
-                }),
+                mounts: volume_mounts(spec),
                 ..Default::default()
             }),
             ..Default::default()

@@ -13,17 +13,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    Limit, Mount, MountType, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicatedJob, TaskSpec,
+    Limit, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicatedJob, TaskSpec,
     TaskSpecContainerSpec, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use futures_util::StreamExt;
 
-use super::docker::DockerScheduler;
+use super::docker::{DockerScheduler, environment, registry_credentials, volume_mounts};
 use super::{ContainerSpec, ContainerState, ExecSession, LogStream, Scheduler, SchedulerError};
 use crate::config::SchedulerSection;
 
@@ -168,20 +167,8 @@ impl Scheduler for SwarmScheduler {
                     // Swarm's `command` replaces the entrypoint, `args` the command.
                     command: spec.entrypoint.clone(),
                     args: spec.command.clone(),
-                    env: Some(
-                        spec.env
-                            .iter()
-                            .map(|(key, value)| format!("{key}={value}"))
-                            .collect(),
-                    ),
-                    mounts: spec.volume.as_ref().map(|(volume, target)| {
-                        vec![Mount {
-                            target: Some(target.clone()),
-                            source: Some(volume.clone()),
-                            typ: Some(MountType::VOLUME),
-                            ..Default::default()
-                        }]
-                    }),
+                    env: Some(environment(spec)),
+                    mounts: volume_mounts(spec),
                     ..Default::default()
                 }),
                 resources: Some(TaskSpecResources {
@@ -208,16 +195,8 @@ impl Scheduler for SwarmScheduler {
             ..Default::default()
         };
         // As `docker service create --with-registry-auth` does: the nodes pull with them.
-        let credentials = spec
-            .registry_auth
-            .as_ref()
-            .map(|(user, pass)| DockerCredentials {
-                username: Some(user.clone()),
-                password: Some(pass.clone()),
-                ..Default::default()
-            });
         docker
-            .create_service(service, credentials)
+            .create_service(service, registry_credentials(spec))
             .await
             .map(|_| ())
             .map_err(|error| self.engine.classify(error))
