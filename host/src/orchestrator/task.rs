@@ -449,7 +449,8 @@ impl Orchestrator {
             }
         };
         let outcome = match outcome {
-            Outcome::Exited(exit_code) if exit_code != 0 => {
+            // The kernel's OOM killer ends a container with SIGKILL (137).
+            Outcome::Exited(exit_code @ 137) => {
                 let limit = task.task.resources.as_ref().and_then(|r| r.memory.clone());
                 match limit {
                     Some(limit) if self.inner.scheduler.out_of_memory(name).await => {

@@ -30,6 +30,9 @@ const KEPT_IMAGE_REPOSITORY: &str = "gofer-kept";
 /// Marks a shell's container with the kept container it copies.
 const SHELL_OF_LABEL: &str = "gofer.shell_of";
 
+/// How many times (100 ms apart) a SIGKILLed container is asked whether it ran out of memory.
+const OOM_FLAG_CHECKS: u32 = 20;
+
 /// Seconds an engine request may take before bollard gives up on it (bollard's own default).
 const ENGINE_TIMEOUT_SECS: u64 = 120;
 
@@ -326,13 +329,22 @@ impl Scheduler for DockerScheduler {
         let Ok(docker) = self.docker() else {
             return false;
         };
-        docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-            .ok()
-            .and_then(|inspect| inspect.state)
-            .and_then(|state| state.oom_killed)
-            .unwrap_or(false)
+        // The engine records the OOM kill from its own event, which can come a moment after the
+        // exit: ask again for a little while (only a SIGKILLed container is asked about).
+        for _ in 0..OOM_FLAG_CHECKS {
+            let flagged = docker
+                .inspect_container(name, None::<InspectContainerOptions>)
+                .await
+                .ok()
+                .and_then(|inspect| inspect.state)
+                .and_then(|state| state.oom_killed)
+                .unwrap_or(false);
+            if flagged {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
     }
 
     fn logs(&self, name: &str, follow: bool) -> LogStream {
