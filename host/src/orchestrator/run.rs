@@ -416,14 +416,24 @@ impl Driver {
                     description: format!("The task exited with code {code}"),
                 }),
             ),
-            Outcome::OutOfMemory { exit_code, limit } => (
+            Outcome::OutOfMemory {
+                exit_code,
+                limit,
+                certain,
+            } => (
                 TaskExecutionStatus::Failed,
                 Some(u8::try_from(*exit_code).unwrap_or(u8::MAX)),
                 Some(TaskExecutionStatusReason {
                     reason: TaskExecutionStatusReasonType::AbnormalExit,
-                    description: format!(
-                        "The task used more than its memory limit of {limit} and was killed (exit code {exit_code})"
-                    ),
+                    description: if *certain {
+                        format!(
+                            "The task used more than its memory limit of {limit} and was killed (exit code {exit_code})"
+                        )
+                    } else {
+                        format!(
+                            "The task was killed (exit code {exit_code}), most likely for using more than its memory limit of {limit}"
+                        )
+                    },
                 }),
             ),
             Outcome::Failed(reason, description) => (

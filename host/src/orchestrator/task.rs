@@ -35,10 +35,12 @@ pub(super) enum Outcome {
     Failed(TaskExecutionStatusReasonType, String),
     Cancelled,
     TimedOut(String),
-    /// Killed by the engine for using more than its memory limit (the limit as written).
+    /// Killed with a memory limit (the limit as written): `certain` when the engine flagged the
+    /// kill as out of memory (it does not always, under load).
     OutOfMemory {
         exit_code: i64,
         limit: String,
+        certain: bool,
     },
 }
 
@@ -453,10 +455,12 @@ impl Orchestrator {
             Outcome::Exited(exit_code @ 137) => {
                 let limit = task.task.resources.as_ref().and_then(|r| r.memory.clone());
                 match limit {
-                    Some(limit) if self.inner.scheduler.out_of_memory(name).await => {
-                        Outcome::OutOfMemory { exit_code, limit }
-                    }
-                    _ => Outcome::Exited(exit_code),
+                    Some(limit) => Outcome::OutOfMemory {
+                        exit_code,
+                        limit,
+                        certain: self.inner.scheduler.out_of_memory(name).await,
+                    },
+                    None => Outcome::Exited(exit_code),
                 }
             }
             other => other,

@@ -618,9 +618,15 @@ async fn resource_limits_reach_the_container_and_a_task_past_its_memory_fails_sa
     let hog = &tasks["hog"];
     assert_eq!(hog["status"], "failed", "{hog}");
     assert_eq!(hog["exit_code"], 137, "{hog}");
-    assert_eq!(
-        hog["status_reason"]["description"],
-        "The task used more than its memory limit of 16m and was killed (exit code 137)",
+    // Said for certain when the engine flags the kill as out of memory, which it does not
+    // always do under load ("most likely" then).
+    let reason = hog["status_reason"]["description"].as_str().unwrap();
+    assert!(
+        [
+            "The task used more than its memory limit of 16m and was killed (exit code 137)",
+            "The task was killed (exit code 137), most likely for using more than its memory limit of 16m",
+        ]
+        .contains(&reason),
         "{hog}"
     );
     assert_eq!(hog["task"]["resources"], json!({"memory": "16m"}));
