@@ -56,6 +56,17 @@ pub(super) fn registry_credentials(spec: &ContainerSpec) -> Option<DockerCredent
         })
 }
 
+/// An Engine API filter on all of `labels` (containers or services).
+pub(super) fn label_filters(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        labels
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect(),
+    )])
+}
+
 /// The spec's environment as `KEY=value` strings.
 pub(super) fn environment(spec: &ContainerSpec) -> Vec<String> {
     spec.env
@@ -542,13 +553,7 @@ impl Scheduler for DockerScheduler {
 
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, SchedulerError> {
         let docker = self.docker()?;
-        let filters = HashMap::from([(
-            "label".to_string(),
-            labels
-                .iter()
-                .map(|(key, value)| format!("{key}={value}"))
-                .collect::<Vec<_>>(),
-        )]);
+        let filters = label_filters(labels);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)

@@ -22,7 +22,9 @@ use bollard::models::{
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use futures_util::StreamExt;
 
-use super::docker::{DockerScheduler, environment, registry_credentials, volume_mounts};
+use super::docker::{
+    DockerScheduler, environment, label_filters, registry_credentials, volume_mounts,
+};
 use super::{ContainerSpec, ContainerState, ExecSession, LogStream, Scheduler, SchedulerError};
 use crate::config::SchedulerSection;
 
@@ -306,13 +308,7 @@ impl Scheduler for SwarmScheduler {
 
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, SchedulerError> {
         let docker = self.engine.engine()?;
-        let filters = HashMap::from([(
-            "label".to_string(),
-            labels
-                .iter()
-                .map(|(key, value)| format!("{key}={value}"))
-                .collect::<Vec<_>>(),
-        )]);
+        let filters = label_filters(labels);
         let services = docker
             .list_services(Some(
                 ListServicesOptionsBuilder::default()
