@@ -10,7 +10,7 @@ HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release/gofer
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin test-swarm
+.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin test-engines
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,11 +37,11 @@ bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, the Swarm s
 	python3 scripts/bench-auth.py
 	node tests/browser/bench-ui.mjs
 
-test: lint unit test-swarm release check-static ## Everything CI runs: lint, all tests, the static binary check
+test: lint unit test-engines release check-static ## Everything CI runs: lint, all tests, the static binary check
 
-test-swarm: ## The run, recovery and log tests again, on the Docker Swarm scheduler (a single-node Swarm from make setup)
+test-engines: ## The run, recovery, log and object tests again on the other engines: Docker Swarm (make setup starts a single-node Swarm) and an S3 bucket (moto)
 	# --workspace: the same feature set as `unit`, so nothing is rebuilt.
-	TEST_SCHEDULER_ENGINE=swarm cargo test --workspace --test it -- runs:: recovery:: logs::
+	TEST_SCHEDULER_ENGINE=swarm TEST_OBJECTS_ENGINE=s3 cargo test --workspace --test it -- runs:: recovery:: logs:: secrets_objects::
 
 lint: ## cargo fmt --check and clippy with warnings as errors; gofmt, go vet, fresh *.pb.go
 	cargo fmt --all -- --check

@@ -61,6 +61,8 @@ fi
 
 # componentize-py (PyPI, pinned) builds the example Python plugin.
 bash "$(dirname "$0")/python-plugin.sh" --setup
+# moto (PyPI, pinned): the S3-compatible server the object store tests start.
+bash "$(dirname "$0")/moto.sh" --setup
 
 if ! docker info >/dev/null 2>&1; then
   if ! pgrep -x dockerd >/dev/null 2>&1; then
@@ -73,7 +75,7 @@ if ! docker info >/dev/null 2>&1; then
   done
   docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/dockerd.log"; exit 1; }
 fi
-# A single-node Swarm on loopback for the Swarm scheduler's tests (`make test-swarm`).
+# A single-node Swarm on loopback for the Swarm scheduler's tests (`make test-engines`).
 if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != "active" ]; then
   log "starting a single-node Docker Swarm"
   docker swarm init --advertise-addr 127.0.0.1 >/dev/null

@@ -5,6 +5,7 @@
 //! consistent snapshot while the server keeps writing), then the rest of the data directory as
 //! files (objects, task logs, plugin logs, the plugins folder; not the compiled-plugin cache), the
 //! secrets key in `secrets.key` (to be moved somewhere safe), and `BACKUP.json` describing it.
+//! Objects kept in an S3 bucket stay there: the manifest names the bucket.
 //! Databases go first: an object or log written after the snapshot is an extra file, never a
 //! missing one for a row the snapshot has (objects are replaced only by complete renames).
 //!
@@ -77,6 +78,10 @@ pub struct Manifest {
     /// Files copied besides the databases, and their bytes.
     pub files: u64,
     pub bytes: u64,
+    /// With `objects.engine = "s3"`: the bucket and prefix the objects stay in
+    /// (`s3://bucket/prefix`); their bytes are not copied: back the bucket up with its own tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects_bucket: Option<String>,
 }
 
 /// Fails unless `dir` is missing or an empty folder; then makes it.
@@ -167,6 +172,10 @@ pub fn backup(config: &ServerConfig, dir: &Path) -> Result<Manifest, BackupError
         source: data_dir.clone(),
         files,
         bytes,
+        objects_bucket: (config.objects.engine == crate::config::ObjectsEngine::S3).then(|| {
+            let s3 = &config.objects.s3;
+            format!("s3://{}/{}", s3.bucket, s3.prefix.trim_matches('/'))
+        }),
     };
     let text = serde_json::to_string_pretty(&manifest).expect("a manifest serializes");
     let path = dir.join(MANIFEST);

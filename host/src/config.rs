@@ -128,6 +128,86 @@ pub enum SecretsEngine {
 pub enum ObjectsEngine {
     /// Files under `<data_dir>/objects`.
     Filesystem,
+    /// An S3-compatible bucket ([`S3Settings`]).
+    S3,
+}
+
+impl S3Settings {
+    /// What is wrong with these settings, naming the key.
+    fn problem(&self) -> Option<String> {
+        let bucket = &self.bucket;
+        // S3's bucket naming rules: 3 to 63 of [a-z0-9.-], starting and ending alphanumeric.
+        let bucket_valid = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'))
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if bucket.is_empty() {
+            return Some(
+                "objects.s3.bucket: required when objects.engine = \"s3\" (the bucket must exist)"
+                    .into(),
+            );
+        }
+        if !bucket_valid {
+            return Some(format!(
+                "objects.s3.bucket: '{bucket}' is not a bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
+            ));
+        }
+        let endpoint = &self.endpoint;
+        let well_formed = endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://");
+        if !well_formed {
+            return Some(format!(
+                "objects.s3.endpoint: '{endpoint}' is not an http:// or https:// address (e.g. \"http://127.0.0.1:9000\"; empty for AWS S3)"
+            ));
+        }
+        if self.region.trim().is_empty() {
+            return Some("objects.s3.region: must not be empty (e.g. \"us-east-1\")".into());
+        }
+        let prefix_valid = self
+            .prefix
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .all(|part| {
+                part != "."
+                    && part != ".."
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            });
+        if !prefix_valid {
+            return Some(format!(
+                "objects.s3.prefix: '{}' is not a key prefix (names of letters, digits, '-', '_' and '.', separated by '/')",
+                self.prefix
+            ));
+        }
+        if self.access_key_id.is_empty() != self.secret_access_key.is_empty() {
+            return Some("objects.s3.access_key_id and objects.s3.secret_access_key: give both, or neither to use the AWS_* environment".into());
+        }
+        None
+    }
+}
+
+/// The bucket of `objects.engine = "s3"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// The bucket's name (it must exist).
+    pub bucket: String,
+    /// The S3 API's address, e.g. `http://127.0.0.1:9000` for an S3-compatible server. Empty:
+    /// AWS S3 for the region.
+    pub endpoint: String,
+    pub region: String,
+    /// A key prefix every object is kept under, e.g. `gofer/prod` (empty: the bucket's root).
+    pub prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`), as most S3-compatible servers want;
+    /// `false`: virtual-hosted (`bucket.endpoint/key`), as AWS prefers.
+    pub path_style: bool,
+    /// Empty: the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) environment.
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +223,8 @@ pub struct SecretsSection {
 #[serde(deny_unknown_fields)]
 pub struct ObjectsSection {
     pub engine: ObjectsEngine,
+    /// Used when `engine = "s3"`.
+    pub s3: S3Settings,
     /// Most objects a pipeline keeps; storing one more evicts the oldest.
     pub pipeline_object_limit: u64,
     /// A run's objects are deleted when this many newer runs of its pipeline have started.
@@ -351,6 +433,15 @@ impl Default for ServerConfig {
             },
             objects: ObjectsSection {
                 engine: ObjectsEngine::Filesystem,
+                s3: S3Settings {
+                    bucket: String::new(),
+                    endpoint: String::new(),
+                    region: "us-east-1".into(),
+                    prefix: String::new(),
+                    path_style: false,
+                    access_key_id: String::new(),
+                    secret_access_key: String::new(),
+                },
                 pipeline_object_limit: 50,
                 run_object_expiry: 2,
                 max_object_size_mb: 1024,
@@ -508,6 +599,11 @@ impl ServerConfig {
             || self.objects.max_object_size_mb == 0
         {
             return invalid("objects: pipeline_object_limit, run_object_expiry and max_object_size_mb must be above 0".into());
+        }
+        if self.objects.engine == ObjectsEngine::S3
+            && let Some(problem) = self.objects.s3.problem()
+        {
+            return invalid(problem);
         }
         if self.retention.interval_secs == 0 || self.retention.batch == 0 {
             return invalid("retention.interval_secs and retention.batch must be above 0".into());

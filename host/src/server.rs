@@ -13,11 +13,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, ApiState};
-use crate::config::SchedulerEngine;
 use crate::config::ServerConfig;
+use crate::config::{ObjectsEngine, SchedulerEngine};
 use crate::events::EventBus;
 use crate::logs::LogStore;
 use crate::models::{EventKind, Namespace, now_millis};
+use crate::objects::s3::S3ObjectStore;
 use crate::objects::{FsObjectStore, ObjectStore};
 use crate::orchestrator::triggers::TriggerManager;
 use crate::orchestrator::{Orchestrator, OrchestratorError, RunSettings};
@@ -44,6 +45,8 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     #[error("could not open the secret store: {0}")]
     Secrets(#[from] crate::secrets::SecretError),
+    #[error("could not open the object store: {0}")]
+    Objects(#[from] crate::objects::ObjectError),
     #[error("could not start the plugin runtime: {0}")]
     Plugins(#[from] crate::plugins::PluginError),
     #[error("could not resume runs: {0}")]
@@ -72,7 +75,10 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         &config.secrets_path(),
         &config.secrets.encryption_key,
     )?);
-    let objects: Arc<dyn ObjectStore> = Arc::new(FsObjectStore::new(config.objects_dir()));
+    let objects: Arc<dyn ObjectStore> = match config.objects.engine {
+        ObjectsEngine::Filesystem => Arc::new(FsObjectStore::new(config.objects_dir())),
+        ObjectsEngine::S3 => Arc::new(S3ObjectStore::connect(&config.objects.s3).await?),
+    };
     let events = EventBus::default();
     crate::metrics::observe_events(&events);
     ensure_default_namespace(&storage, &events).await?;

@@ -44,11 +44,19 @@ impl From<ObjectError> for ApiError {
                 ApiError::bad_request(error.to_string())
             }
             // The server's paths are for its log, not for callers.
-            ObjectError::Io { .. } => {
+            ObjectError::Io { .. } | ObjectError::S3Settings(_) => {
                 tracing::error!(%error, "object store");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "the object store failed; the server log has the details",
+                )
+            }
+            // The bucket is upstream of us: its failure is a bad gateway, not our own.
+            ObjectError::Remote { .. } => {
+                tracing::error!(%error, "object store");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "the object store's bucket did not answer as expected; the server log has the details",
                 )
             }
         }

@@ -354,11 +354,16 @@ pub(crate) fn output_closed(error: &anyhow::Error) -> bool {
 
 /// An error and its causes on one line.
 fn one_line(error: &anyhow::Error) -> String {
-    error
-        .chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        // Many errors already say their source ("could not open X: {source}"): say it once.
+        if parts.last().is_some_and(|last| last.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -453,6 +458,11 @@ async fn service(command: ServiceCommand) -> anyhow::Result<()> {
                 manifest.files,
                 manifest.bytes
             ))?;
+            if let Some(bucket) = &manifest.objects_bucket {
+                output::line(format!(
+                    "  Objects stay in {bucket} (objects.engine = \"s3\"): back the bucket up with its own tools (versioning, replication)."
+                ))?;
+            }
             output::line(format!(
                 "\n!! {key} is the key that decrypts every secret in this backup.\n\
                  !! Move it out of the backup now, into a password manager or a vault: anyone who\n\

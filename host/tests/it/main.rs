@@ -11,6 +11,7 @@ mod grpc_plugins;
 mod kit;
 mod logs;
 mod namespaces;
+mod objects_s3;
 mod openapi;
 mod operations;
 mod pipelines_as_code;

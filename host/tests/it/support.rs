@@ -22,6 +22,140 @@ pub fn free_address() -> SocketAddr {
 /// Names the container engine the test servers use (`scheduler.engine`), e.g. `swarm`.
 pub const TEST_ENGINE_VARIABLE: &str = "TEST_SCHEDULER_ENGINE";
 
+/// Names the object store the test servers use (`objects.engine`): `s3` puts every server's
+/// objects in a bucket of the shared [`moto`] server, each under its own prefix.
+pub const TEST_OBJECTS_VARIABLE: &str = "TEST_OBJECTS_ENGINE";
+
+/// moto's S3-compatible server (`scripts/moto.sh`), started once per test process on a free
+/// loopback port, from a thread that lives as long as the process: it dies with it
+/// (`setpriv --pdeathsig`, which names the thread that started it).
+pub struct Moto {
+    pub endpoint: String,
+    address: SocketAddr,
+}
+
+pub fn moto() -> &'static Moto {
+    static MOTO: std::sync::OnceLock<Moto> = std::sync::OnceLock::new();
+    MOTO.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let found = Command::new("bash")
+            .arg(root.join("scripts/moto.sh"))
+            .arg("--path")
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "scripts/moto.sh --path: {}",
+            String::from_utf8_lossy(&found.stderr)
+        );
+        let executable = String::from_utf8(found.stdout).unwrap().trim().to_string();
+        let address = free_address();
+        let (started, child) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut process = Command::new("setpriv")
+                .args(["--pdeathsig", "KILL", "--"])
+                .arg(executable)
+                .args(["-H", "127.0.0.1", "-p", &address.port().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            started.send(process.id()).unwrap();
+            // moto serves until the test process ends; this thread waits with it.
+            let _ = process.wait();
+        });
+        child.recv().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(address).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start on {address}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            endpoint: format!("http://{address}"),
+            address,
+        }
+    })
+}
+
+impl Moto {
+    /// Creates a bucket (moto takes unsigned requests).
+    pub fn create_bucket(&self, bucket: &str) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.address).unwrap();
+        write!(
+            stream,
+            "PUT /{bucket} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.address
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+
+    /// The keys in a bucket under a prefix (moto answers unsigned listings).
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let listing = http_client()
+            .get(format!(
+                "{}/{bucket}?list-type=2&prefix={prefix}",
+                self.endpoint
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        listing
+            .split("<Key>")
+            .skip(1)
+            .map(|rest| rest.split("</Key>").next().unwrap().to_string())
+            .collect()
+    }
+
+    /// Multipart uploads started in a bucket and neither completed nor aborted.
+    pub async fn unfinished_uploads(&self, bucket: &str) -> usize {
+        let listing = http_client()
+            .get(format!("{}/{bucket}?uploads", self.endpoint))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        listing.matches("<Upload>").count()
+    }
+
+    /// The settings of a server keeping its objects in `bucket` under `prefix`.
+    pub fn settings(&self, bucket: &str, prefix: &str) -> Vec<(String, String)> {
+        [
+            ("GOFER_OBJECTS__ENGINE", "s3"),
+            ("GOFER_OBJECTS__S3__ENDPOINT", &self.endpoint),
+            ("GOFER_OBJECTS__S3__BUCKET", bucket),
+            ("GOFER_OBJECTS__S3__PREFIX", prefix),
+            ("GOFER_OBJECTS__S3__PATH_STYLE", "true"),
+            ("GOFER_OBJECTS__S3__ACCESS_KEY_ID", "gofer-tests"),
+            ("GOFER_OBJECTS__S3__SECRET_ACCESS_KEY", "gofer-tests"),
+        ]
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .to_vec()
+    }
+}
+
+/// Settings for [`TEST_OBJECTS_VARIABLE`]: the shared bucket, under a prefix of the data
+/// directory's own (so a restarted server finds its objects again).
+fn test_objects_settings(data_dir: &Path) -> Vec<(String, String)> {
+    if std::env::var(TEST_OBJECTS_VARIABLE).as_deref() != Ok("s3") {
+        return Vec::new();
+    }
+    static BUCKET: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUCKET.get_or_init(|| moto().create_bucket("gofer-tests"));
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    moto().settings("gofer-tests", &format!("server-{:016x}", hasher.finish()))
+}
+
 /// A `gofer` command with no GOFER_* variables inherited from the test environment.
 pub fn gofer_command() -> Command {
     let mut command = Command::new(GOFER);
@@ -31,7 +165,7 @@ pub fn gofer_command() -> Command {
         }
     }
     command.env("NO_COLOR", "1");
-    // The second pass of the run tests (`make test-swarm`) runs them on another engine.
+    // The second pass of the run tests (`make test-engines`) runs them on another engine.
     if let Ok(engine) = std::env::var(TEST_ENGINE_VARIABLE) {
         command.env("GOFER_SCHEDULER__ENGINE", engine);
     }
@@ -127,6 +261,7 @@ impl TestServer {
             .args(&self.args)
             // Tasks that ignore SIGTERM are killed quickly in tests.
             .env("GOFER_RUNS__STOP_TIMEOUT_SECS", "3")
+            .envs(test_objects_settings(&self.data_dir))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,9 +1,13 @@
-//! Object contents, behind the [`ObjectStore`] trait (so another backend, e.g. S3, can replace the
-//! default), and the default: files under `<data_dir>/objects`, written to a temporary file and
-//! renamed into place, so a reader never sees half an object.
+//! Object contents, behind the [`ObjectStore`] trait, and its two stores: the default, files under
+//! `<data_dir>/objects` written to a temporary file and renamed into place, and an S3-compatible
+//! bucket ([`s3`]). Either way a reader never sees half an object: one is replaced only by a
+//! complete upload.
 //!
-//! Owns the bytes and where they are kept ([`ObjectKey`]). Must not know which objects exist,
-//! their limits or expiry: that metadata lives in the main database (`storage`).
+//! Owns the bytes and where they are kept ([`ObjectKey`], [`relative_location`]). Must not know
+//! which objects exist, their limits or expiry: that metadata lives in the main database
+//! (`storage`).
+
+pub mod s3;
 
 use std::path::PathBuf;
 
@@ -29,6 +33,13 @@ pub enum ObjectError {
     Upload(std::io::Error),
     #[error("'{0}' cannot name an object's owner: use letters, digits, '-', '_' and '.'")]
     InvalidScope(String),
+    #[error("the object store failed at {location}: {source}")]
+    Remote {
+        location: String,
+        source: object_store::Error,
+    },
+    #[error("objects.s3: {0}")]
+    S3Settings(String),
 }
 
 /// Checks an object key: 1 to 256 printable characters.
@@ -104,46 +115,72 @@ impl FsObjectStore {
         Self { root }
     }
 
-    /// The object's file: `<root>/<kind>/<scope...>/<name>`. Scope components (namespace,
-    /// pipeline, plugin) must be plain names; the key becomes a file name ([`file_name`]). The
-    /// result is checked to lie under the root, whatever the inputs.
+    /// The object's file: `<root>/` and its [`relative_location`], checked to lie under the
+    /// root whatever the inputs.
     fn path(&self, key: &ObjectKey) -> Result<PathBuf, ObjectError> {
-        let (kind, scope, name): (&str, Vec<String>, &str) = match key {
-            ObjectKey::Pipeline {
-                namespace,
-                pipeline,
-                key,
-            } => ("pipeline", vec![namespace.clone(), pipeline.clone()], key),
-            ObjectKey::Run {
-                namespace,
-                pipeline,
-                run,
-                key,
-            } => (
-                "run",
-                vec![namespace.clone(), pipeline.clone(), run.to_string()],
-                key,
-            ),
-            ObjectKey::Plugin { plugin, key } => ("plugin", vec![plugin.clone()], key),
-        };
-        let mut path = self.root.join(kind);
-        for component in &scope {
-            if !is_plain_name(component) {
-                return Err(ObjectError::InvalidScope(component.clone()));
-            }
-            path.push(component);
-        }
-        path.push(file_name(name));
-        if !path.starts_with(&self.root) || path.components().count() != self.depth(&scope) {
-            return Err(ObjectError::InvalidScope(scope.join("/")));
+        let parts = relative_location(key)?;
+        let path = parts
+            .iter()
+            .fold(self.root.clone(), |path, part| path.join(part));
+        if !path.starts_with(&self.root)
+            || path.components().count() != self.root.components().count() + parts.len()
+        {
+            return Err(ObjectError::InvalidScope(parts.join("/")));
         }
         Ok(path)
     }
+}
 
-    /// Components of a valid object path: the root's, the kind, the scope and the file.
-    fn depth(&self, scope: &[String]) -> usize {
-        self.root.components().count() + 1 + scope.len() + 1
+/// Where an object is kept, relative to its store's root: its kind (`pipeline`, `run`,
+/// `plugin`), its scope (namespace, pipeline, run or plugin: plain names only) and its key as a
+/// file name ([`file_name`]), e.g. `["run", "default", "build", "7", "6e6f7465"]`.
+pub fn relative_location(key: &ObjectKey) -> Result<Vec<String>, ObjectError> {
+    let (kind, scope, name): (&str, Vec<String>, &str) = match key {
+        ObjectKey::Pipeline {
+            namespace,
+            pipeline,
+            key,
+        } => ("pipeline", vec![namespace.clone(), pipeline.clone()], key),
+        ObjectKey::Run {
+            namespace,
+            pipeline,
+            run,
+            key,
+        } => (
+            "run",
+            vec![namespace.clone(), pipeline.clone(), run.to_string()],
+            key,
+        ),
+        ObjectKey::Plugin { plugin, key } => ("plugin", vec![plugin.clone()], key),
+    };
+    if let Some(component) = scope.iter().find(|component| !is_plain_name(component)) {
+        return Err(ObjectError::InvalidScope(component.clone()));
     }
+    let mut parts = Vec::with_capacity(scope.len() + 2);
+    parts.push(kind.to_string());
+    parts.extend(scope);
+    parts.push(file_name(name));
+    Ok(parts)
+}
+
+/// Where every object of a pipeline and of its runs is kept, relative to the store's root:
+/// `pipeline/<namespace>/<pipeline>` and `run/<namespace>/<pipeline>`.
+pub fn pipeline_locations(
+    namespace: &str,
+    pipeline: &str,
+) -> Result<[[String; 3]; 2], ObjectError> {
+    for component in [namespace, pipeline] {
+        if !is_plain_name(component) {
+            return Err(ObjectError::InvalidScope(component.to_string()));
+        }
+    }
+    Ok(["pipeline", "run"].map(|kind| {
+        [
+            kind.to_string(),
+            namespace.to_string(),
+            pipeline.to_string(),
+        ]
+    }))
 }
 
 /// Whether a scope component is a plain file name: 1 to 64 characters of `[A-Za-z0-9_.-]`, not
@@ -242,13 +279,10 @@ impl ObjectStore for FsObjectStore {
     }
 
     async fn delete_pipeline(&self, namespace: &str, pipeline: &str) -> Result<(), ObjectError> {
-        for component in [namespace, pipeline] {
-            if !is_plain_name(component) {
-                return Err(ObjectError::InvalidScope(component.to_string()));
-            }
-        }
-        for kind in ["pipeline", "run"] {
-            let path = self.root.join(kind).join(namespace).join(pipeline);
+        for parts in pipeline_locations(namespace, pipeline)? {
+            let path = parts
+                .iter()
+                .fold(self.root.clone(), |path, part| path.join(part));
             match tokio::fs::remove_dir_all(&path).await {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
