@@ -933,4 +933,17 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
+
+    #[test]
+    fn an_error_that_already_says_its_source_says_it_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("could not open the store: {0}")]
+        struct Saying(#[source] std::io::Error);
+        let error = anyhow::Error::new(Saying(std::io::Error::other("the disk is full")))
+            .context("starting the server");
+        assert_eq!(
+            super::one_line(&error),
+            "starting the server: could not open the store: the disk is full"
+        );
+    }
 }
