@@ -97,6 +97,9 @@ pub struct SchedulerSection {
     /// The engine's API address: `unix:///path/to.sock`, a socket path, or `tcp://host:port`.
     /// Empty: the engine's usual one (see [`SchedulerEngine`]).
     pub socket: String,
+    /// How long a task may wait for a node that satisfies its placement (`swarm`) before it
+    /// fails with the engine's reason.
+    pub placement_timeout_secs: u64,
 }
 
 /// Engines that run container tasks; all speak the Docker Engine API.
@@ -405,6 +408,7 @@ impl Default for ServerConfig {
             scheduler: SchedulerSection {
                 engine: SchedulerEngine::Docker,
                 socket: String::new(),
+                placement_timeout_secs: 60,
             },
             plugins: PluginsSection {
                 dir: PathBuf::new(),
@@ -599,6 +603,9 @@ impl ServerConfig {
             || self.objects.max_object_size_mb == 0
         {
             return invalid("objects: pipeline_object_limit, run_object_expiry and max_object_size_mb must be above 0".into());
+        }
+        if self.scheduler.placement_timeout_secs == 0 {
+            return invalid("scheduler.placement_timeout_secs must be above 0".into());
         }
         if self.objects.engine == ObjectsEngine::S3
             && let Some(problem) = self.objects.s3.problem()

@@ -161,6 +161,53 @@ pub struct Task {
     /// Mount the run's shared workspace volume at [`WORKSPACE_PATH`] (beyond v0).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub workspace: bool,
+    /// Where a cluster engine may run the task: Swarm placement constraints such as
+    /// `node.labels.gpu == true`, its pipeline's first, then its own (beyond v0). Single-host
+    /// engines run every task on their host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
+}
+
+/// What is wrong with a placement constraint, if anything: it must read `ATTRIBUTE == VALUE` or
+/// `ATTRIBUTE != VALUE`, with one of the attributes Docker Swarm places by.
+pub fn placement_problem(constraint: &str) -> Option<String> {
+    const ATTRIBUTES: [&str; 6] = [
+        "node.id",
+        "node.hostname",
+        "node.role",
+        "node.platform.os",
+        "node.platform.arch",
+        "node.labels.",
+    ];
+    let Some((attribute, value)) = constraint
+        .split_once("==")
+        .or_else(|| constraint.split_once("!="))
+    else {
+        return Some(format!(
+            "'{constraint}' is not a constraint: use ATTRIBUTE == VALUE or ATTRIBUTE != VALUE, e.g. \"node.labels.gpu == true\""
+        ));
+    };
+    let (attribute, value) = (attribute.trim(), value.trim());
+    // Labels need a name after their prefix; the other attributes are whole.
+    let named_label =
+        |prefix: &str| attribute.len() > prefix.len() && attribute.starts_with(prefix);
+    let known = named_label("engine.labels.")
+        || ATTRIBUTES.iter().any(|known| {
+            if known.ends_with('.') {
+                named_label(known)
+            } else {
+                attribute == *known
+            }
+        });
+    if !known {
+        return Some(format!(
+            "'{attribute}' in '{constraint}' is not an attribute to place by (node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME, engine.labels.NAME)"
+        ));
+    }
+    if value.is_empty() || value.contains(['=', '!']) || value.chars().any(char::is_control) {
+        return Some(format!("'{constraint}' has no value to compare with"));
+    }
+    None
 }
 
 /// Where a task with `workspace` finds the run's shared workspace (also in `GOFER_WORKSPACE`).

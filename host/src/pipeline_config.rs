@@ -51,6 +51,8 @@ pub enum ConfigError {
     },
     #[error("task '{task}' has invalid resources: {problem}")]
     InvalidResources { task: String, problem: String },
+    #[error("{owner} has an invalid placement: {problem}")]
+    InvalidPlacement { owner: String, problem: String },
     #[error("the tasks form a cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
     #[error("parallelism must be 0 (server default) or more, got {0}")]
@@ -167,6 +169,10 @@ pub struct PipelineConfigInput {
     /// Trigger subscriptions that deploying this config sets up.
     #[serde(default)]
     pub triggers: Vec<DeclaredTrigger>,
+    /// Placement constraints for every container task (a cluster engine's, e.g.
+    /// `node.labels.gpu == true`), before each task's own.
+    #[serde(default)]
+    pub placement: Vec<String>,
 }
 
 /// One task as printed by an SDK program.
@@ -218,6 +224,10 @@ pub struct TaskInput {
     /// Mount the run's workspace volume, shared by the run's tasks that ask for it.
     #[serde(default)]
     pub workspace: bool,
+    /// Where a cluster engine may run the task: Swarm placement constraints, e.g.
+    /// `node.labels.gpu == true` (all must hold); single-host engines run it on their host.
+    #[serde(default)]
+    pub placement: Vec<String>,
 }
 
 impl PipelineConfigInput {
@@ -242,6 +252,7 @@ impl PipelineConfigInput {
         if let Some(keep) = &self.keep_failed {
             parse_keep_failed(&format!("pipeline '{}'", self.id), keep)?;
         }
+        check_placement(&format!("pipeline '{}'", self.id), &self.placement)?;
         let mut triggers = HashSet::new();
         for trigger in &self.triggers {
             validate_identifier("trigger id", &trigger.id)?;
@@ -300,7 +311,10 @@ impl PipelineConfigInput {
         let tasks = self
             .tasks
             .into_iter()
-            .map(|task| Ok((task.id.clone(), task.into_task(keep_failed.as_ref())?)))
+            .map(|task| {
+                let task = task.into_task(keep_failed.as_ref(), &self.placement)?;
+                Ok((task.id.clone(), task))
+            })
             .collect::<Result<_, ConfigError>>()?;
         Ok(PipelineConfig {
             namespace_id: namespace_id.to_string(),
@@ -371,6 +385,14 @@ impl TaskInput {
                         .into(),
             });
         }
+        if !self.placement.is_empty() && self.plugin.is_some() {
+            return Err(ConfigError::InvalidPlacement {
+                owner: format!("task '{}'", self.id),
+                problem: "placement is for container tasks; a shared task runs in the server"
+                    .into(),
+            });
+        }
+        check_placement(&format!("task '{}'", self.id), &self.placement)?;
         if let Some(problem) = self.resources.as_ref().and_then(|r| r.problem()) {
             return Err(ConfigError::InvalidResources {
                 task: self.id.clone(),
@@ -395,8 +417,22 @@ impl TaskInput {
         Ok(())
     }
 
-    /// The stored task; `keep_failed` is the pipeline's default for it.
-    fn into_task(self, keep_failed: Option<&Timeout>) -> Result<Task, ConfigError> {
+    /// The stored task; `keep_failed` is the pipeline's default for it, and a container task's
+    /// placement starts with the pipeline's.
+    fn into_task(
+        self,
+        keep_failed: Option<&Timeout>,
+        pipeline_placement: &[String],
+    ) -> Result<Task, ConfigError> {
+        let mut placement = Vec::new();
+        if self.plugin.is_none() {
+            for constraint in pipeline_placement.iter().chain(&self.placement) {
+                let constraint = constraint.trim().to_string();
+                if !placement.contains(&constraint) {
+                    placement.push(constraint);
+                }
+            }
+        }
         let timeout = self
             .timeout
             .as_deref()
@@ -432,9 +468,31 @@ impl TaskInput {
             keep_failed,
             resources: self.resources,
             workspace: self.workspace,
+            placement,
         })
     }
 }
+
+/// Checks placement constraints (at most [`MAX_PLACEMENT`]).
+fn check_placement(owner: &str, placement: &[String]) -> Result<(), ConfigError> {
+    let invalid = |problem| ConfigError::InvalidPlacement {
+        owner: owner.to_string(),
+        problem,
+    };
+    if placement.len() > MAX_PLACEMENT {
+        return Err(invalid(format!(
+            "{} constraints, at most {MAX_PLACEMENT}",
+            placement.len()
+        )));
+    }
+    placement
+        .iter()
+        .find_map(|constraint| crate::models::placement_problem(constraint))
+        .map_or(Ok(()), |problem| Err(invalid(problem)))
+}
+
+/// Most placement constraints a pipeline or task may have.
+const MAX_PLACEMENT: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -459,6 +517,7 @@ mod tests {
             keep_failed: None,
             resources: None,
             workspace: false,
+            placement: Vec::new(),
         }
     }
 
@@ -472,6 +531,7 @@ mod tests {
             timeout: None,
             keep_failed: None,
             triggers: Vec::new(),
+            placement: Vec::new(),
         }
     }
 
@@ -553,6 +613,55 @@ mod tests {
             .validate("other")
             .unwrap_err();
         assert!(matches!(mismatch, ConfigError::IdMismatch { .. }));
+    }
+
+    #[test]
+    fn placement_is_checked_and_the_pipelines_comes_first() {
+        let mut pipeline = config(vec![task("first", &[]), task("second", &[])]);
+        pipeline.placement = vec!["node.role == worker".into()];
+        pipeline.tasks[0].placement = vec![
+            "node.labels.gpu==true".into(),
+            " node.role == worker ".into(),
+        ];
+        pipeline.validate("simple").unwrap();
+        let stored = pipeline.into_config("default", 1, 0).unwrap();
+        assert_eq!(
+            stored.tasks["first"].placement,
+            ["node.role == worker", "node.labels.gpu==true"]
+        );
+        assert_eq!(stored.tasks["second"].placement, ["node.role == worker"]);
+        for (constraint, expected) in [
+            (
+                "gpu",
+                "task 'first' has an invalid placement: 'gpu' is not a constraint",
+            ),
+            (
+                "node.color == red",
+                "'node.color' in 'node.color == red' is not an attribute",
+            ),
+            ("node.labels. == x", "'node.labels.' in"),
+            ("node.labels.gpu == ", "'node.labels.gpu == ' has no value"),
+            ("engine.labels.zone != eu", ""),
+        ] {
+            let mut pipeline = config(vec![task("first", &[])]);
+            pipeline.tasks[0].placement = vec![constraint.into()];
+            match pipeline.validate("simple") {
+                Ok(()) => assert!(expected.is_empty(), "{constraint} was accepted"),
+                Err(error) => assert!(
+                    !expected.is_empty() && error.to_string().contains(expected),
+                    "{constraint}: {error}"
+                ),
+            }
+        }
+        let mut pipeline = config(vec![task("first", &[])]);
+        pipeline.placement = vec!["x".into()];
+        assert!(
+            pipeline
+                .validate("simple")
+                .unwrap_err()
+                .to_string()
+                .starts_with("pipeline 'simple' has an invalid placement")
+        );
     }
 
     #[test]

@@ -70,6 +70,7 @@ type Task struct {
 	KeepFailed string            `json:"keep_failed,omitempty"`
 	Resources  *Resources        `json:"resources,omitempty"`
 	Workspace  bool              `json:"workspace,omitempty"`
+	Placement  []string          `json:"placement,omitempty"`
 }
 
 // Resources are the CPU and memory limits of a container task.
@@ -96,6 +97,7 @@ type Pipeline struct {
 	Timeout    string     `json:"timeout,omitempty"`
 	KeepFailed string     `json:"keep_failed,omitempty"`
 	Triggers   []*Trigger `json:"triggers,omitempty"`
+	Placement  []string   `json:"placement,omitempty"`
 }
 
 // PipelineWrapper builds a Pipeline.
@@ -138,6 +140,13 @@ func (p *PipelineWrapper) Timeout(timeout time.Duration) *PipelineWrapper {
 // `gofer task shell`, unless a task says otherwise.
 func (p *PipelineWrapper) KeepFailed(keep time.Duration) *PipelineWrapper {
 	p.Pipeline.KeepFailed = formatDuration(keep)
+	return p
+}
+
+// Placement adds placement constraints for every container task (before each task's own), e.g.
+// "node.labels.zone == eu".
+func (p *PipelineWrapper) Placement(constraints ...string) *PipelineWrapper {
+	p.Pipeline.Placement = append(p.Pipeline.Placement, constraints...)
 	return p
 }
 
@@ -280,6 +289,13 @@ func (t *TaskWrapper) Timeout(timeout time.Duration) *TaskWrapper {
 // `gofer task shell` can open a shell in its filesystem. It overrides the pipeline's.
 func (t *TaskWrapper) KeepFailed(keep time.Duration) *TaskWrapper {
 	t.Task.KeepFailed = formatDuration(keep)
+	return t
+}
+
+// Placement adds where a cluster engine may run the container: Swarm placement constraints such
+// as "node.labels.gpu == true" (all must hold; single-host engines ignore them).
+func (t *TaskWrapper) Placement(constraints ...string) *TaskWrapper {
+	t.Task.Placement = append(t.Task.Placement, constraints...)
 	return t
 }
 

@@ -71,16 +71,16 @@ func TestV0JSON(t *testing.T) {
 
 func TestGoferAdditions(t *testing.T) {
 	pipeline := NewPipeline("extras", "Extras").Timeout(30*time.Minute).KeepFailed(time.Hour).
-		Triggers(NewTrigger("interval", "hourly").Setting("every", "1h")).
+		Triggers(NewTrigger("interval", "hourly").Setting("every", "1h")).Placement("node.role == worker").
 		Tasks(NewSharedTask("call", "http-request").Setting("url", "http://example.com").
 			Timeout(1500*time.Millisecond).Retries(2),
-			NewTask("build", "busybox").KeepFailed(10*time.Minute).CPUs(0.5).Memory("256m").Workspace())
+			NewTask("build", "busybox").KeepFailed(10*time.Minute).CPUs(0.5).Memory("256m").Workspace().Placement("node.labels.gpu == true"))
 	output, err := json.Marshal(pipeline.Pipeline)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		`"timeout":"1800s","keep_failed":"3600s"`, `"keep_failed":"600s","resources":{"cpus":0.5,"memory":"256m"},"workspace":true`, `"triggers":[{"plugin":"interval","id":"hourly","settings":{"every":"1h"}}]`,
+		`"timeout":"1800s","keep_failed":"3600s"`, `"keep_failed":"600s","resources":{"cpus":0.5,"memory":"256m"},"workspace":true,"placement":["node.labels.gpu == true"]`, `"placement":["node.role == worker"]}`, `"triggers":[{"plugin":"interval","id":"hourly","settings":{"every":"1h"}}]`,
 		`"plugin":"http-request","settings":{"url":"http://example.com"},"timeout":"1500ms","retries":2`,
 	} {
 		if !strings.Contains(string(output), want) {

@@ -110,6 +110,8 @@ pub struct Task {
     pub resources: Option<Resources>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub workspace: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
 }
 
 /// CPU and memory limits of a container task.
@@ -149,6 +151,7 @@ impl Task {
             keep_failed: None,
             resources: None,
             workspace: false,
+            placement: Vec::new(),
         }
     }
 
@@ -266,6 +269,13 @@ impl Task {
         self
     }
 
+    /// Where a cluster engine may run the container: a Swarm placement constraint such as
+    /// `node.labels.gpu == true` (all must hold; single-host engines ignore them).
+    pub fn placement(mut self, constraint: &str) -> Self {
+        self.placement.push(constraint.into());
+        self
+    }
+
     /// The CPUs the container may use, e.g. `0.5`.
     pub fn cpus(mut self, cpus: f64) -> Self {
         self.resources
@@ -331,6 +341,8 @@ pub struct Pipeline {
     pub keep_failed: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<Trigger>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
 }
 
 impl Pipeline {
@@ -345,6 +357,7 @@ impl Pipeline {
             timeout: None,
             keep_failed: None,
             triggers: Vec::new(),
+            placement: Vec::new(),
         }
     }
 
@@ -375,6 +388,13 @@ impl Pipeline {
     /// `gofer task shell`, unless a task says otherwise.
     pub fn keep_failed(mut self, keep: Duration) -> Self {
         self.keep_failed = Some(format_duration(keep));
+        self
+    }
+
+    /// A placement constraint for every container task (before each task's own), e.g.
+    /// `node.labels.zone == eu`.
+    pub fn placement(mut self, constraint: &str) -> Self {
+        self.placement.push(constraint.into());
         self
     }
 
@@ -616,6 +636,7 @@ mod tests {
             .triggers(vec![
                 Trigger::new("interval", "hourly").setting("every", "1h"),
             ])
+            .placement("node.role == worker")
             .tasks(vec![
                 Task::shared("call", "http-request")
                     .setting("url", "http://example.com")
@@ -625,13 +646,15 @@ mod tests {
                     .keep_failed(Duration::from_secs(600))
                     .cpus(0.5)
                     .memory("256m")
-                    .workspace(),
+                    .workspace()
+                    .placement("node.labels.gpu == true"),
             ])
             .to_json()
             .unwrap();
         for expected in [
             r#""timeout":"1800s","keep_failed":"3600s""#,
-            r#""keep_failed":"600s","resources":{"cpus":0.5,"memory":"256m"},"workspace":true"#,
+            r#""keep_failed":"600s","resources":{"cpus":0.5,"memory":"256m"},"workspace":true,"placement":["node.labels.gpu == true"]"#,
+            r#""placement":["node.role == worker"]}"#,
             r#""triggers":[{"plugin":"interval","id":"hourly","settings":{"every":"1h"}}]"#,
             r#""plugin":"http-request","settings":{"url":"http://example.com"},"timeout":"1500ms","retries":2"#,
         ] {

@@ -174,6 +174,7 @@ fn spec(
                 crate::models::WORKSPACE_PATH.to_string(),
             )
         }),
+        placement: task.task.placement.clone(),
     }
 }
 

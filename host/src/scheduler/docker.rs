@@ -113,6 +113,7 @@ impl DockerScheduler {
         Self::connect(&SchedulerSection {
             engine: SchedulerEngine::Docker,
             socket: String::new(),
+            placement_timeout_secs: 60,
         })
     }
 

@@ -35,6 +35,9 @@ pub struct ContainerSpec {
     pub memory_bytes: Option<i64>,
     /// A named volume to mount (created on first use), and where.
     pub volume: Option<(String, String)>,
+    /// Placement constraints for a cluster engine (`node.labels.gpu == true`); a single-host
+    /// engine runs the container on its host.
+    pub placement: Vec<String>,
 }
 
 /// What a container is doing.

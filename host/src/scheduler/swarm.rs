@@ -3,7 +3,9 @@
 //! service's task status. What needs the task's container (its output, attach, a shell in a kept
 //! task, the out-of-memory flag, the image digest) goes to the container on this engine's node,
 //! through [`DockerScheduler`]: that is the whole cluster on a single-node Swarm, and the manager's
-//! own tasks on a bigger one (see `docs/configuration.md`).
+//! own tasks on a bigger one (see `docs/configuration.md`). A task's placement constraints go
+//! to the service; one that no node satisfies fails after `scheduler.placement_timeout_secs`
+//! with the Swarm's reason.
 //!
 //! Must not know about runs or pipelines beyond the spec it is given.
 
@@ -16,7 +18,7 @@ use std::time::Duration;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     Limit, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicatedJob, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
@@ -41,15 +43,44 @@ const CONTAINER_DEADLINE: Duration = Duration::from_secs(300);
 #[derive(Debug)]
 pub struct SwarmScheduler {
     engine: DockerScheduler,
+    /// How long a task may wait for a node that satisfies its placement.
+    placement_timeout: Duration,
 }
 
 /// What a service's task has come to.
 enum TaskOutcome {
     /// Pending, assigned, starting or running.
     Going,
+    /// Pending because no node can take it (the Swarm's reason, e.g. "no suitable node").
+    Unplaced(String),
     Exited(i64),
     /// Never ran: the engine's reason.
     Refused(String),
+}
+
+/// How long a pending task has had no node to go to.
+#[derive(Default)]
+struct Unplaced {
+    since: Option<tokio::time::Instant>,
+}
+
+impl Unplaced {
+    /// Notes the Swarm's reason a task is pending (none: it is placed); fails once it has had
+    /// no node for `timeout`.
+    fn check(&mut self, timeout: Duration, why: Option<&str>) -> Result<(), SchedulerError> {
+        let Some(why) = why.filter(|why| !why.is_empty()) else {
+            self.since = None;
+            return Ok(());
+        };
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() < timeout {
+            return Ok(());
+        }
+        Err(SchedulerError::Engine(format!(
+            "the Swarm found no node for the task within {}s (scheduler.placement_timeout_secs): {why}",
+            timeout.as_secs()
+        )))
+    }
 }
 
 impl SwarmScheduler {
@@ -57,6 +88,7 @@ impl SwarmScheduler {
     pub fn connect(settings: &SchedulerSection) -> Self {
         Self {
             engine: DockerScheduler::connect(settings),
+            placement_timeout: Duration::from_secs(settings.placement_timeout_secs),
         }
     }
 
@@ -119,6 +151,11 @@ impl SwarmScheduler {
                     .err
                     .unwrap_or_else(|| "the Swarm task was rejected".to_string()),
             ),
+            Some(TaskState::PENDING)
+                if status.err.as_deref().is_some_and(|err| !err.is_empty()) =>
+            {
+                TaskOutcome::Unplaced(status.err.unwrap_or_default())
+            }
             _ => TaskOutcome::Going,
         })
     }
@@ -126,9 +163,13 @@ impl SwarmScheduler {
     /// The id of the attempt's container, once its task has one (waiting while it is pending).
     async fn container_of(&self, name: &str) -> Result<String, SchedulerError> {
         let deadline = tokio::time::Instant::now() + CONTAINER_DEADLINE;
+        let mut unplaced = Unplaced::default();
         loop {
             let task = self.task_of(name).await?;
             let status = task.and_then(|task| task.status).unwrap_or_default();
+            if status.state == Some(TaskState::PENDING) {
+                unplaced.check(self.placement_timeout, status.err.as_deref())?;
+            }
             if let Some(id) = status
                 .container_status
                 .and_then(|container| container.container_id)
@@ -181,6 +222,10 @@ impl Scheduler for SwarmScheduler {
                     }),
                     ..Default::default()
                 }),
+                placement: (!spec.placement.is_empty()).then(|| TaskSpecPlacement {
+                    constraints: Some(spec.placement.clone()),
+                    ..Default::default()
+                }),
                 restart_policy: Some(TaskSpecRestartPolicy {
                     condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
                     ..Default::default()
@@ -205,18 +250,23 @@ impl Scheduler for SwarmScheduler {
     }
 
     async fn wait(&self, name: &str) -> Result<i64, SchedulerError> {
+        let mut unplaced = Unplaced::default();
         loop {
             match self.outcome(name).await? {
-                TaskOutcome::Going => tokio::time::sleep(TASK_POLL).await,
+                TaskOutcome::Going => unplaced.check(self.placement_timeout, None)?,
+                TaskOutcome::Unplaced(why) => {
+                    unplaced.check(self.placement_timeout, Some(&why))?;
+                }
                 TaskOutcome::Exited(code) => return Ok(code),
                 TaskOutcome::Refused(why) => return Err(SchedulerError::Engine(why)),
             }
+            tokio::time::sleep(TASK_POLL).await;
         }
     }
 
     async fn state(&self, name: &str) -> Result<ContainerState, SchedulerError> {
         match self.outcome(name).await {
-            Ok(TaskOutcome::Going) => Ok(ContainerState::Running),
+            Ok(TaskOutcome::Going | TaskOutcome::Unplaced(_)) => Ok(ContainerState::Running),
             Ok(TaskOutcome::Exited(exit_code)) => Ok(ContainerState::Exited { exit_code }),
             Ok(TaskOutcome::Refused(_)) => Ok(ContainerState::Exited { exit_code: -1 }),
             Err(SchedulerError::NotFound(_)) => Ok(ContainerState::Missing),
@@ -250,6 +300,7 @@ impl Scheduler for SwarmScheduler {
         let (engine, name) = (
             Self {
                 engine: self.engine.clone(),
+                placement_timeout: self.placement_timeout,
             },
             name.to_string(),
         );

@@ -700,6 +700,89 @@ async fn resource_limits_reach_the_container_and_a_task_past_its_memory_fails_sa
     }
 }
 
+/// Placement constraints, the pipeline's and a task's: on Swarm a task goes to a node that
+/// satisfies them, and one that no node satisfies fails with the Swarm's reason after
+/// `scheduler.placement_timeout_secs`; a single-host engine runs every task on its host.
+#[tokio::test]
+async fn placement_constraints_choose_the_node_on_swarm() {
+    let swarm = std::env::var(crate::support::TEST_ENGINE_VARIABLE).as_deref() == Ok("swarm");
+    if swarm {
+        // This node, labelled as the tests' zone (idempotent).
+        let node = std::process::Command::new("docker")
+            .args(["info", "--format", "{{.Swarm.NodeID}}"])
+            .output()
+            .unwrap();
+        let node = String::from_utf8_lossy(&node.stdout).trim().to_string();
+        let labelled = std::process::Command::new("docker")
+            .args([
+                "node",
+                "update",
+                "--label-add",
+                "gofer-test-zone=here",
+                &node,
+            ])
+            .output()
+            .unwrap();
+        assert!(labelled.status.success(), "{labelled:?}");
+    }
+    let server =
+        TestServer::start_with_env(&[("GOFER_SCHEDULER__PLACEMENT_TIMEOUT_SECS", "2")]).await;
+    let api = server.client();
+    let fits = shell_task("fits", "echo placed", json!({}));
+    let mut nowhere = shell_task("nowhere", "echo placed", json!({}));
+    nowhere["placement"] = json!(["node.labels.gofer-test-zone == elsewhere"]);
+    let mut pipeline = config("placed", json!([fits, nowhere]));
+    pipeline["placement"] = json!(["node.labels.gofer-test-zone == here"]);
+    deploy(&api, pipeline).await;
+    let run_id = start_run(&api, "placed", json!({})).await;
+    let run = wait_for_run(&api, "placed", run_id, 60).await;
+    let tasks = tasks_of(&api, "placed", run_id).await;
+    assert_eq!(tasks["fits"]["status"], "successful", "{}", tasks["fits"]);
+    assert_eq!(
+        tasks["fits"]["task"]["placement"],
+        json!(["node.labels.gofer-test-zone == here"])
+    );
+    assert_eq!(
+        tasks["nowhere"]["task"]["placement"],
+        json!([
+            "node.labels.gofer-test-zone == here",
+            "node.labels.gofer-test-zone == elsewhere"
+        ])
+    );
+    let nowhere = &tasks["nowhere"];
+    if swarm {
+        assert_eq!(run["status"], "failed", "{run}");
+        assert_eq!(nowhere["status"], "failed", "{nowhere}");
+        let reason = nowhere["status_reason"]["description"].as_str().unwrap();
+        assert!(
+            reason.contains("found no node for the task within 2s")
+                && reason.contains("no suitable node"),
+            "{nowhere}"
+        );
+    } else {
+        assert_eq!(run["status"], "successful", "{run}");
+        assert_eq!(nowhere["status"], "successful", "{nowhere}");
+    }
+
+    // A constraint that cannot be read is refused, naming the task.
+    let mut odd = shell_task("odd", "true", json!({}));
+    odd["placement"] = json!(["gpu"]);
+    let (status, body) = api
+        .post(
+            &format!("{}/configs", path("placed")),
+            json!({"config": config("placed", json!([odd]))}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("task 'odd' has an invalid placement: 'gpu' is not a constraint"),
+        "{body}"
+    );
+}
+
 /// Tasks that ask for the run's workspace share one volume at /gofer/workspace (a child reads
 /// what its parent wrote); tasks that do not ask have none, each run has its own, and the
 /// volume is removed when the run ends.
