@@ -26,6 +26,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
 for package in golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \
                protobuf-compiler protoc-gen-go protoc-gen-go-grpc; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -80,4 +81,6 @@ if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != "active" ]; then
   log "starting a single-node Docker Swarm"
   docker swarm init --advertise-addr 127.0.0.1 >/dev/null
 fi
-log "ready: $(docker version --format 'docker {{.Server.Version}}'), $(go version | cut -d' ' -f3), $(rustc --version)"
+# Podman and its Docker-compatible service, for the Podman scheduler's test.
+bash "$(dirname "$0")/podman.sh"
+log "ready: $(docker version --format 'docker {{.Server.Version}}'), $(podman --version), $(go version | cut -d' ' -f3), $(rustc --version)"

@@ -16,6 +16,7 @@ mod openapi;
 mod operations;
 mod pipelines_as_code;
 mod plugins;
+mod podman;
 mod recovery;
 mod runs;
 mod secrets_objects;
