@@ -193,6 +193,9 @@ fn is_plain_name(component: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// How much of an object file one read takes while it streams out.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
 /// Keys up to this many bytes are kept as their hex spelling (readable on disk); longer ones by
 /// hash, so that the name plus an upload's `.partial-<uuid>` suffix stays under the 255 bytes a
 /// file name may have.
@@ -263,7 +266,10 @@ impl ObjectStore for FsObjectStore {
     async fn get(&self, key: &ObjectKey) -> Result<Option<ByteStream>, ObjectError> {
         let path = self.path(key)?;
         match tokio::fs::File::open(&path).await {
-            Ok(file) => Ok(Some(tokio_util::io::ReaderStream::new(file).boxed())),
+            // 256 KiB reads: the default 4 KiB made a 32 MiB download 5x slower than from S3.
+            Ok(file) => Ok(Some(
+                tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK_BYTES).boxed(),
+            )),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(ObjectError::Io { path, source }),
         }
