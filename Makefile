@@ -9,8 +9,10 @@ BUF := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/gofer-buf/node_modules/.bin/buf
 HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release/gofer
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+RELEASE_NAME := gofer-$(VERSION)-x86_64-linux
 
-.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin test-engines
+.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin test-engines cli-docs
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -24,10 +26,11 @@ run: ## Quick start: build, start a dev server (127.0.0.1:8080), run the example
 serve: ## Build and start a development server on embedded defaults, nothing else
 	cargo run -p gofer -- service start
 
-bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, the Swarm scheduler vs the Docker one, start-up and memory, API tails, plugins, auth, the web UI's budgets
+bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, the Swarm scheduler vs the Docker one, object stores, start-up and memory, API tails, plugins, auth, the web UI's budgets
 	cargo build --release -p gofer
 	python3 scripts/bench-runs.py
 	python3 scripts/bench-swarm.py
+	python3 scripts/bench-objects.py
 	python3 scripts/bench-startup.py
 	python3 scripts/bench-api.py
 	python3 scripts/bench-scale.py
@@ -69,13 +72,22 @@ python-plugin: ## Build the example Python plugin (componentize-py) into target/
 go-plugin-examples: ## Build the example Go plugins (go-ticker, go-echo) with manifests into target/plugins-go
 	bash scripts/go-plugins.sh build
 
-release: ## The single statically linked binary: $(STATIC_BIN)
-	GOFER_BUILD_COMMIT=$(COMMIT) RUSTFLAGS="-C target-feature=+crt-static" \
+release: ## dist/: the static binary gofer-VERSION-x86_64-linux, its SHA-256, the man page and shell completions
+	GOFER_BUILD_COMMIT=$(COMMIT) GOFER_BUILD_DATE=$$(date -u +%Y-%m-%d) RUSTFLAGS="-C target-feature=+crt-static" \
 	  cargo build --release -p gofer --target $(HOST_TARGET)
-	@ls -l $(STATIC_BIN)
+	rm -rf dist && mkdir -p dist/completions
+	cp $(STATIC_BIN) dist/$(RELEASE_NAME)
+	cd dist && sha256sum $(RELEASE_NAME) > $(RELEASE_NAME).sha256
+	dist/$(RELEASE_NAME) reference man > dist/gofer.1
+	for shell in bash zsh fish; do dist/$(RELEASE_NAME) completion $$shell > dist/completions/gofer.$$shell; done
+	@ls -l dist dist/completions
 
-check-static: ## Check the release binary is static and runs the server and the CLI
-	bash scripts/check-static.sh $(STATIC_BIN)
+check-static: ## Check the release binary is static, says its commit, and runs the server and the CLI
+	bash scripts/check-static.sh dist/$(RELEASE_NAME) $(COMMIT)
+	cd dist && sha256sum --check --quiet $(RELEASE_NAME).sha256
+
+cli-docs: ## Regenerate docs/cli.md from the CLI's definition
+	cargo run -q -p gofer -- reference markdown > docs/cli.md
 
 fuzz: ## Fuzz the REST API with schemathesis (no request may get a 5xx)
 	bash scripts/fuzz-api.sh

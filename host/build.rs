@@ -36,6 +36,19 @@ fn main() {
         println!("cargo:rerun-if-changed=../plugins/fixtures/{name}");
     }
     println!("cargo:rerun-if-env-changed=GOFER_BUILD_COMMIT");
+    println!("cargo:rerun-if-env-changed=GOFER_BUILD_DATE");
+    // `gofer --version`: the version from Cargo.toml, and the commit and date `make release`
+    // passes (a development build says so instead of guessing).
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let line = match (
+        std::env::var("GOFER_BUILD_COMMIT"),
+        std::env::var("GOFER_BUILD_DATE"),
+    ) {
+        (Ok(commit), Ok(date)) => format!("{version} (commit {commit}, built {date})"),
+        (Ok(commit), Err(_)) => format!("{version} (commit {commit})"),
+        _ => format!("{version} (development build)"),
+    };
+    println!("cargo:rustc-env=GOFER_VERSION_LINE={line}");
 
     // Share compiled plugin dependencies between builds when the user keeps a target dir outside.
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")

@@ -2,7 +2,8 @@
 # Checks that the release binary is statically linked and that it serves the API and runs the CLI,
 # from a directory with no Rust toolchain on PATH. Prints its size, start-up time and idle RSS.
 set -euo pipefail
-bin=${1:?usage: check-static.sh PATH/TO/gofer}
+bin=${1:?usage: check-static.sh PATH/TO/gofer [COMMIT]}
+commit=${2:-}
 work=$(mktemp -d)
 trap 'kill "${pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -13,6 +14,11 @@ else
   echo "FAIL: $bin is dynamically linked:"; ldd "$work/gofer"; exit 1
 fi
 size=$(stat -c %s "$work/gofer")
+version=$("$work/gofer" --version)
+if [ -n "$commit" ] && ! grep -q "(commit $commit, built [0-9-]*)" <<<"$version"; then
+  echo "FAIL: --version does not name commit $commit and a build date: $version"; exit 1
+fi
+echo "version: $version"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start=$(date +%s%N)
 env -i PATH=/usr/bin:/bin HOME="$work" "$work/gofer" service start --bind "127.0.0.1:$port" --data-dir "$work/data" 2>"$work/server.log" &

@@ -10,6 +10,7 @@ mod deployments;
 pub mod output;
 mod plugins;
 mod program;
+mod reference;
 mod runs;
 mod scaffold;
 mod stores;
@@ -29,7 +30,7 @@ use output::OutputFormat;
 
 /// Gofer runs short-lived jobs: pipelines of containers (and WebAssembly plugins) as DAGs.
 #[derive(Debug, Parser)]
-#[command(name = "gofer", version, about)]
+#[command(name = "gofer", version = env!("GOFER_VERSION_LINE"), about)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -118,6 +119,27 @@ enum Command {
     /// Server-wide settings.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Print shell completions, e.g. `gofer completion bash > /etc/bash_completion.d/gofer`
+    /// (zsh: into a directory on `$fpath` as `_gofer`; fish: `~/.config/fish/completions/gofer.fish`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a document generated from this command line (`make cli-docs`, `make release`).
+    #[command(hide = true)]
+    Reference {
+        #[arg(value_enum)]
+        format: ReferenceFormat,
+    },
+}
+
+/// What `gofer reference` prints.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReferenceFormat {
+    /// docs/cli.md.
+    Markdown,
+    /// The man page, gofer(1), in roff.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -371,6 +393,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Service(ServiceCommand::Status) => Command::Service(ServiceCommand::Status),
         Command::Service(command) => return service(command).await,
+        Command::Completion { shell } => {
+            reference::completions(shell, &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Reference { format } => {
+            let document = match format {
+                ReferenceFormat::Markdown => reference::markdown().into_bytes(),
+                ReferenceFormat::Man => reference::man_page(),
+            };
+            std::io::Write::write_all(&mut std::io::stdout(), &document)?;
+            return Ok(());
+        }
         Command::Plugin(command) => {
             let json = global.output == OutputFormat::Json;
             match plugins::offline_plugin_command(command, json).await? {
