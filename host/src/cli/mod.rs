@@ -394,7 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(ServiceCommand::Status) => Command::Service(ServiceCommand::Status),
         Command::Service(command) => return service(command).await,
         Command::Completion { shell } => {
-            reference::completions(shell, &mut std::io::stdout());
+            std::io::Write::write_all(&mut std::io::stdout(), &reference::completions(shell))?;
             return Ok(());
         }
         Command::Reference { format } => {
@@ -422,7 +422,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Session { client, global };
     match command {
         Command::Service(ServiceCommand::Status) => service_status(&ctx).await,
-        Command::Service(_) => unreachable!("handled above"),
+        Command::Service(_) | Command::Completion { .. } | Command::Reference { .. } => {
+            unreachable!("handled above")
+        }
         Command::Namespace(command) => namespace(&ctx, command).await,
         Command::Pipeline(command) => pipeline(&ctx, command).await,
         Command::Deployment(command) => deployments::deployment(&ctx, command).await,

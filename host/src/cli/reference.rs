@@ -113,9 +113,11 @@ fn arguments_table(out: &mut String, arguments: &[&Arg]) {
             .get_env()
             .map(|env| format!("`{}`", env.to_string_lossy()))
             .unwrap_or_default();
+        // A flag's default (`false`) says nothing.
         let default = arg
             .get_default_values()
             .iter()
+            .filter(|_| takes_value)
             .map(|value| format!("`{}`", value.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(", ");
@@ -130,11 +132,15 @@ fn arguments_table(out: &mut String, arguments: &[&Arg]) {
             .filter(|value| !value.is_hide_set())
             .map(|value| format!("`{}`", value.get_name()))
             .collect();
+        let mut notes = Vec::new();
         if takes_value && !choices.is_empty() {
-            let _ = write!(help, " One of {}.", choices.join(", "));
+            notes.push(format!("one of {}", choices.join(", ")));
         }
         if arg.is_required_set() && !arg.is_positional() {
-            help.push_str(" Required.");
+            notes.push("required".to_string());
+        }
+        if !notes.is_empty() {
+            let _ = write!(help, " ({})", notes.join("; "));
         }
         let _ = writeln!(
             out,
@@ -161,9 +167,12 @@ pub fn man_page() -> Vec<u8> {
     page
 }
 
-/// Completions for `shell`, written to `out`.
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
-    clap_complete::generate(shell, &mut Cli::command(), "gofer", out);
+/// Completions for `shell`. Made in memory: clap_complete panics when its writer fails (a
+/// closed pipe), which the caller's write reports as an error instead.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "gofer", &mut script);
+    script
 }
 
 #[cfg(test)]
@@ -184,11 +193,15 @@ mod tests {
         let page = String::from_utf8(super::man_page()).unwrap();
         assert!(page.contains(".TH gofer 1"), "{}", &page[..200]);
         for command in ["service", "pipeline", "run", "completion"] {
-            assert!(page.contains(command), "{command} is missing from the man page");
+            assert!(
+                page.contains(command),
+                "{command} is missing from the man page"
+            );
         }
-        let mut bash = Vec::new();
-        super::completions(clap_complete::Shell::Bash, &mut bash);
-        let bash = String::from_utf8(bash).unwrap();
-        assert!(bash.contains("gofer__run__start") || bash.contains("gofer,run"), "bash");
+        let bash = String::from_utf8(super::completions(clap_complete::Shell::Bash)).unwrap();
+        assert!(
+            bash.contains("gofer__run__start") || bash.contains("gofer,run"),
+            "bash"
+        );
     }
 }

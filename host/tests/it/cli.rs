@@ -234,6 +234,29 @@ fn the_cli_reports_an_unreachable_server_and_bad_arguments() {
     assert!(!output.status.success());
 }
 
+/// Shell completions load in bash and complete subcommands; the version line says the version.
+#[test]
+fn completions_load_in_bash_and_the_version_says_what_it_is() {
+    let completed = command_in_shell(
+        "source <(\"$GOFER\" completion bash) && COMP_WORDS=(gofer pipel) && COMP_CWORD=1 && \
+         _gofer gofer pipel gofer && echo \"${COMPREPLY[@]}\"",
+    )
+    .env("GOFER", crate::support::GOFER)
+    .output()
+    .unwrap();
+    assert!(completed.status.success(), "{completed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&completed.stdout).trim(),
+        "pipeline"
+    );
+    let version = gofer_command().arg("--version").output().unwrap();
+    let version = stdout(&version);
+    assert!(
+        version.starts_with(&format!("gofer {} (", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+}
+
 /// Runs `pipeline` (a shell pipeline whose `gofer` is the binary under test) with `pipefail`.
 fn shell_pipeline(server: &TestServer, pipeline: &str) -> std::process::Child {
     command_in_shell(pipeline)
@@ -288,6 +311,7 @@ async fn a_closed_output_ends_the_cli_quietly() {
             "{",
         ),
         ("\"$GOFER\" service openapi | head -1", "{"),
+        ("\"$GOFER\" completion zsh | head -1", "#compdef gofer"),
     ] {
         let printed = finished_quietly(shell_pipeline(&server, pipeline), pipeline);
         assert_eq!(printed.lines().count(), 1, "{pipeline}: {printed}");
