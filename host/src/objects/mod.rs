@@ -241,11 +241,7 @@ impl ObjectStore for FsObjectStore {
         let mut size = 0u64;
         let written: Result<(), ObjectError> = async {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(ObjectError::Upload)?;
-                size += chunk.len() as u64;
-                if size > max_bytes {
-                    return Err(ObjectError::TooLarge(max_bytes));
-                }
+                let chunk = counted(chunk, &mut size, max_bytes)?;
                 file.write_all(&chunk).await.map_err(io(&partial))?;
             }
             file.flush().await.map_err(io(&partial))?;
@@ -297,6 +293,21 @@ impl ObjectStore for FsObjectStore {
         }
         Ok(())
     }
+}
+
+/// An upload's next chunk, added to `size`; refused once the upload passes `max_bytes` (both
+/// stores count the same way).
+pub(crate) fn counted(
+    chunk: Result<Bytes, std::io::Error>,
+    size: &mut u64,
+    max_bytes: u64,
+) -> Result<Bytes, ObjectError> {
+    let chunk = chunk.map_err(ObjectError::Upload)?;
+    *size += chunk.len() as u64;
+    if *size > max_bytes {
+        return Err(ObjectError::TooLarge(max_bytes));
+    }
+    Ok(chunk)
 }
 
 /// Reads a whole object, up to `max_bytes` (for interpolating it into a variable).

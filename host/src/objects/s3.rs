@@ -21,7 +21,7 @@ use object_store::{
 };
 
 use super::{
-    ByteStream, ObjectError, ObjectKey, ObjectStore, pipeline_locations, relative_location,
+    ByteStream, ObjectError, ObjectKey, ObjectStore, counted, pipeline_locations, relative_location,
 };
 use crate::config::S3Settings;
 
@@ -163,11 +163,7 @@ impl S3ObjectStore {
         }
         let sent: Result<(), ObjectError> = async {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(ObjectError::Upload)?;
-                size += chunk.len() as u64;
-                if size > max_bytes {
-                    return Err(ObjectError::TooLarge(max_bytes));
-                }
+                let chunk = counted(chunk, &mut size, max_bytes)?;
                 writer
                     .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
@@ -209,11 +205,7 @@ impl ObjectStore for S3ObjectStore {
         let mut first = Vec::new();
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(ObjectError::Upload)?;
-            size += chunk.len() as u64;
-            if size > max_bytes {
-                return Err(ObjectError::TooLarge(max_bytes));
-            }
+            let chunk = counted(chunk, &mut size, max_bytes)?;
             first.push(chunk);
             if size >= PART_BYTES as u64 {
                 return self

@@ -95,18 +95,8 @@ impl Moto {
 
     /// The keys in a bucket under a prefix (moto answers unsigned listings).
     pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let listing = http_client()
-            .get(format!(
-                "{}/{bucket}?list-type=2&prefix={prefix}",
-                self.endpoint
-            ))
-            .send()
+        self.get(&format!("/{bucket}?list-type=2&prefix={prefix}"))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        listing
             .split("<Key>")
             .skip(1)
             .map(|rest| rest.split("</Key>").next().unwrap().to_string())
@@ -115,15 +105,22 @@ impl Moto {
 
     /// Multipart uploads started in a bucket and neither completed nor aborted.
     pub async fn unfinished_uploads(&self, bucket: &str) -> usize {
-        let listing = http_client()
-            .get(format!("{}/{bucket}?uploads", self.endpoint))
+        self.get(&format!("/{bucket}?uploads"))
+            .await
+            .matches("<Upload>")
+            .count()
+    }
+
+    /// An unsigned GET (moto answers them); the body.
+    async fn get(&self, path: &str) -> String {
+        http_client()
+            .get(format!("{}{path}", self.endpoint))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        listing.matches("<Upload>").count()
+            .unwrap()
     }
 
     /// The settings of a server keeping its objects in `bucket` under `prefix`.
