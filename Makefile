@@ -12,7 +12,7 @@ COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 RELEASE_NAME := gofer-$(VERSION)-x86_64-linux
 
-.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin test-engines cli-docs
+.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin test-engines cli-docs docs docs-serve
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, the Swarm s
 	python3 scripts/bench-auth.py
 	node tests/browser/bench-ui.mjs
 
-test: lint unit test-engines release check-static ## Everything CI runs: lint, all tests, the static binary check
+test: lint unit test-engines docs release check-static ## Everything CI runs: lint, all tests, the documentation site, the static binary check
 
 test-engines: ## The run, recovery, log and object tests again on the other engines: Docker Swarm (make setup starts a single-node Swarm) and an S3 bucket (moto)
 	# --workspace: the same feature set as `unit`, so nothing is rebuilt.
@@ -72,9 +72,9 @@ python-plugin: ## Build the example Python plugin (componentize-py) into target/
 go-plugin-examples: ## Build the example Go plugins (go-ticker, go-echo) with manifests into target/plugins-go
 	bash scripts/go-plugins.sh build
 
-release: ## dist/: the static binary gofer-VERSION-x86_64-linux, its SHA-256, the man page and shell completions
+release: docs ## dist/: the static binary gofer-VERSION-x86_64-linux (with its manual at /docs), its SHA-256, the man page and shell completions
 	GOFER_BUILD_COMMIT=$(COMMIT) GOFER_BUILD_DATE=$$(date -u +%Y-%m-%d) RUSTFLAGS="-C target-feature=+crt-static" \
-	  cargo build --release -p gofer --target $(HOST_TARGET)
+	  cargo build --release -p gofer --features docs-site --target $(HOST_TARGET)
 	rm -rf dist && mkdir -p dist/completions
 	cp $(STATIC_BIN) dist/$(RELEASE_NAME)
 	cd dist && sha256sum $(RELEASE_NAME) > $(RELEASE_NAME).sha256
@@ -85,6 +85,12 @@ release: ## dist/: the static binary gofer-VERSION-x86_64-linux, its SHA-256, th
 check-static: ## Check the release binary is static, says its commit, and runs the server and the CLI
 	bash scripts/check-static.sh dist/$(RELEASE_NAME) $(COMMIT)
 	cd dist && sha256sum --check --quiet $(RELEASE_NAME).sha256
+
+docs: ## Build the documentation site (mdBook) into target/book; warnings, broken links and anchors are errors
+	bash scripts/docs.sh build
+
+docs-serve: ## Build the documentation site and serve it on http://127.0.0.1:3000
+	bash scripts/docs.sh serve
 
 cli-docs: ## Regenerate docs/cli.md from the CLI's definition
 	cargo run -q -p gofer -- reference markdown > docs/cli.md

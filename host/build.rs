@@ -1,6 +1,8 @@
 //! Builds the built-in plugins (`../plugins`, WebAssembly components for wasm32-wasip2) and embeds
 //! them in the binary; also builds the test fixture plugins and tells the tests where they are,
 //! and compiles the gRPC plugin protocol (`../proto`) with protox, so no `protoc` is needed.
+//! With the `docs-site` feature it embeds the built documentation site (`../target/book`, from
+//! `make docs`), served at `/docs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +19,7 @@ const FIXTURES: &[&str] = &["misbehave", "future", "forger", "legacy-tick"];
 
 fn main() {
     compile_plugin_protocol();
+    embed_book();
     let manifest_dir =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let plugins = manifest_dir.join("../plugins");
@@ -127,4 +130,58 @@ fn copy(built: &Path, to: &Path, name: &str) -> PathBuf {
     std::fs::copy(&source, &destination)
         .unwrap_or_else(|error| panic!("could not copy {}: {error}", source.display()));
     destination
+}
+
+/// Writes `$OUT_DIR/book.rs`: the built book's files (path, bytes) when the `docs-site` feature is
+/// on, else none.
+fn embed_book() {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let mut entries = String::new();
+    if std::env::var_os("CARGO_FEATURE_DOCS_SITE").is_some() {
+        let manifest_dir = PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+        );
+        let book = manifest_dir.join("../target/book");
+        println!("cargo:rerun-if-changed={}", book.display());
+        if !book.join("index.html").is_file() {
+            panic!(
+                "the docs-site feature embeds the documentation site, but {} has no index.html: run `make docs` first",
+                book.display()
+            );
+        }
+        let mut files = Vec::new();
+        collect_files(&book, &mut files);
+        files.sort();
+        for file in files {
+            let relative = file
+                .strip_prefix(&book)
+                .expect("under the book")
+                .to_string_lossy()
+                .replace('\\', "/");
+            println!("cargo:rerun-if-changed={}", file.display());
+            entries.push_str(&format!(
+                "    ({relative:?}, include_bytes!({:?})),\n",
+                file.display().to_string()
+            ));
+        }
+    }
+    std::fs::write(
+        out_dir.join("book.rs"),
+        format!("pub static BOOK: &[(&str, &[u8])] = &[\n{entries}];\n"),
+    )
+    .expect("OUT_DIR is writable");
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir)
+        .expect("the book is readable")
+        .flatten()
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, files);
+        } else {
+            files.push(path);
+        }
+    }
 }

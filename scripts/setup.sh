@@ -64,6 +64,8 @@ fi
 bash "$(dirname "$0")/python-plugin.sh" --setup
 # moto (PyPI, pinned): the S3-compatible server the object store tests start.
 bash "$(dirname "$0")/moto.sh" --setup
+# mdbook (crates.io, pinned) builds the documentation site.
+bash "$(dirname "$0")/docs.sh" --setup
 
 if ! docker info >/dev/null 2>&1; then
   if ! pgrep -x dockerd >/dev/null 2>&1; then

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod docs_site;
 pub mod domain;
 pub mod events;
 pub mod failpoints;

@@ -553,6 +553,7 @@ pub fn router(state: ApiState) -> axum::Router {
     .route_layer(axum::middleware::from_fn(record_request))
     .route("/metrics", axum::routing::get(serve_metrics))
     .merge(crate::ui::routes())
+    .merge(crate::docs_site::routes())
     .fallback(no_such_route)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(axum::middleware::from_fn(require_api_version))

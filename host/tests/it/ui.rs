@@ -68,6 +68,21 @@ async fn the_ui_is_served_from_the_binary_with_strict_headers() {
     assert_eq!(api.status(), StatusCode::BAD_REQUEST);
 }
 
+/// A binary built without the docs-site feature (the tests' debug build) says at /docs how to
+/// get its manual; `make check-static` checks the release binary serves it.
+#[tokio::test]
+async fn docs_say_how_to_get_the_manual_when_it_is_not_built_in() {
+    let server = TestServer::start().await;
+    let http = crate::support::http_client();
+    let response = http
+        .get(format!("{}/docs/", server.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
+    assert!(response.text().await.unwrap().contains("make release"));
+}
+
 #[tokio::test]
 async fn the_ui_works_in_a_real_browser() {
     let modules = repo().join("tests/browser/node_modules/playwright-core");
