@@ -12,7 +12,7 @@ COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 RELEASE_NAME := gofer-$(VERSION)-x86_64-linux
 
-.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin test-engines cli-docs docs docs-serve
+.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin test-engines cli-docs docs docs-serve docs-commands
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ bench: ## Benchmarks (release build): runs vs raw `docker run --rm`, the Swarm s
 	python3 scripts/bench-auth.py
 	node tests/browser/bench-ui.mjs
 
-test: lint unit test-engines docs release check-static ## Everything CI runs: lint, all tests, the documentation site, the static binary check
+test: lint unit test-engines docs docs-commands release check-static ## Everything CI runs: lint, all tests, the documentation site and its commands, the static binary check
 
 test-engines: ## The run, recovery, log and object tests again on the other engines: Docker Swarm (make setup starts a single-node Swarm) and an S3 bucket (moto)
 	# --workspace: the same feature set as `unit`, so nothing is rebuilt.
@@ -91,6 +91,9 @@ docs: ## Build the documentation site (mdBook) into target/book; warnings, broke
 
 docs-serve: ## Build the documentation site and serve it on http://127.0.0.1:3000
 	bash scripts/docs.sh serve
+
+docs-commands: ## Run every shell block of the README and docs/getting-started.md against a fresh `make run`
+	python3 scripts/check-shell-blocks.py
 
 cli-docs: ## Regenerate docs/cli.md from the CLI's definition
 	cargo run -q -p gofer -- reference markdown > docs/cli.md

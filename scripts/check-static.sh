@@ -30,9 +30,12 @@ done
 ready=$(( ($(date +%s%N) - start) / 1000000 ))
 env -i PATH=/usr/bin:/bin HOME="$work" "$work/gofer" --api-base-url "http://127.0.0.1:$port" namespace list | grep -q default \
   || { echo "FAIL: the CLI could not list namespaces"; cat "$work/server.log"; exit 1; }
-curl -fs "http://127.0.0.1:$port/docs/" | grep -q "<title>Introduction - Gofer</title>" \
+# Read whole before searching: `curl | grep -q` fails under pipefail when grep stops reading early.
+page=$(curl -fs "http://127.0.0.1:$port/docs/" || true)
+grep -q "<title>Introduction - Gofer</title>" <<<"$page" \
   || { echo "FAIL: the manual is not served at /docs/"; exit 1; }
-curl -fs "http://127.0.0.1:$port/docs/configuration.html" | grep -q "objects.s3.bucket" \
+page=$(curl -fs "http://127.0.0.1:$port/docs/configuration.html" || true)
+grep -q "objects.s3.bucket" <<<"$page" \
   || { echo "FAIL: /docs/configuration.html is not the configuration page"; exit 1; }
 echo "manual: served at /docs/"
 sleep 0.5
