@@ -30,6 +30,8 @@ cat <<MSG
 
 The server is running at $url (development mode, data in ~/.local/share/gofer).
 Open the web UI: $url/  (pipelines, live runs and logs, plugins, events)
+hello is subscribed to the interval trigger: a run starts every 30 s on its own; watch them come:
+  $gofer run list hello
 In another terminal try:
   $gofer pipeline get hello
   $gofer run start hello --follow --var GREETING=hi
