@@ -158,10 +158,7 @@ impl S3Settings {
             ));
         }
         let endpoint = &self.endpoint;
-        let well_formed = endpoint.is_empty()
-            || endpoint.starts_with("http://")
-            || endpoint.starts_with("https://");
-        if !well_formed {
+        if !is_empty_or_http_address(endpoint) {
             return Some(format!(
                 "objects.s3.endpoint: '{endpoint}' is not an http:// or https:// address (e.g. \"http://127.0.0.1:9000\"; empty for AWS S3)"
             ));
@@ -191,6 +188,11 @@ impl S3Settings {
         }
         None
     }
+}
+
+/// Whether an optional address setting is unset or an `http://` / `https://` address.
+fn is_empty_or_http_address(address: &str) -> bool {
+    address.is_empty() || address.starts_with("http://") || address.starts_with("https://")
 }
 
 /// The bucket of `objects.engine = "s3"`.
@@ -616,10 +618,7 @@ impl ServerConfig {
             return invalid("retention.interval_secs and retention.batch must be above 0".into());
         }
         let endpoint = &self.tracing.otlp_endpoint;
-        let well_formed = endpoint.is_empty()
-            || endpoint.starts_with("http://")
-            || endpoint.starts_with("https://");
-        if !well_formed {
+        if !is_empty_or_http_address(endpoint) {
             return invalid(format!(
                 "tracing.otlp_endpoint: '{endpoint}' is not an http:// or https:// address (e.g. \"http://127.0.0.1:4317\")"
             ));

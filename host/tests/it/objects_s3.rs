@@ -63,12 +63,17 @@ async fn objects_live_in_the_bucket_and_are_replaced_only_by_complete_uploads() 
     assert!(!server.data_dir.join("objects").exists());
 
     // Larger than the limit (24 MiB): refused, and the object is untouched, no upload left open.
-    let oversized = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-        .post(url(&format!("{big_object}?force=true")))
-        .header("gofer-api-version", "v0")
+    // Each refused upload on its own connection: the server closes it, and it must not go back
+    // to the pool the other requests use.
+    let replace_on_own_connection = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+            .post(url(&format!("{big_object}?force=true")))
+            .header("gofer-api-version", "v0")
+    };
+    let oversized = replace_on_own_connection()
         .body(patterned(30 * 1024 * 1024, 9))
         .send()
         .await;
@@ -80,12 +85,7 @@ async fn objects_live_in_the_bucket_and_are_replaced_only_by_complete_uploads() 
         Ok(Bytes::from(patterned(12 * 1024 * 1024, 3))),
         Err(std::io::Error::other("the client gave up")),
     ]);
-    let cut = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-        .post(url(&format!("{big_object}?force=true")))
-        .header("gofer-api-version", "v0")
+    let cut = replace_on_own_connection()
         .body(reqwest::Body::wrap_stream(failing))
         .send()
         .await;
