@@ -7,8 +7,12 @@ user would, so the first commands anyone types cannot rot.
   ended, then runs the blocks that follow against that server.
 - `make test` is what CI is running when it runs this check, so that line is not run again.
 - Every other line runs as written, each block in `bash -euo pipefail` from the repository root,
-  with `gofer` on PATH (the build `make run` made). A block that fails or takes over 3 minutes
-  fails the check, printed with its output.
+  with `gofer` on PATH (the build `make run` made), a fresh home folder whose
+  `~/.local/share/gofer` is the server's data, and no CARGO_TARGET_DIR (a project the page makes
+  builds in its own `target/`, as it would for a reader). A block that fails or takes over 5
+  minutes fails the check, printed with its output.
+- What a page says a block prints is checked too: each `<!-- expect: TEXT -->` comment right
+  after a block (invisible on the page) names text its output must contain.
 
 Usage: scripts/check-shell-blocks.py [FILE...]   (default: README.md docs/getting-started.md)
 """
@@ -25,7 +29,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = ["README.md", "docs/getting-started.md"]
-BLOCK = re.compile(r"^```(?:sh|bash|shell)\n(.*?)^```", re.M | re.S)
+BLOCK = re.compile(r"^```(?:sh|bash|shell)\n(.*?)^```\n((?:\s*<!--\s*expect:.*?-->)*)", re.M | re.S)
+EXPECT = re.compile(r"<!--\s*expect:\s*(.*?)\s*-->", re.S)
 
 
 def free_port():
@@ -59,17 +64,28 @@ def main():
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     home = tempfile.mkdtemp(prefix="gofer-shell-blocks-")
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/gofer-target"))
-    env = dict(os.environ, XDG_DATA_HOME=home, GOFER_SERVER__BIND=f"127.0.0.1:{port}",
-               GOFER_API_BASE_URL=base, PATH=os.path.join(target, "debug") + os.pathsep + os.environ["PATH"])
-    env = {key: value for key, value in env.items()
-           if not key.startswith("GOFER_") or key in ("GOFER_SERVER__BIND", "GOFER_API_BASE_URL")}
+    real_home = os.path.expanduser("~")
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(real_home, ".cache/gofer-target"))
+    # `make run` keeps the real home (its caches), with the fresh data home.
+    server_env = dict(os.environ, XDG_DATA_HOME=os.path.join(home, ".local/share"), CARGO_TARGET_DIR=target,
+                      GOFER_SERVER__BIND=f"127.0.0.1:{port}", GOFER_API_BASE_URL=base,
+                      PATH=os.path.join(target, "debug") + os.pathsep + os.environ["PATH"])
+    server_env = {key: value for key, value in server_env.items()
+                  if not key.startswith("GOFER_") or key in ("GOFER_SERVER__BIND", "GOFER_API_BASE_URL")}
+    # The blocks run as a reader would, in the fresh home, with the real toolchains.
+    env = dict(server_env, HOME=home,
+               CARGO_HOME=os.environ.get("CARGO_HOME", os.path.join(real_home, ".cargo")),
+               RUSTUP_HOME=os.environ.get("RUSTUP_HOME", os.path.join(real_home, ".rustup")))
+    for key in ("CARGO_TARGET_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        env.pop(key, None)
     server = None
     checked = 0
+    claims = 0
     try:
         for name in files:
             text = open(os.path.join(ROOT, name), encoding="utf-8").read()
-            for block in BLOCK.findall(text):
+            for block, comments in BLOCK.findall(text):
+                expected = EXPECT.findall(comments)
                 lines = []
                 for line in block.splitlines():
                     command = line.split("#", 1)[0].strip()
@@ -77,7 +93,7 @@ def main():
                         continue
                     if command == "make run":
                         if server is None:
-                            server = subprocess.Popen(["make", "run"], cwd=ROOT, env=env,
+                            server = subprocess.Popen(["make", "run"], cwd=ROOT, env=server_env,
                                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                                       start_new_session=True)
                             wait_for_first_run(base, server, time.time() + 600)
@@ -88,12 +104,18 @@ def main():
                     continue
                 try:
                     result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env,
-                                            capture_output=True, text=True, timeout=180)
+                                            capture_output=True, text=True, timeout=300)
                 except subprocess.TimeoutExpired:
-                    raise SystemExit(f"{name}: this block took over 3 minutes:\n{script}")
+                    raise SystemExit(f"{name}: this block took over 5 minutes:\n{script}")
+                output = result.stdout + result.stderr
                 if result.returncode != 0:
                     raise SystemExit(f"{name}: this block failed ({result.returncode}):\n{script}\n"
-                                     f"--- output ---\n{result.stdout}{result.stderr}")
+                                     f"--- output ---\n{output}")
+                for text_expected in expected:
+                    if text_expected not in output:
+                        raise SystemExit(f"{name}: the page says this block prints '{text_expected}', "
+                                         f"but it did not:\n{script}\n--- output ---\n{output}")
+                    claims += 1
                 checked += 1
     finally:
         if server is not None and server.poll() is None:
@@ -102,7 +124,8 @@ def main():
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
-    print(f"shell blocks: {checked} blocks of {', '.join(files)} ran green against a fresh `make run`")
+    print(f"shell blocks: {checked} blocks of {', '.join(files)} ran green against a fresh `make run`, "
+          f"with the {claims} outputs the pages claim")
 
 
 if __name__ == "__main__":

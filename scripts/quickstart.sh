@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gofer-target}"
 
 if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
-  bash scripts/setup.sh
+  bash scripts/setup.sh --run
 fi
 docker info >/dev/null 2>&1 || { echo "Docker is not running: start it (make setup) and try again" >&2; exit 1; }
 bash scripts/build-busybox-image.sh
@@ -28,7 +28,7 @@ done
 "$gofer" run start hello --follow || true
 cat <<MSG
 
-The server is running at $url (development mode, data in ~/.local/share/gofer).
+The server is running at $url (development mode, data in ${XDG_DATA_HOME:-~/.local/share}/gofer).
 Open the web UI: $url/  (pipelines, live runs and logs, plugins, events)
 hello is subscribed to the interval trigger: a run starts every 30 s on its own; watch them come:
   $gofer run list hello

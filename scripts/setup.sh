@@ -13,7 +13,18 @@
 #   prometheus               (a real scraper of /metrics in the operations tests)
 #   chromium + playwright-core (the web UI's browser tests; playwright-core from npm with the
 #                            lockfile in tests/browser, no browser download)
+#   componentize-py, moto, mdbook, a single-node Swarm, Podman (see below)
+#
+# `setup.sh --run` installs and starts only what `make run` and docs/getting-started.md need:
+# Docker, busybox-static, curl and the wasm32-wasip2 target. It leaves the machine's Docker alone
+# otherwise (no Swarm), so trying Gofer does not take the test suite's few minutes of installs.
 set -euo pipefail
+
+case "${1:-}" in
+  --run) only_run=1 ;;
+  "") only_run= ;;
+  *) echo "usage: setup.sh [--run]" >&2; exit 2 ;;
+esac
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -21,21 +32,46 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
-command -v go >/dev/null 2>&1 || missing+=(golang-go)
-command -v podman >/dev/null 2>&1 || missing+=(podman)
-for package in golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \
-               protobuf-compiler protoc-gen-go protoc-gen-go-grpc; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ -z "$only_run" ]; then
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  command -v go >/dev/null 2>&1 || missing+=(golang-go)
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
+  for package in golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \
+                 protobuf-compiler protoc-gen-go protoc-gen-go-grpc; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   sudo_if_needed apt-get update -qq
   sudo_if_needed apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+start_docker() {
+  docker info >/dev/null 2>&1 && return
+  if ! pgrep -x dockerd >/dev/null 2>&1; then
+    log "starting dockerd"
+    sudo_if_needed sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+  fi
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && return
+    sleep 0.5
+  done
+  log "dockerd did not come up; see /var/log/dockerd.log"
+  exit 1
+}
+
+if [ -n "$only_run" ]; then
+  if command -v rustup >/dev/null 2>&1; then
+    rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+  fi
+  start_docker
+  exit 0
 fi
 
 if command -v rustup >/dev/null 2>&1; then
@@ -67,17 +103,7 @@ bash "$(dirname "$0")/moto.sh" --setup
 # mdbook (crates.io, pinned) builds the documentation site.
 bash "$(dirname "$0")/docs.sh" --setup
 
-if ! docker info >/dev/null 2>&1; then
-  if ! pgrep -x dockerd >/dev/null 2>&1; then
-    log "starting dockerd"
-    sudo_if_needed sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
-  fi
-  for _ in $(seq 1 120); do
-    docker info >/dev/null 2>&1 && break
-    sleep 0.5
-  done
-  docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/dockerd.log"; exit 1; }
-fi
+start_docker
 # A single-node Swarm on loopback for the Swarm scheduler's tests (`make test-engines`).
 if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != "active" ]; then
   log "starting a single-node Docker Swarm"

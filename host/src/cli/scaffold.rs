@@ -37,8 +37,14 @@ impl Kind {
 /// One file of a template: where it goes (with placeholders) and what it holds.
 type TemplateFile = (&'static str, &'static str);
 
+/// The built-in plugins' lockfile: a new Rust project starts from the versions of the SDK's
+/// dependencies that Gofer builds and tests with (Cargo drops the entries it does not use), so
+/// it builds the same today and next year, and offline once they are fetched.
+const RUST_LOCKFILE: &str = include_str!("../../../plugins/Cargo.lock");
+
 const RUST_TRIGGER: &[TemplateFile] = &[
     ("Cargo.toml", include_str!("templates/rust/Cargo.toml")),
+    ("Cargo.lock", RUST_LOCKFILE),
     ("README.md", include_str!("templates/rust/README.md")),
     (".gitignore", include_str!("templates/rust/gitignore")),
     ("src/lib.rs", include_str!("templates/rust/trigger.rs")),
@@ -46,6 +52,7 @@ const RUST_TRIGGER: &[TemplateFile] = &[
 
 const RUST_TASK: &[TemplateFile] = &[
     ("Cargo.toml", include_str!("templates/rust/Cargo.toml")),
+    ("Cargo.lock", RUST_LOCKFILE),
     ("README.md", include_str!("templates/rust/README.md")),
     (".gitignore", include_str!("templates/rust/gitignore")),
     ("src/lib.rs", include_str!("templates/rust/task.rs")),

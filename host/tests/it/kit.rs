@@ -107,6 +107,14 @@ fn cargo_test_and_build(project: &Path, name: &str) -> PathBuf {
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// The version a Cargo.lock pins `name` at.
+fn locked_version(lockfile: &str, name: &str) -> Option<String> {
+    let entry = format!("[[package]]\nname = \"{name}\"\nversion = \"");
+    let start = lockfile.find(&entry)? + entry.len();
+    let length = lockfile[start..].find('"')?;
+    Some(lockfile[start..start + length].to_string())
+}
+
 /// `scripts/go-plugins.sh project DIR test|build`.
 fn go_project(project: &Path, step: &str) {
     succeed(
@@ -217,6 +225,19 @@ async fn rust_plugins_from_plugin_new_pass_their_tests_and_run_in_a_server() {
     plugin_new(&task_dir, "kit-hello", "task", "rust", "sdk-rust");
     let trigger = cargo_test_and_build(&trigger_dir, "kit-tick");
     let task = cargo_test_and_build(&task_dir, "kit-hello");
+    // The project kept the versions Gofer builds its own plugins with, and only what it uses.
+    let ours = std::fs::read_to_string(root().join("plugins/Cargo.lock")).unwrap();
+    let theirs = std::fs::read_to_string(trigger_dir.join("Cargo.lock")).unwrap();
+    for dependency in ["wit-bindgen-core", "wit-bindgen-rust-macro", "wasip2"] {
+        let version = locked_version(&ours, dependency);
+        assert!(version.is_some(), "plugins/Cargo.lock has no {dependency}");
+        assert_eq!(locked_version(&theirs, dependency), version, "{dependency}");
+    }
+    assert!(locked_version(&theirs, "kit-tick").is_some(), "{theirs}");
+    assert!(
+        locked_version(&theirs, "gofer-plugin-interval").is_none(),
+        "{theirs}"
+    );
 
     let described = check(&trigger);
     assert_eq!(described["interface"], "gofer:plugin@0.2.0");
