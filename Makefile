@@ -11,8 +11,9 @@ STATIC_BIN := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release/gofer
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 RELEASE_NAME := gofer-$(VERSION)-x86_64-linux
+PREFIX ?= /usr/local
 
-.PHONY: help setup run serve test lint unit release check-static openapi bench fuzz go-plugin-examples python-plugin test-engines cli-docs docs docs-serve docs-commands
+.PHONY: help setup run serve test lint unit release install check-static openapi bench fuzz go-plugin-examples python-plugin test-engines cli-docs docs docs-serve docs-commands
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -72,7 +73,7 @@ python-plugin: ## Build the example Python plugin (componentize-py) into target/
 go-plugin-examples: ## Build the example Go plugins (go-ticker, go-echo) with manifests into target/plugins-go
 	bash scripts/go-plugins.sh build
 
-release: docs ## dist/: the static binary gofer-VERSION-x86_64-linux (with its manual at /docs), its SHA-256, the man page and shell completions
+release: docs ## dist/: the static binary gofer-VERSION-x86_64-linux (with its manual at /docs), the man page, shell completions, an installable .tar.gz of them, SHA-256s
 	GOFER_BUILD_COMMIT=$(COMMIT) GOFER_BUILD_DATE=$$(date -u +%Y-%m-%d) RUSTFLAGS="-C target-feature=+crt-static" \
 	  cargo build --release -p gofer --features docs-site --target $(HOST_TARGET)
 	rm -rf dist && mkdir -p dist/completions
@@ -80,11 +81,18 @@ release: docs ## dist/: the static binary gofer-VERSION-x86_64-linux (with its m
 	cd dist && sha256sum $(RELEASE_NAME) > $(RELEASE_NAME).sha256
 	dist/$(RELEASE_NAME) reference man > dist/gofer.1
 	for shell in bash zsh fish; do dist/$(RELEASE_NAME) completion $$shell > dist/completions/gofer.$$shell; done
+	bash scripts/release-archive.sh pack dist $(RELEASE_NAME)
 	@ls -l dist dist/completions
+
+install: ## Install the release made by `make release` under PREFIX (default /usr/local): binary, man page, completions
+	@test -f dist/$(RELEASE_NAME).tar.gz || { echo "no dist/$(RELEASE_NAME).tar.gz: run make release first"; exit 1; }
+	mkdir -p "$(DESTDIR)$(PREFIX)"
+	tar -xzf dist/$(RELEASE_NAME).tar.gz --strip-components=1 --no-same-owner --no-overwrite-dir -C "$(DESTDIR)$(PREFIX)"
 
 check-static: ## Check the release binary is static, says its commit, and runs the server and the CLI
 	bash scripts/check-static.sh dist/$(RELEASE_NAME) $(COMMIT)
 	cd dist && sha256sum --check --quiet $(RELEASE_NAME).sha256
+	bash scripts/release-archive.sh check $(RELEASE_NAME) $(COMMIT)
 
 docs: ## Build the documentation site (mdBook) into target/book; warnings, broken links and anchors are errors
 	bash scripts/docs.sh build

@@ -19,6 +19,7 @@ Usage: scripts/check-shell-blocks.py [FILE...]   (default: README.md docs/gettin
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,6 +125,7 @@ def main():
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
     print(f"shell blocks: {checked} blocks of {', '.join(files)} ran green against a fresh `make run`, "
           f"with the {claims} outputs the pages claim")
 
