@@ -5,7 +5,7 @@
 #
 #   scripts/bench-first-run.sh          with the build caches as they are (CARGO_TARGET_DIR)
 #   scripts/bench-first-run.sh --cold   `make run` builds Gofer into an empty target folder, as
-#                                       on a fresh machine (about 11 minutes on 2 cores)
+#                                       on a fresh machine (about 6 minutes on 2 cores)
 #
 # The plugin project always builds cold, in its own target/, as it does for a reader. What a
 # fresh machine adds on top is installing Docker and busybox-static from apt and fetching the
