@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gofer-target}"
 if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
   bash scripts/setup.sh --run
 fi
-docker info >/dev/null 2>&1 || { echo "Docker is not running: start it (make setup) and try again" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "Docker is not running: start it (bash scripts/setup.sh --run, as root or with sudo) and try again" >&2; exit 1; }
 bash scripts/build-busybox-image.sh
 cargo build -q -p gofer
 gofer="$CARGO_TARGET_DIR/debug/gofer"
