@@ -66,10 +66,10 @@ start_docker() {
   exit 1
 }
 
+if command -v rustup >/dev/null 2>&1; then
+  rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+fi
 if [ -n "$only_run" ]; then
-  if command -v rustup >/dev/null 2>&1; then
-    rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-  fi
   start_docker
   exit 0
 fi
@@ -77,7 +77,6 @@ fi
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
-  rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 fi
 
 BUF_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/gofer-buf
